@@ -1,0 +1,133 @@
+"""The stem registry: a stem's registration is the one source of truth for its name, family,
+source and parameters (timm's register / build / available pattern)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+StemFactory = Callable[..., nn.Module]
+
+
+class StemError(ValueError):
+    """A stem request that cannot be honoured; the message is one sentence naming the fix."""
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """What the registry knows about one stem."""
+
+    name: str
+    family: str  # e.g. "conv_stack", "large_kernel", "patchify"
+    source: str  # the paper section or reference code it re-implements
+    factory: StemFactory  # factory(in_channels, out_channels, **params) -> nn.Module
+    defaults: dict[str, Any]  # the stem's own parameters with the source's defaults
+    stride: int = 4  # contract: the stem divides H and W by this
+    out_channels: int = 64  # contract: channels handed to the trunk
+    doc: str = ""
+
+
+_REGISTRY: dict[str, StemSpec] = {}
+
+
+def register(name: str, *, family: str, source: str, stride: int = 4, out_channels: int = 64):
+    """Decorator: register `factory(in_channels, out_channels, **params)` as stem `name`.
+
+    Every keyword parameter after the two channel counts becomes a stem parameter
+    (overridable as `stem.<param>=...` on the command line); its default is the source's value.
+    """
+
+    def decorate(factory: StemFactory) -> StemFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"stem {name!r} is registered twice")
+        params = list(inspect.signature(factory).parameters.values())
+        if [p.name for p in params[:2]] != ["in_channels", "out_channels"]:
+            raise TypeError(f"stem factory {factory.__name__} must start with (in_channels, out_channels)")
+        defaults = {p.name: _plain(p.default) for p in params[2:]}
+        doc = inspect.getdoc(factory) or ""
+        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels, doc)
+        return factory
+
+    return decorate
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so that a default reads like the YAML/CLI value that overrides it."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def available() -> list[str]:
+    """Sorted names of every registered stem."""
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> StemSpec:
+    """The registration of stem `name`."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise StemError(f"unknown stem {name!r}; choose one of: {', '.join(available())}.") from None
+
+
+def build(name: str, in_channels: int, out_channels: int | None = None, *, image_size: int | None = None,
+          **params: Any) -> nn.Module:
+    """Build stem `name` for `in_channels` input channels and check it honours the stem contract.
+
+    `image_size`, when given, is checked against the stem's stride (the contract needs H/stride exact)."""
+    s = spec(name)
+    out_channels = s.out_channels if out_channels is None else out_channels
+    if image_size is not None:
+        check_image_size(name, image_size)
+    stem = make(s, in_channels, out_channels, params)
+    check_contract(stem, s, in_channels, out_channels)
+    return stem
+
+
+def make(s: StemSpec, in_channels: int, out_channels: int, params: dict[str, Any]) -> nn.Module:
+    """Call the factory of `s` with its defaults overridden by `params` (no contract check; the
+    cost counters call it under torch.device('meta'))."""
+    unknown = sorted(set(params) - set(s.defaults))
+    if unknown:
+        valid = ", ".join(s.defaults) or "none"
+        raise StemError(f"stem {s.name!r} has no parameter {', '.join(unknown)}; its parameters are: {valid}.")
+    if in_channels <= 0 or out_channels <= 0:
+        raise StemError(f"stem {s.name!r} needs positive channel counts, got in_channels={in_channels}, "
+                        f"out_channels={out_channels}.")
+    try:
+        return s.factory(in_channels, out_channels, **{**s.defaults, **params})
+    except (ValueError, TypeError, RuntimeError) as e:
+        shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "its defaults"
+        raise StemError(f"stem {s.name!r} cannot be built with {shown}: {str(e).rstrip('.')}.") from None
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """The stem divides the image by its stride exactly, or the trunk's maps would be off by a pixel."""
+    stride = spec(name).stride
+    if image_size <= 0 or image_size % stride:
+        lo = max(stride, image_size // stride * stride)
+        raise StemError(f"input size {image_size} is not divisible by stem {name!r}'s stride {stride}; "
+                        f"use a multiple of {stride} such as {lo} or {lo + stride}.")
+
+
+def check_contract(stem: nn.Module, s: StemSpec, in_channels: int, out_channels: int, size: int | None = None) -> None:
+    """Dry forward on a small input: the output must be (B, out_channels, H/stride, W/stride)."""
+    size = size or 8 * s.stride
+    x = torch.zeros(2, in_channels, size, size)
+    was_training = stem.training
+    stem.eval()
+    try:
+        with torch.no_grad():
+            y = stem(x)
+    except RuntimeError as e:
+        raise StemError(f"stem {s.name!r} fails on a {tuple(x.shape)} input: {str(e).splitlines()[0]}") from None
+    finally:
+        stem.train(was_training)
+    want = (2, out_channels, size // s.stride, size // s.stride)
+    if tuple(y.shape) != want:
+        raise StemError(
+            f"stem {s.name!r} breaks the stem contract: a {tuple(x.shape)} input gives {tuple(y.shape)}, "
+            f"not {want}; its last width must be {out_channels} (stem.out_channels) and its strides must multiply to {s.stride}."
+        )

@@ -1,0 +1,205 @@
+"""The stem zoo: contract, hand-counted FLOPs, one training step, equal-cost matching, bad input, README table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import stems
+from stems.__main__ import END, START, main as stems_main, splice
+from stems.match import TOLERANCE, cost, match_params
+from stems.registry import check_contract
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = stems.available()
+WITH_WIDTHS = [n for n in ALL if "widths" in stems.spec(n).defaults]
+
+# Forward multiply-accumulates at 224 px, 3 input channels, 64 output channels, written out by hand:
+# a conv costs k*k * c_in/groups * c_out * H_out*W_out. Maps: 112 = 224/2, 56 = 224/4.
+P112, P56 = 112 * 112, 56 * 56
+DEEP = 9 * 3 * 32 * P112 + 9 * 32 * 32 * P112 + 9 * 32 * 64 * P112  # 32-32-64 at 112 px, then max-pool
+HAND_MACS = {
+    "resnet_7x7": 49 * 3 * 64 * P112,  # 118.0 M: the one 7x7 s2 conv; the max-pool has no MACs
+    "resnet_7x7_nopool": 49 * 3 * 64 * P112 + 9 * 64 * 64 * P56,  # + the 3x3 s2 conv replacing the pool
+    "xresnet_3conv": DEEP,  # 357.7 M
+    "deep": DEEP,  # timm stem_width 32: the same 32-32-64
+    "deep_tiered": 9 * 3 * 24 * P112 + 9 * 24 * 32 * P112 + 9 * 32 * 64 * P112,
+    "deep_wide": 9 * 3 * 64 * P112 + 9 * 64 * 64 * P112 + 9 * 64 * 128 * P112 + 128 * 64 * P56,  # + 1x1 projection
+    "deep_convpool": DEEP + 9 * 64 * 64 * P56,  # ResNet-RS: 3x3 s2 conv instead of the max-pool
+    "conv2_s2": 9 * 3 * 64 * P112 + 9 * 64 * 64 * P56,
+    "conv_stack": 9 * 3 * 32 * P112 + 9 * 32 * 64 * P56 + 1 * 64 * 64 * P56,  # 3x3 s2, 3x3 s2, 1x1
+    # conv s2 (32) | basic block 32->32 at 112 px | s2 block 32->64: 3x3 s2, 3x3, avg-pool + 1x1 shortcut
+    "resblock": 9 * 3 * 32 * P112 + 2 * 9 * 32 * 32 * P112 + (9 * 32 * 64 + 9 * 64 * 64 + 32 * 64) * P56,
+    # conv s2 (32) | bottleneck 32->64 (mid 16) at 112 px with 1x1 shortcut | s2 bottleneck 64->64 (mid 16),
+    # whose first 1x1 runs at 112 px and whose shortcut is a bare avg-pool
+    "resblock_bottleneck": 9 * 3 * 32 * P112 + (32 * 16 + 9 * 16 * 16 + 16 * 64 + 32 * 64) * P112
+    + 64 * 16 * P112 + (9 * 16 * 16 + 16 * 64) * P56,
+    "patchify_4x4": 4 * 4 * 3 * 64 * P56,  # 9.6 M
+    "patchify_2x2_s2": 2 * 2 * 3 * 64 * P112,  # the same 9.6 M: 4x fewer weights, 4x more positions
+    "patchify_overlap": 7 * 7 * 3 * 64 * P56,
+    "space_to_depth": 9 * (3 * 16) * 64 * P56,  # 48 channels after unshuffling 4x4 blocks
+    # conv s2 (32) | dw 3x3 (32) + pw 32->64 at 112 px | dw 3x3 s2 (64) + pw 64->64 at 56 px
+    "dw_separable": 9 * 3 * 32 * P112 + (9 * 32 + 32 * 64) * P112 + (9 * 64 + 64 * 64) * P56,
+}
+
+
+def one_sentence(msg: str) -> bool:
+    return "\n" not in msg and msg.endswith(".") and ". " not in msg.rstrip(".")
+
+
+def test_every_stem_has_a_hand_count_and_its_source():
+    assert sorted(HAND_MACS) == ALL
+    for name in ALL:
+        s = stems.spec(name)
+        assert s.source and s.family and {"norm", "act"} <= set(s.defaults), name
+
+
+def test_anchor_counts_from_the_issue():
+    assert round(HAND_MACS["resnet_7x7"] / 1e6) == 118
+    assert round(HAND_MACS["deep"] / 1e6) == 358
+    assert round(HAND_MACS["patchify_4x4"] / 1e5) == 96
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_contract_two_sizes_one_or_three_channels(name):
+    s = stems.spec(name)
+    for c in (1, 3):
+        stem = stems.build(name, c)
+        for size in (28, 64):
+            check_contract(stem, s, c, 64, size)  # raises StemError on a wrong shape
+            with torch.no_grad():
+                assert stem.eval()(torch.randn(1, c, size, size)).shape == (1, 64, size // 4, size // 4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_flops_at_224_match_the_hand_count(name):
+    # counted on a real CPU forward here; stems.match counts on the meta device: both must agree with the hand count
+    stem = stems.build(name, 3).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        stem(torch.randn(1, 3, 224, 224))
+    assert counter.get_total_flops() == 2 * HAND_MACS[name]
+    assert cost(name, 3, 224)["flops"] == 2 * HAND_MACS[name]
+    assert cost(name, 3, 224)["params"] == sum(p.numel() for p in stem.parameters())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_one_sgd_step_without_nan(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(stems.build(name, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_norm_and_act_are_parameters(name):
+    stems.build(name, 3, norm="none", act="gelu")
+    if stems.spec(name).family == "resblock":
+        with pytest.raises(stems.StemError, match="bn or none"):
+            stems.build(name, 3, norm="ln")
+    else:
+        stems.build(name, 3, norm="ln", act="silu")
+
+
+@pytest.mark.parametrize("name", WITH_WIDTHS)
+def test_match_hits_flops_and_params_targets(name):
+    base = cost(name, 3, 64)  # 64 px keeps the real forward below cheap; 224 px is covered by the hand counts
+    for match, kind, target in [(f"flops:{0.6 * base['flops']:.0f}", "flops", 0.6 * base["flops"]),
+                                (f"flops:{1.7 * base['flops'] / 1e6:.3f}M", "flops", 1.7 * base["flops"]),
+                                (f"params:{1.5 * base['params']:.0f}", "params", 1.5 * base["params"])]:
+        params, info = match_params(name, 3, 64, 64, match, {})
+        assert info["target_kind"] == kind and info["target_spec"] == match
+        assert info["target_value"] == pytest.approx(target, rel=1e-4)
+        # rebuild the matched stem for real: contract holds and the cost is what match reported
+        stem = stems.build(name, 3, **params)
+        real = sum(p.numel() for p in stem.parameters())
+        if kind == "flops":
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                stem.eval()(torch.randn(1, 3, 64, 64))
+            real = counter.get_total_flops()
+        assert real == info["achieved_value"]
+        assert abs(real / target - 1) <= TOLERANCE
+
+
+def test_match_against_another_stem_by_name():
+    params, info = match_params("deep_wide", 3, 64, 224, "flops:deep", {})
+    assert info["target_value"] == 2 * HAND_MACS["deep"]
+    assert abs(info["achieved_value"] / info["target_value"] - 1) <= TOLERANCE
+    assert params["widths"][-1] == 64 and params["widths"][0] < 64  # narrowed to a quarter of the cost
+
+
+# --- bad input: one clear sentence each ---------------------------------------------------------
+
+def test_unknown_parameter_names_it_and_lists_the_valid_ones():
+    with pytest.raises(stems.StemError) as e:
+        stems.build("deep", 3, widht=[32, 32, 64])
+    msg = str(e.value)
+    assert one_sentence(msg) and "widht" in msg and "widths, norm, act" in msg
+
+
+@pytest.mark.parametrize("name, params, words", [
+    ("deep", {"widths": [-32, 32, 64]}, "positive"),
+    ("conv_stack", {"widths": [32, 0, 64]}, "positive"),
+    ("resnet_7x7", {"kernel_size": 0}, "kernel size"),
+    ("conv_stack", {"kernel_sizes": [3, 0, 1]}, "kernel_sizes must be positive"),
+    ("conv_stack", {"strides": [2, 1, 1]}, "multiply to 2, but the stem contract needs 4"),
+    ("conv_stack", {"strides": [2, 2]}, "must have 3 entries"),
+    ("resblock_bottleneck", {"widths": [30, 64, 64]}, "multiples of the expansion 4"),
+    ("deep", {"norm": "group"}, "norm must be one of"),
+    ("deep", {"widths": [32, 32, 48]}, "breaks the stem contract"),
+])
+def test_invalid_values_give_one_sentence(name, params, words):
+    with pytest.raises(stems.StemError) as e:
+        stems.build(name, 3, **params)
+    assert one_sentence(str(e.value)) and words in str(e.value), str(e.value)
+
+
+def test_input_size_not_divisible_by_the_stride():
+    with pytest.raises(stems.StemError) as e:
+        stems.build("deep", 3, image_size=30)
+    assert one_sentence(str(e.value)) and "30" in str(e.value) and "28 or 32" in str(e.value)
+    stems.build("deep", 3, image_size=28)
+
+
+def test_unreachable_match_gives_the_closest_value():
+    with pytest.raises(stems.StemError) as e:
+        match_params("resblock", 3, 64, 224, "flops:patchify_4x4", {})
+    msg = str(e.value)
+    assert one_sentence(msg) and "closest it gets is" in msg and "MFLOPs" in msg
+    with pytest.raises(stems.StemError, match="has no widths to scale"):
+        match_params("resnet_7x7", 3, 64, 224, "flops:deep", {})
+    with pytest.raises(stems.StemError, match="must read flops"):
+        match_params("deep", 3, 64, 224, "macs:deep", {})
+
+
+# --- the generated README table -----------------------------------------------------------------
+
+def test_table_write_and_check(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{START}\nold rows\n{END}\n\nafter\n")
+    assert stems_main(["table", "--check", str(readme)]) == 1
+    assert stems_main(["table", "--write", str(readme)]) == 0
+    assert stems_main(["table", "--check", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.endswith(f"{END}\n\nafter\n") and all(f"`{n}`" in text for n in ALL)
+    with pytest.raises(SystemExit, match="needs one"):
+        splice("no markers", "t", "README.md")
+
+
+def test_readme_table_is_current():
+    readme = ROOT / "README.md"
+    if not readme.is_file() or START not in readme.read_text():
+        pytest.skip("README.md has no stem table markers yet")
+    assert stems_main(["table", "--check", str(readme)]) == 0, "run: python -m stems table --write README.md"
