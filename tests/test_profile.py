@@ -1,0 +1,184 @@
+"""Tests of analyze.profile against hand formulas, torchvision's published figures and a
+whole-model FlopCounterMode count."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from analyze.profile import ProfileError, count_flops_whole_model, profile_model
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def _two_convs() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1),
+        nn.Conv2d(6, 6, 3, stride=1, padding=1),
+    )
+
+
+def _row(p, name: str):
+    return p.layers.set_index("name").loc[name]
+
+
+def test_conv_macs_by_hand():
+    # 6 out channels × 2×2 outputs × (3·3·3) MACs = 648; 6 × 2×2 × (6·3·3) = 1,296
+    p = profile_model(_two_convs(), (1, 3, 4, 4), latency=False)
+    assert _row(p, "0").macs == 648
+    assert _row(p, "1").macs == 1296
+    assert _row(p, "0").out_shape == (1, 6, 2, 2)
+    assert p.totals["macs"] == 648 + 1296
+
+
+def test_conv_backward_is_twice_forward_except_first_layer():
+    p = profile_model(_two_convs(), (1, 3, 4, 4), latency=False)
+    first, second = _row(p, "0"), _row(p, "1")
+    # the first conv's input needs no gradient: weight gradient only (= 1× forward);
+    # bias gradients are sums, counted by the element-wise rule in flops_bwd_ew
+    assert first.flops_bwd - first.flops_bwd_ew == 2 * 648
+    assert second.flops_bwd - second.flops_bwd_ew == 2 * 2 * 1296
+
+
+def test_bytes_of_a_layer_by_hand():
+    p = profile_model(_two_convs(), (1, 3, 4, 4), latency=False)
+    first = _row(p, "0")
+    in_b, w_b, out_b = 3 * 4 * 4 * 4, (6 * 3 * 3 * 3 + 6) * 4, 6 * 2 * 2 * 4  # fp32
+    assert first.act_bytes == out_b == 96
+    assert first.bytes_moved == in_b + w_b + out_b == 960
+    assert first.intensity == pytest.approx(2 * 648 / 960)
+
+
+@pytest.mark.parametrize(
+    "arch, gmacs, params",
+    [("resnet18", 1.814, 11_689_512), ("resnet50", 4.089, 25_557_032)],
+)
+def test_torchvision_published_figures(arch, gmacs, params):
+    model = getattr(torchvision.models, arch)()
+    p = profile_model(model, (1, 3, 224, 224), latency=False, backward=False)
+    assert p.totals["params"] == params
+    assert p.layers["params"].sum() == params
+    assert p.totals["macs"] / 1e9 == pytest.approx(gmacs, rel=0.005)
+
+
+def _fastai_xresnet18() -> nn.Module:
+    xresnet = pytest.importorskip("fastai.vision.models.xresnet")
+    return xresnet.xresnet18(c_in=1, n_out=10)
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (lambda: torchvision.models.resnet18(num_classes=10), (2, 3, 64, 64)),
+        (_fastai_xresnet18, (2, 1, 28, 28)),  # ResBlocks with an AvgPool shortcut
+    ],
+    ids=["resnet18", "fastai-xresnet18"],
+)
+def test_per_layer_sums_equal_whole_model_counts(build, shape):
+    torch.manual_seed(0)
+    model = build()
+    fwd, bwd = count_flops_whole_model(model, torch.randn(*shape))
+    p = profile_model(model, shape, latency=False)
+    layers = p.layers
+    assert (layers.flops_fwd - layers.flops_fwd_ew).sum() == fwd
+    assert (layers.flops_bwd - layers.flops_bwd_ew).sum() == bwd
+    assert p.totals["flops_fwd"] == layers.flops_fwd.sum()
+    assert p.totals["flops_bwd"] == layers.flops_bwd.sum()
+    # no layer is charged more backward than 2× its forward (+ element-wise work)
+    mm_f = layers.flops_fwd - layers.flops_fwd_ew
+    mm_b = layers.flops_bwd - layers.flops_bwd_ew
+    assert (mm_b <= 2 * mm_f).all()
+
+
+def test_resnet18_output_shapes_on_28px():
+    model = torchvision.models.resnet18()
+    seen = {}
+    hooks = [
+        getattr(model, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, tuple(o.shape[1:])))
+        for n in ["conv1", "maxpool", "layer4"]
+    ]
+    with torch.no_grad():
+        model(torch.randn(2, 3, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert seen == {"conv1": (64, 14, 14), "maxpool": (64, 7, 7), "layer4": (512, 1, 1)}
+    p = profile_model(model, (2, 3, 28, 28), latency=False, backward=False)
+    rows = p.layers.set_index("name")
+    assert rows.loc["conv1", "out_shape"][1:] == seen["conv1"]
+    assert rows.loc["maxpool", "out_shape"][1:] == seen["maxpool"]
+    assert rows.loc["layer4.1.bn2", "out_shape"][1:] == seen["layer4"]
+
+
+def _named_model() -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(
+            stem=nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+            stage1=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+            head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)),
+        )
+    )
+
+
+def test_groups_and_stem_share():
+    p = profile_model(_named_model(), (4, 1, 28, 28), latency=False)
+    g = p.groups.set_index("group")
+    assert list(g.index) == ["stem", "stage1", "head", "total"]
+    assert g.loc["total", "flops_fwd"] == p.layers.flops_fwd.sum()
+    assert g.loc[["stem", "stage1", "head"], "share_flops"].sum() == pytest.approx(1.0)
+    stem_flops = p.layers[p.layers.group == "stem"].flops_fwd.sum()
+    assert p.totals["stem_share_flops"] == pytest.approx(stem_flops / p.layers.flops_fwd.sum())
+    assert math.isnan(p.totals["ms_fwd"]) and math.isnan(p.totals["stem_share_time"])
+
+
+def test_elementwise_rules():
+    p = profile_model(_named_model(), (4, 1, 28, 28), latency=False)
+    r = p.layers.set_index("name")
+    n = 4 * 8 * 14 * 14
+    assert r.loc["stem.2", "flops_fwd"] == n  # ReLU: 1 per element
+    # BN (training): 4 per element, + 1 for the num_batches_tracked increment
+    assert r.loc["stem.1", "flops_fwd"] == 4 * n + 1
+    assert r.loc["head.0", "flops_fwd"] == 4 * 16 * 14 * 14  # adaptive pool: 1 per input element
+
+
+def test_profiling_leaves_the_model_untouched():
+    model = _named_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    profile_model(model, (4, 1, 28, 28), latency=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_channels_last_gives_the_same_counts():
+    model = torchvision.models.resnet18(num_classes=10)
+    a = profile_model(model, (2, 3, 32, 32), latency=False, backward=False)
+    b = profile_model(model, (2, 3, 32, 32), latency=False, backward=False, channels_last=True)
+    assert a.totals["macs"] == b.totals["macs"]
+
+
+def test_model_failing_on_the_shape_names_shape_and_layer():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(10, 2))
+    with pytest.raises(ProfileError, match=r"\(1, 3, 8, 8\).*'2' \(Linear\)"):
+        profile_model(model, (1, 3, 8, 8), latency=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_one_clear_sentence():
+    with pytest.raises(ProfileError, match="no CUDA GPU"):
+        profile_model(_two_convs(), (1, 3, 4, 4), device="cuda", latency=False)
+
+
+class _CumSum(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x, dim=1)
+
+
+def test_unknown_op_is_counted_zero_and_named():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), _CumSum())
+    with pytest.warns(UserWarning, match=r"1 \(_CumSum\): aten.cumsum"):
+        p = profile_model(model, (1, 1, 5, 5), latency=False)
+    assert _row(p, "1").flops_fwd == 0
