@@ -1,6 +1,7 @@
-"""`python -m stems table [--write FILE | --check FILE]`: the stem table, generated from the registry.
+"""`python -m stems table [--write FILE | --check FILE]`: the stem table, generated from the registry;
+`python -m stems match NAME SPEC [--size S] [--in-channels C]`: the widths that bring a stem to equal cost.
 
-Without options it prints the markdown table. --write replaces the table between the markers
+Without options `table` prints the markdown table. --write replaces the table between the markers
 <!-- stems:table:start --> and <!-- stems:table:end --> in FILE; --check exits 1 when FILE's table
 differs from the registry's (a test runs it on README.md)."""
 from __future__ import annotations
@@ -10,7 +11,8 @@ import sys
 from pathlib import Path
 
 from . import available, spec
-from .match import cost
+from .match import cost, match_params
+from .registry import StemError
 
 START, END = "<!-- stems:table:start -->", "<!-- stems:table:end -->"
 SIZES = (128, 224)
@@ -49,7 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     group = t.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="replace the table between the markers in FILE")
     group.add_argument("--check", metavar="FILE", help="exit 1 when the table in FILE is stale")
+    m = sub.add_parser("match", help="scale a stem's widths to a FLOPs or params target")
+    m.add_argument("name")
+    m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G)")
+    m.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
+    m.add_argument("--in-channels", type=int, default=IN_CHANNELS)
     args = parser.parse_args(argv)
+    if args.command == "match":
+        try:
+            params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {})
+        except StemError as e:
+            raise SystemExit(str(e)) from None
+        print(f"stem={args.name} stem.widths=[{','.join(map(str, params['widths']))}]  # {info['target_kind']} "
+              f"{info['achieved_value']:,} for a target of {info['target_value']:,.0f} ({args.spec}) at {args.size} px")
+        return 0
     new = table()
     if not (args.write or args.check):
         print(new)

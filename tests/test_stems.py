@@ -203,3 +203,10 @@ def test_readme_table_is_current():
     if not readme.is_file() or START not in readme.read_text():
         pytest.skip("README.md has no stem table markers yet")
     assert stems_main(["table", "--check", str(readme)]) == 0, "run: python -m stems table --write README.md"
+
+
+def test_match_command(capsys):
+    assert stems_main(["match", "deep_tiered", "flops:deep", "--size", "64"]) == 0
+    assert "stem=deep_tiered stem.widths=[" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="has no widths to scale"):
+        stems_main(["match", "patchify_4x4", "flops:deep"])
