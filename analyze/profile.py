@@ -47,7 +47,9 @@ Counting rules
 
 from __future__ import annotations
 
+import bisect
 import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -576,6 +578,17 @@ _STEP_TAG = "stemlab.step"
 _BWD_TAG = "autograd::engine::evaluate_function: "
 
 
+@contextmanager
+def _num_threads(n: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -671,7 +684,7 @@ def _attribute(events: Any, n_leaves: int, cuda: bool) -> tuple[list[float], lis
         if leaf is not None:
             if ev.sequence_nr >= 0:
                 seq_owner[(ev.thread, ev.sequence_nr)] = leaf
-        elif ev.cpu_parent is None or ev.cpu_parent.name == _STEP_TAG:
+        elif ev.cpu_parent is None or ev.cpu_parent.name.startswith(_STEP_TAG + "."):
             between.append(ev)
     for b in between:  # after the last leaf
         if last_leaf is None:
@@ -687,6 +700,21 @@ def _attribute(events: Any, n_leaves: int, cuda: bool) -> tuple[list[float], lis
             else:
                 bwd[owner] += spent(ev)
     return fwd, bwd, lost
+
+
+def _split_steps(events: Any) -> list[list[Any]]:
+    """Events grouped by the step range they start in (backward may run on another thread)."""
+    steps = sorted((e for e in events if e.name.startswith(_STEP_TAG + ".")),
+                   key=lambda e: e.time_range.start)
+    groups: list[list[Any]] = [[] for _ in steps]
+    starts = [s.time_range.start for s in steps]
+    for ev in events:
+        if ev.name.startswith(_STEP_TAG + ".") or ev.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        k = bisect.bisect_right(starts, ev.time_range.start) - 1
+        if k >= 0 and ev.time_range.start <= steps[k].time_range.end:
+            groups[k].append(ev)
+    return groups
 
 
 def _in_backward(ev: Any) -> bool:
@@ -715,9 +743,17 @@ def _measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.devic
     leaves = _leaves(model)
     for _ in range(max(warmup, 1)):
         _step(model, x, backward, dev, dtype)
-    totals = {"ms_fwd_e2e": _time_e2e(model, x, False, dev, dtype, repeats)}
-    if backward:
-        totals["ms_train_step_e2e"] = _time_e2e(model, x, True, dev, dtype, repeats)
+    # End-to-end timings are taken half before and half after the profiled steps, so a slow
+    # drift of the machine's load shows in both figures alike.
+    e2e_fwd: list[float] = []
+    e2e_train: list[float] = []
+
+    def time_e2e(n: int) -> None:
+        e2e_fwd.append(_time_e2e(model, x, False, dev, dtype, n))
+        if backward:
+            e2e_train.append(_time_e2e(model, x, True, dev, dtype, n))
+
+    time_e2e((repeats + 1) // 2)
     cuda = dev.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     fwd_ms: list[list[float]] = [[] for _ in leaves]
@@ -726,20 +762,24 @@ def _measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.devic
     with _annotated(leaves):
         _step(model, x, backward, dev, dtype)  # warm the hooks too
         _sync(dev)
-        for _ in range(repeats):
-            # one profiler session per step: events stay few, and steps never mix
-            with profile(activities=activities) as prof:
-                with record_function(_STEP_TAG):
+        # One session; its first step absorbs the profiler's start-up cost and is dropped.
+        with profile(activities=activities) as prof:
+            for k in range(repeats + 1):
+                with record_function(f"{_STEP_TAG}.{k}"):
                     _step(model, x, backward, dev, dtype)
-                _sync(dev)
-            f, b, lo = _attribute(prof.events(), len(leaves), cuda)
+                    _sync(dev)
+        for step in _split_steps(prof.events())[1:]:
+            f, b, lo = _attribute(step, len(leaves), cuda)
             for i in range(len(leaves)):
                 fwd_ms[i].append(f[i] / 1e3)
                 bwd_ms[i].append(b[i] / 1e3)
             lost.append(lo / 1e3)
+    time_e2e(repeats // 2 + 1)
     if not backward:
         bwd_ms = [[] for _ in leaves]
-    totals["ms_unattributed"] = statistics.median(lost)
+    totals = {"ms_fwd_e2e": statistics.mean(e2e_fwd), "ms_unattributed": statistics.median(lost)}
+    if backward:
+        totals["ms_train_step_e2e"] = statistics.mean(e2e_train)
     return fwd_ms, bwd_ms, totals
 
 
@@ -813,6 +853,19 @@ def _add_shares(df: pd.DataFrame, mask: pd.Series | None = None) -> pd.DataFrame
     return df
 
 
+def _add_roofline(df: pd.DataFrame, peak: Any) -> pd.DataFrame:
+    """Achieved throughput of each forward and its roofline bound against the device's peaks."""
+    if peak is None:
+        return df
+    sec = df["ms_fwd"].where(df["ms_fwd"] > 0) / 1e3
+    df["tflops"] = df["flops_fwd"] / sec / 1e12
+    df["gbps"] = df["bytes_moved"] / sec / 1e9
+    bound_s = pd.concat([df["flops_fwd"] / peak.flops_per_s, df["bytes_moved"] / peak.bytes_per_s], axis=1).max(axis=1)
+    df["roofline_ms"] = bound_s * 1e3
+    df["efficiency"] = df["roofline_ms"] / df["ms_fwd"].where(df["ms_fwd"] > 0)
+    return df
+
+
 def _groups_frame(layers: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(layers["group"]))
     g = layers.groupby("group", sort=False)[_SUM_COLS].sum(min_count=1).reindex(order)
@@ -867,12 +920,19 @@ def profile_model(
     channels_last: bool = False,
     warmup: int = 2,
     repeats: int = 5,
+    threads: int | None = None,
+    roofline: bool = True,
 ) -> Profile:
     """Profile `model` on a random input of `input_shape` (see the module docstring for the rules).
 
     The model is profiled on a private copy moved to `device` (in its current train/eval mode),
     so its weights, BN statistics and gradients are left as they were.  `dtype` turns on autocast
     (e.g. ``torch.bfloat16``).  With ``latency=False`` only counts are made (fast; time columns NaN).
+    `warmup` untimed steps, then `repeats` profiled steps (per-layer medians) and as many
+    end-to-end ones.  `threads` sets torch's CPU threads while timing (1 gives steady CPU
+    figures on a machine shared with other work); None keeps the current setting.
+    With latency and `roofline`, the device's achieved peaks (``analyze.calibrate``, cached) give
+    the columns ``tflops, gbps, roofline_ms, efficiency``.
     """
     if not isinstance(model, nn.Module):
         raise ProfileError(f"profile_model needs an nn.Module, got {type(model).__name__}.")
@@ -880,22 +940,32 @@ def profile_model(
     _check_shape(input_shape)
     meta: dict[str, Any] = {"device": str(dev), "input_shape": tuple(int(s) for s in input_shape),
                             "dtype": str(dtype) if dtype else None, "channels_last": channels_last,
-                            "training": model.training}
+                            "training": model.training, "threads": threads or torch.get_num_threads()}
     work, leaves = _count(model, input_shape, dev, backward, dtype, channels_last)
     timing: dict[str, float] = {}
     if latency:
         if _device_of(work) != dev:
             work = _prepare(model, dev, channels_last)
         x = _make_input(input_shape, dev, channels_last)
-        with _restored_state(work):
+        with _restored_state(work), _num_threads(threads):
             fwd_ms, bwd_ms, timing = _measure(work, x, backward, dev, dtype, warmup, repeats)
         for lf in leaves:
             lf.ms_fwd, lf.ms_bwd = fwd_ms[lf.index], bwd_ms[lf.index]
+    peak = None
+    if latency and roofline:
+        from analyze.calibrate import peaks
+
+        with _num_threads(threads):
+            peak = peaks(dev, dtype)
+        meta["peaks"] = dataclasses.asdict(peak)
     meta["unknown_ops"] = _warn_unknown(leaves)
-    layers = _add_shares(_layers_frame(work, leaves))
-    groups = _groups_frame(layers)
+    layers = _add_roofline(_add_shares(_layers_frame(work, leaves)), peak)
+    groups = _add_roofline(_groups_frame(layers), peak)
     totals = _totals(work, layers, groups)
     totals.update(timing)
+    if peak is not None:
+        totals["peak_tflops"] = peak.flops_per_s / 1e12
+        totals["peak_gbps"] = peak.bytes_per_s / 1e9
     if latency:
         totals["gap_fwd"] = totals["ms_fwd"] / totals["ms_fwd_e2e"] - 1
         if backward:

@@ -182,3 +182,40 @@ def test_unknown_op_is_counted_zero_and_named():
     with pytest.warns(UserWarning, match=r"1 \(_CumSum\): aten.cumsum"):
         p = profile_model(model, (1, 1, 5, 5), latency=False)
     assert _row(p, "1").flops_fwd == 0
+
+
+def test_bf16_autocast_counts_the_same_macs_on_half_the_bytes():
+    p = profile_model(_two_convs(), (1, 3, 4, 4), latency=False, dtype=torch.bfloat16)
+    first = _row(p, "0")
+    assert first.macs == 648
+    assert first.act_bytes == 6 * 2 * 2 * 2  # bf16 output
+    assert first.bytes_moved == 3 * 4 * 4 * 4 + (6 * 3 * 3 * 3 + 6) * 2 + 48  # fp32 input, bf16 weights
+
+
+def test_time_columns_add_up_to_end_to_end_on_cpu():
+    # One thread: on a shared machine, multi-threaded kernels stall on descheduled threads.
+    model = torchvision.models.resnet18(num_classes=10)
+    for attempt in range(3):  # timing on a noisy machine: retry before calling it a failure
+        p = profile_model(model, (4, 3, 64, 64), latency=True, threads=1, repeats=3, roofline=False)
+        t = p.totals
+        if abs(t["gap_fwd"]) <= 0.10 and abs(t["gap_train"]) <= 0.10:
+            break
+    assert (p.layers.ms_fwd >= 0).all() and (p.layers.ms_bwd >= 0).all()
+    assert p.layers.ms_fwd.notna().all()
+    assert t["ms_fwd"] == pytest.approx(p.layers.ms_fwd.sum())
+    assert abs(t["gap_fwd"]) <= 0.10, t
+    assert abs(t["gap_train"]) <= 0.10, t
+    assert p.layers.share_time.sum() == pytest.approx(1.0)
+
+
+def test_roofline_columns_use_cached_peaks(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    p = profile_model(_named_model(), (2, 1, 28, 28), latency=True, backward=False, threads=1, repeats=2)
+    assert (tmp_path / "calibration.json").exists()
+    peak = p.meta["peaks"]
+    r = p.layers.set_index("name").loc["stage1.0"]
+    assert r.tflops == pytest.approx(r.flops_fwd / (r.ms_fwd / 1e3) / 1e12)
+    bound = max(r.flops_fwd / peak["flops_per_s"], r.bytes_moved / peak["bytes_per_s"]) * 1e3
+    assert r.roofline_ms == pytest.approx(bound)
+    assert r.efficiency == pytest.approx(bound / r.ms_fwd)
+    assert math.isnan(p.totals["ms_bwd"]) or p.totals["ms_bwd"] == 0
