@@ -38,11 +38,14 @@ def _width_divisor(params: dict[str, Any]) -> int:
 
 
 def _target(kind: str, ref: str, in_channels: int, out_channels: int, image_size: int) -> float:
-    """A number (with an optional k/M/G suffix) or the cost of another stem at its defaults."""
+    """A number (with an optional k/M/G suffix) or the cost of another stem at its defaults (output width
+    set to out_channels)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", ref)
     if m:
         return float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    return float(cost(ref, in_channels, image_size, out_channels)[kind])
+    widths = spec(ref).defaults.get("widths")
+    params = {"widths": [*widths[:-1], out_channels]} if widths else {}  # the reference at the study's out_channels too
+    return float(cost(ref, in_channels, image_size, out_channels, params)[kind])
 
 
 def _fmt(kind: str, value: float) -> str:
@@ -70,6 +73,7 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
     if target <= 0:
         raise StemError(f"stem.match target must be positive, got {match!r}.")
     base = [int(w) for w in params.get("widths", s.defaults["widths"])]
+    base[-1] = out_channels  # the last width is the stem's output, which the contract fixes
     d = _width_divisor({**s.defaults, **params})
     free = len(base) - 1  # the last width is the output width
     if free < 1:

@@ -140,6 +140,12 @@ def test_match_against_another_stem_by_name():
     assert params["widths"][-1] == 64 and params["widths"][0] < 64  # narrowed to a quarter of the cost
 
 
+def test_match_keeps_the_contract_width():
+    params, info = match_params("deep", 3, 96, 64, "flops:deep", {})  # a study with out_channels 96
+    assert params["widths"][-1] == 96
+    stems.build("deep", 3, 96, **params)
+
+
 # --- bad input: one clear sentence each ---------------------------------------------------------
 
 def test_unknown_parameter_names_it_and_lists_the_valid_ones():
