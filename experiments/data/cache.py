@@ -1,0 +1,230 @@
+"""Decode an image-folder split once into a memory-mapped uint8 cache, so training never decodes a JPEG.
+
+Layout of one split: `<split_dir>/<class>/<file>`; any file Pillow reads is an image (JPEG, PNG, WebP...).
+Each image is stored as a `side × side` RGB square: resized so its shorter side is `side`, then
+center-cropped to a square (`side` a little above the training size, e.g. 152 for 128 by fastai's
+`val_xtra` rule, leaves room for the validation center crop and the training random-resized-crop).
+Non-square photos thus lose their left/right (or top/bottom) margins; in exchange every image is one
+fixed-size row of one tensor.
+
+A cache lives in `<cache_dir>/<dataset>-<split>-<side>px-<fingerprint>/`: `images.u8` holds the raw
+(N, side, side, 3) uint8 pixels (channels-last: the layout torch's fast uint8 resize wants), `meta.json`
+the labels, classes and skipped files. The fingerprint hashes every file's relative path, size and
+mtime, so adding, removing or rewriting a file builds a new cache (and the stale one built from the same
+folder is deleted). Builds write to a temporary folder renamed into place, under a file lock, so
+parallel runs of a sweep build a cache once and never read a half-written one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import DataError
+
+FORMAT_VERSION = 1  # bump when the stored layout or the resize rule changes: old caches are then ignored
+
+
+@dataclass
+class CachedSplit:
+    images: torch.Tensor       # (N, 3, side, side) uint8 (channels-last strides), memory-mapped from images.u8
+    labels: torch.Tensor       # (N,) int64
+    classes: list[str]
+    skipped: dict[str, str]    # relative path -> why it could not be decoded
+    path: Path                 # the cache folder
+    built: bool                # True when this call decoded the images, False when it reused the cache
+    build_seconds: float       # time of this call's build (0 when reused)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir())
+
+
+def user_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stemlab"
+
+
+def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Files and labels of a split; `classes` (the train split's) fixes the label order of a valid split."""
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} does not exist; the dataset folder needs train/ and val/ subfolders of class folders.")
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise DataError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class name>/.")
+    if classes is not None and found != classes:
+        diff = sorted(set(found) ^ set(classes))
+        raise DataError(f"{split_dir} has different class folders than the train split ({', '.join(diff)}); "
+                        f"make both splits hold the same class folders.")
+    files, labels = [], []
+    for label, name in enumerate(found):
+        # hidden files (.DS_Store, editor swap files) are not data; anything else is tried as an image
+        members = sorted(p for p in (split_dir / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        if not members:
+            raise DataError(f"class folder {split_dir / name} is empty; add its images or remove the folder.")
+        files += members
+        labels += [label] * len(members)
+    return files, labels, found
+
+
+def fingerprint(split_dir: Path, files: list[Path]) -> str:
+    """Hash of relative path, size and mtime of every file (cheap: no file is read)."""
+    h = hashlib.sha1(f"v{FORMAT_VERSION}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(split_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def decode_square(path: Path, side: int) -> np.ndarray:
+    """(side, side, 3) uint8: shorter side resized to `side`, center square kept."""
+    with Image.open(path) as im:
+        im.draft("RGB", (side, side))  # JPEG: let libjpeg decode at the smallest scale still >= side (much faster)
+        im = im.convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+        return np.asarray(im.resize((side, side), Image.Resampling.BILINEAR, box=box))
+
+
+_worker_out: np.memmap | None = None
+
+
+def _open_output(path: str, n: int, side: int) -> None:
+    global _worker_out
+    _worker_out = np.memmap(path, dtype=np.uint8, mode="r+", shape=(n, side, side, 3))
+
+
+def _decode_row(job: tuple[int, str, int]) -> tuple[int, str | None]:
+    """Decode one file into its row of the shared output; a failure is returned, never raised."""
+    i, path, side = job
+    try:
+        _worker_out[i] = decode_square(Path(path), side)
+        return i, None
+    except Exception as e:  # corrupt, truncated, not an image, too large: skip it, say why
+        return i, f"{type(e).__name__}: {e}".splitlines()[0][:200]
+
+
+def _decode_all(files: list[Path], out: Path, side: int, workers: int, desc: str) -> dict[int, str]:
+    n = len(files)
+    np.memmap(out, dtype=np.uint8, mode="w+", shape=(n, side, side, 3)).flush()  # allocate the file
+    jobs = [(i, str(f), side) for i, f in enumerate(files)]
+    failed: dict[int, str] = {}
+    bar = tqdm(total=n, desc=desc, unit="img", mininterval=1.0)
+    if workers <= 1:
+        _open_output(str(out), n, side)
+        results = map(_decode_row, jobs)
+        pool = contextlib.nullcontext()
+    else:
+        # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+        pool = ctx.Pool(workers, initializer=_open_output, initargs=(str(out), n, side))
+        results = pool.imap_unordered(_decode_row, jobs, chunksize=32)
+    with pool, bar:
+        for i, err in results:
+            if err is not None:
+                failed[i] = err
+            bar.update()
+    return failed
+
+
+def _compact(src: Path, dst: Path, keep: np.ndarray, side: int, n: int) -> None:
+    """Copy the rows that decoded into a file without holes (only when some file was skipped)."""
+    full = np.memmap(src, dtype=np.uint8, mode="r", shape=(n, side, side, 3))
+    out = np.memmap(dst, dtype=np.uint8, mode="w+", shape=(len(keep), side, side, 3))
+    for start in range(0, len(keep), 1024):
+        out[start:start + 1024] = full[keep[start:start + 1024]]
+    out.flush()
+    del full, out
+    src.unlink()
+
+
+def _load(path: Path, built: bool, seconds: float) -> CachedSplit:
+    meta = json.loads((path / "meta.json").read_text())
+    n, side = len(meta["labels"]), meta["side"]
+    # shared=False maps the file copy-on-write: lazily paged in, never written back
+    images = torch.from_file(str(path / "images.u8"), shared=False, size=n * 3 * side * side, dtype=torch.uint8)
+    # stored (N, H, W, C) as decoded; handed out as an (N, C, H, W) view with channels-last strides (no copy)
+    return CachedSplit(images.view(n, side, side, 3).permute(0, 3, 1, 2), torch.tensor(meta["labels"], dtype=torch.long),
+                       meta["classes"], meta["skipped"], path, built, seconds)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): parallel builds then just race, and the rename keeps one
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_split(split_dir: Path | str, *, dataset: str, split: str, side: int, cache_dir: Path | str | None = None,
+                 classes: list[str] | None = None, workers: int | None = None) -> CachedSplit:
+    """The decoded split, from its cache when the folder is unchanged, else decoded now (all cores)."""
+    split_dir = Path(split_dir).resolve()
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else user_cache_dir() / "cache"
+    files, labels, found = list_split(split_dir, classes)
+    prefix = f"{dataset}-{split}-{side}px-"
+    final = cache_dir / (prefix + fingerprint(split_dir, files))
+    if (final / "meta.json").exists():
+        return _load(final, built=False, seconds=0.0)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / (prefix + "lock")):
+        if (final / "meta.json").exists():  # another process built it while we waited
+            return _load(final, built=False, seconds=0.0)
+        t0 = time.perf_counter()
+        tmp = cache_dir / f"{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(files)))
+            failed = _decode_all(files, tmp / "raw.u8", side, workers, desc=f"decoding {dataset}/{split}")
+            keep = np.array([i for i in range(len(files)) if i not in failed], dtype=np.int64)
+            kept_labels = [labels[i] for i in keep]
+            present = set(kept_labels)
+            empty = [name for c, name in enumerate(found) if c not in present]
+            if empty:
+                raise DataError(f"no readable image in {split_dir}/{empty[0]} ({len(failed)} files failed to decode); "
+                                f"replace its files with images Pillow can open.")
+            if failed:
+                _compact(tmp / "raw.u8", tmp / "images.u8", keep, side, len(files))
+            else:
+                (tmp / "raw.u8").rename(tmp / "images.u8")
+            skipped = {str(files[i].relative_to(split_dir)): why for i, why in sorted(failed.items())}
+            meta = {"format": FORMAT_VERSION, "dataset": dataset, "split": split, "side": side,
+                    "source": str(split_dir), "classes": found, "labels": kept_labels, "skipped": skipped}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _remove_stale(cache_dir, prefix, keep=final, source=str(split_dir))
+        return _load(final, built=True, seconds=time.perf_counter() - t0)
+
+
+def _remove_stale(cache_dir: Path, prefix: str, keep: Path, source: str) -> None:
+    """Delete older caches of the same folder (a changed folder must not leave its old copy on disk)."""
+    for other in cache_dir.glob(prefix + "*"):
+        if other == keep or not other.is_dir() or ".tmp-" in other.name:
+            continue
+        try:
+            if json.loads((other / "meta.json").read_text())["source"] == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError, KeyError):
+            continue

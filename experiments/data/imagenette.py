@@ -1,0 +1,108 @@
+"""`data=imagenette`: fast.ai's 10-class ImageNet subset, decoded once into a uint8 cache, cropped on the device.
+
+Where the images come from, first match wins: `data.root` itself when it holds train/ and val/ (any copy
+in Imagenette's layout, in any format Pillow reads); `<data.root>/imagenette2-<size>` (where the download
+goes, so it is reused); fastai's `~/.fastai/data/imagenette2-<size>` (from `untar_data`); else a download
+with torchvision's `datasets.Imagenette` into data.root, when `data.download` allows it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from . import DataBundle, DataError, dataset
+from .augment import CenterCrop, RandomResizedCropFlip, cache_side
+from .cache import CachedSplit, cached_split, user_cache_dir
+from .loader import TensorLoader
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIZES = {"160": "160px", "320": "320px", "full": "full"}  # data.size -> torchvision's `size`
+URLS = {"160": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+        "320": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+        "full": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz"}
+MAX_NAMED = 20  # skipped files named in the warning line (all of them go into info)
+
+
+def folder_name(size: str) -> str:
+    return Path(URLS[size]).name.removesuffix(".tgz")
+
+
+def is_split_root(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "val").is_dir()
+
+
+def download(root: Path, size: str) -> Path:
+    """torchvision's downloader (checksummed, extracted into root/imagenette2-<size>)."""
+    from torchvision.datasets import Imagenette
+
+    root.mkdir(parents=True, exist_ok=True)
+    Imagenette(str(root), split="train", size=SIZES[size], download=True)
+    return root / folder_name(size)
+
+
+def find_root(cfg) -> Path:
+    size = str(cfg.get("size", 160))
+    if size not in SIZES:
+        raise DataError(f"data.size={size} is not an Imagenette size; use 160, 320 or full.")
+    root = Path(cfg.get("root") or user_cache_dir() / "data").expanduser()
+    candidates = [root, root / folder_name(size), Path.home() / ".fastai" / "data" / folder_name(size)]
+    for path in candidates:
+        if is_split_root(path):
+            return path
+    why = "data.download is false"
+    if cfg.get("download", True):
+        try:
+            path = download(root, size)
+            if is_split_root(path):
+                return path
+            why = f"the download left no train/ and val/ in {path}"
+        except Exception as e:  # offline, DNS, disk full, bad checksum: all end in the same advice
+            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'})"
+    raise DataError(f"Imagenette-{size} not found (looked for train/ and val/ in {', '.join(map(str, candidates))}) "
+                    f"and {why}; download {URLS[size]}, extract it, and run with data.root=/path/to/{folder_name(size)}.")
+
+
+def warn_skipped(root: Path, splits: dict[str, CachedSplit]) -> dict[str, str]:
+    """One warning line naming the files that were not images (they are left out of the dataset); path -> why."""
+    skipped = {f"{name}/{rel}": why for name, s in splits.items() for rel, why in s.skipped.items()}
+    if skipped:
+        named = ", ".join(list(skipped)[:MAX_NAMED]) + (f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else "")
+        log.warning(f"skipped {len(skipped)} unreadable file(s) in {root}: {named}")
+    return skipped
+
+
+def to_device(images: torch.Tensor, device: torch.device, preload) -> torch.Tensor:
+    """On a GPU, the whole uint8 cache goes to device memory once (batches are then gathered there)."""
+    if preload == "auto":
+        preload = device.type == "cuda" and images.nbytes < 0.25 * torch.cuda.mem_get_info(device)[0]
+    return images.to(device) if preload else images
+
+
+@dataset("imagenette")
+def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
+    image_size = int(cfg.get("image_size", 128))
+    if image_size < 16:
+        raise DataError(f"data.image_size={image_size} is too small for Imagenette; use 16 or more (128 is standard).")
+    root = find_root(cfg)
+    side = cache_side(image_size, cfg.get("val_xtra", 0.14))
+    opts = dict(dataset="imagenette", side=side, cache_dir=cfg.get("cache_dir"), workers=cfg.get("workers"))
+    train = cached_split(root / "train", split="train", **opts)
+    valid = cached_split(root / "val", split="val", classes=train.classes, **opts)
+    skipped = warn_skipped(root, {"train": train, "val": valid})
+    preload = cfg.get("preload", "auto")
+    common = dict(seed=seed, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device)
+    crop = RandomResizedCropFlip(image_size, min_scale=cfg.get("min_scale", 0.35), flip_p=0.5 if cfg.get("flip", True) else 0.0)
+    train_dl = TensorLoader(to_device(train.images, device, preload), train.labels, bs, shuffle=True,
+                            drop_last=len(train.labels) >= bs, crop=crop, **common)
+    valid_dl = TensorLoader(to_device(valid.images, device, preload), valid.labels, 2 * bs, shuffle=False,
+                            drop_last=False, crop=CenterCrop(image_size), **common)
+    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), "n_train": len(train.labels),
+            "n_valid": len(valid.labels), "classes": train.classes, "cache_side": side,
+            "cache": [str(train.path), str(valid.path)], "cache_built": train.built or valid.built,
+            "cache_build_s": round(train.build_seconds + valid.build_seconds, 2),
+            "augment": repr(crop), "n_skipped": len(skipped), "skipped": skipped}
+    return DataBundle(train_dl, valid_dl, in_channels=3, num_classes=len(train.classes), image_size=image_size, info=info)
