@@ -6,7 +6,8 @@ stemlab's Imagenette pipeline (uint8 cache + batched crops) vs fastai's stock Da
 Both sides train at 128 px, batch 64, on the same image folder. stemlab is timed after its cache exists
 (the build, into a fresh temporary cache folder unless --cache-dir is given, is timed and sized separately);
 fastai decodes JPEGs in `--workers` loader processes (default: all cores) with RandomResizedCrop(128,
-min_scale=0.35) as item transform and aug_transforms() + Normalize as batch transforms on the device.
+min_scale=0.35) as item transform and aug_transforms() + Normalize as batch transforms on the device
+(`--fastai-recipe imagenette`: RandomResizedCrop + FlipItem, i.e. the same augmentation as stemlab's).
 With --model xresnet50 (default on CUDA) it also times a training step on random input, to say whether
 the loader or the model bounds training.
 """
@@ -74,13 +75,17 @@ def stemlab(root: Path, args, device: torch.device) -> dict:
 
 
 def fastai_stock(root: Path, args, device: torch.device) -> dict:
-    from fastai.vision.all import (CategoryBlock, DataBlock, GrandparentSplitter, ImageBlock, Normalize,
+    from fastai.vision.all import (CategoryBlock, DataBlock, FlipItem, GrandparentSplitter, ImageBlock, Normalize,
                                    RandomResizedCrop, aug_transforms, get_image_files, imagenet_stats, parent_label)
 
+    rrc, norm = RandomResizedCrop(args.image_size, min_scale=0.35), Normalize.from_stats(*imagenet_stats)
+    if args.fastai_recipe == "stock":  # the usual DataBlock: aug_transforms (flip, rotate, zoom, warp, lighting) on batches
+        item_tfms, batch_tfms = [rrc], [*aug_transforms(), norm]
+    else:  # exactly stemlab's augmentation (fastai's train_imagenette.py recipe): crop + flip per item
+        item_tfms, batch_tfms = [rrc, FlipItem(0.5)], [norm]
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
                       splitter=GrandparentSplitter(valid_name="val"), get_y=parent_label,
-                      item_tfms=RandomResizedCrop(args.image_size, min_scale=0.35),
-                      batch_tfms=[*aug_transforms(), Normalize.from_stats(*imagenet_stats)])
+                      item_tfms=item_tfms, batch_tfms=batch_tfms)
     dls = block.dataloaders(root, bs=args.bs, num_workers=args.workers or len(os.sched_getaffinity(0)), device=device)
     return {"img_s": rate(dls.train, args.fastai_batches, warmup=2), "batches": args.fastai_batches}
 
@@ -122,6 +127,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=0, help="stemlab batches to time (0: one epoch)")
     ap.add_argument("--fastai-batches", type=int, default=40, help="fastai batches to time")
+    ap.add_argument("--fastai-recipe", choices=["stock", "imagenette"], default="stock",
+                    help="stock: RandomResizedCrop + aug_transforms; imagenette: RandomResizedCrop + FlipItem (stemlab's augmentation)")
     ap.add_argument("--workers", type=int, default=None, help="decoding processes for both (default: all cores)")
     ap.add_argument("--cache-dir", default=None, help="reuse this cache folder (default: a fresh temporary one)")
     ap.add_argument("--model", choices=["none", "xresnet50"], default=None,
@@ -138,7 +145,7 @@ def main() -> None:
     print(f"stemlab cache: {built}, {ours['cache_bytes'] / 2**20:.0f} MiB on disk; reopened in {ours['reuse_s']:.2f} s")
     print(f"stemlab: {ours['img_s']:8.0f} img/s  ({ours['batches']} batches)")
     theirs = fastai_stock(root, args, device)
-    print(f"fastai:  {theirs['img_s']:8.0f} img/s  ({theirs['batches']} batches)")
+    print(f"fastai:  {theirs['img_s']:8.0f} img/s  ({theirs['batches']} batches, {args.fastai_recipe} recipe)")
     print(f"ratio stemlab/fastai: {ours['img_s'] / theirs['img_s']:.1f}x")
     if args.model == "xresnet50" or (args.model is None and device.type == "cuda"):
         model = model_step(args, device)
