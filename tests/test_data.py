@@ -120,6 +120,16 @@ def test_augmentation_shapes_dtypes_and_determinism(folder, tmp_path):
     resampled = mirror._resample(x, mirror.params(len(x), gen))  # the GPU path, run on the CPU
     assert resampled.dtype == torch.float32 and torch.allclose(resampled, x.flip(-1).float(), atol=1e-3)
 
+    # on a smooth image, the CPU path (integer boxes, uint8 antialiased resize) and the GPU path (batched
+    # bilinear resampling) give the same crops up to interpolation rounding
+    yy, xx = torch.meshgrid(torch.arange(152.0), torch.arange(152.0), indexing="ij")
+    smooth = torch.stack([127 + 100 * torch.sin(xx / 20), 127 + 100 * torch.cos(yy / 25), (xx + yy) / 2]).round()
+    smooth = smooth.to(torch.uint8).expand(16, 3, 152, 152).contiguous(memory_format=torch.channels_last)
+    rrc = RandomResizedCropFlip(128)
+    p = rrc.params(16, torch.Generator().manual_seed(0))
+    diff = (rrc._per_image(smooth, p).float() - rrc._resample(smooth, p)).abs()
+    assert diff.mean() < 3 and diff.max() < 12
+
     centre = CenterCrop(24)(x)
     assert torch.equal(centre, x[..., 8:32, 8:32])
     assert cache_side(128) == 152 and cache_side(IMAGE_SIZE) == 40
