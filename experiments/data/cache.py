@@ -55,6 +55,10 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stemlab"
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
     """Files and labels of a split; `classes` (the train split's) fixes the label order of a valid split."""
     if not split_dir.is_dir():
@@ -193,7 +197,9 @@ def cached_split(split_dir: Path | str, *, dataset: str, split: str, side: int, 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(files)))
+            workers = max(1, min(workers or usable_cores(), len(files)))
+            if mp.current_process().daemon:  # e.g. inside a sweep's worker process: it may not have children
+                workers = 1
             failed = _decode_all(files, tmp / "raw.u8", side, workers, desc=f"decoding {dataset}/{split}")
             keep = np.array([i for i in range(len(files)) if i not in failed], dtype=np.int64)
             kept_labels = [labels[i] for i in keep]
