@@ -41,8 +41,12 @@ Counting rules
 * **Time** (``latency=True``): measured after warm-up under ``torch.profiler``; each leaf's forward
   time is its annotated range (CPU) or the device time of the kernels launched inside it (CUDA);
   backward time is that of the autograd nodes its forward ops created (matched by sequence number).
-  Never by synchronising after each module.  End-to-end forward and forward+backward are timed
-  separately, without hooks, and reported with the gap.
+  Never by synchronising after each module.  Profiled steps alternate with plain ones (no hooks,
+  no profiler) that give the end-to-end forward and forward+backward times; per-layer and
+  end-to-end figures are medians over `repeats` steps each, reported with the gap (per-layer sum /
+  end-to-end - 1).  On CPU each leaf is charged the wall time from the end of the previous leaf to
+  the end of its own, so the glue between leaves (container code, residual adds) is counted with
+  the next leaf and the leaves cover the whole step.
 """
 
 from __future__ import annotations
@@ -575,6 +579,8 @@ def count_flops_whole_model(model: nn.Module, x: torch.Tensor, backward: bool = 
 
 _LEAF_TAG = "stemlab.leaf."
 _STEP_TAG = "stemlab.step"
+_FWD_RANGE = "stemlab.forward"
+_BWD_RANGE = "stemlab.backward"
 _BWD_TAG = "autograd::engine::evaluate_function: "
 
 
@@ -595,45 +601,60 @@ def _sync(dev: torch.device) -> None:
 
 
 def _step(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
-          dtype: torch.dtype | None) -> None:
+          dtype: torch.dtype | None, annotate: bool = False) -> None:
     """One forward (+ backward into the weights' gradients, as a training step computes them)."""
-    with torch.set_grad_enabled(backward), _autocast(dev, dtype):
+    from torch.autograd.profiler import record_function
+
+    mark = (lambda name: record_function(name)) if annotate else (lambda name: nullcontext())
+    with torch.set_grad_enabled(backward), _autocast(dev, dtype), mark(_FWD_RANGE):
         out = model(x)
     if backward:
         outs, gouts = _grad_outputs(out)
         if outs:
-            torch.autograd.grad(outs, _grad_targets(model), gouts, allow_unused=True)
+            with mark(_BWD_RANGE):
+                torch.autograd.grad(outs, _grad_targets(model), gouts, allow_unused=True)
 
 
 def _time_e2e(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
-              dtype: torch.dtype | None, repeats: int) -> float:
-    """Median wall time (ms) of `_step`, synchronised per step, no hooks or profiler attached."""
-    times = []
-    for _ in range(repeats):
+              dtype: torch.dtype | None) -> tuple[float, float]:
+    """Wall ms of one step's forward and of the whole step, no hooks or profiler attached."""
+    _sync(dev)
+    t0 = time.perf_counter()
+    with torch.set_grad_enabled(backward), _autocast(dev, dtype):
+        out = model(x)
+    _sync(dev)
+    t1 = time.perf_counter()
+    if backward:
+        outs, gouts = _grad_outputs(out)
+        if outs:
+            torch.autograd.grad(outs, _grad_targets(model), gouts, allow_unused=True)
         _sync(dev)
-        t0 = time.perf_counter()
-        _step(model, x, backward, dev, dtype)
-        _sync(dev)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return (t1 - t0) * 1e3, (time.perf_counter() - t0) * 1e3
+
+
+class _Switch:
+    on = True
 
 
 @contextmanager
-def _annotated(leaves: list[tuple[str, nn.Module]]) -> Iterator[None]:
-    """Wrap every leaf's forward in a profiler range named after its index."""
+def _annotated(leaves: list[tuple[str, nn.Module]]) -> Iterator[_Switch]:
+    """Wrap every leaf's forward in a profiler range named after its index (while switched on)."""
+    switch = _Switch()
     open_ranges: dict[int, list[Any]] = {}
 
     def pre(i: int) -> Callable:
         def hook(mod: nn.Module, args: tuple) -> None:
-            rf = torch.autograd.profiler.record_function(f"{_LEAF_TAG}{i}")
-            rf.__enter__()
-            open_ranges.setdefault(i, []).append(rf)
+            if switch.on:
+                rf = torch.autograd.profiler.record_function(f"{_LEAF_TAG}{i}")
+                rf.__enter__()
+                open_ranges.setdefault(i, []).append(rf)
 
         return hook
 
     def post(i: int) -> Callable:
         def hook(mod: nn.Module, args: tuple, out: Any) -> None:
-            open_ranges[i].pop().__exit__(None, None, None)
+            if switch.on and open_ranges.get(i):
+                open_ranges[i].pop().__exit__(None, None, None)
 
         return hook
 
@@ -641,7 +662,7 @@ def _annotated(leaves: list[tuple[str, nn.Module]]) -> Iterator[None]:
     for i, (_, mod) in enumerate(leaves):
         handles += [mod.register_forward_pre_hook(pre(i)), mod.register_forward_hook(post(i))]
     try:
-        yield
+        yield switch
     finally:
         for h in handles:
             h.remove()
@@ -658,47 +679,64 @@ def _enclosing_leaf(ev: Any) -> int | None:
 def _attribute(events: Any, n_leaves: int, cuda: bool) -> tuple[list[float], list[float], float]:
     """Per-leaf forward and backward µs of one profiled step, and the µs no leaf could claim.
 
-    Forward: a leaf's range (CPU wall time, or the device time of the kernels inside it); ops run
-    between leaves go to the next leaf.  Backward: each autograd node's time goes to the leaf whose
-    forward op created it (same thread and sequence number).
+    CUDA: a leaf's forward is the device time of the kernels launched inside its range; ops run
+    between leaves (a residual add) go to the next leaf.  CPU: a leaf's forward is the wall time
+    from the end of the previous leaf to the end of its own range, so the glue between leaves
+    (container code, residual adds) is charged to the next leaf like the ops there, and the leaves
+    cover the whole forward.  Backward: each autograd node's time (device time; on CPU, wall time
+    since the previous node ended) goes to the leaf whose forward op created it (same thread and
+    sequence number); nodes without a forward op (AccumulateGrad) are left unattributed.
     """
     fwd, bwd = [0.0] * n_leaves, [0.0] * n_leaves
     spent = (lambda e: e.device_time_total) if cuda else (lambda e: e.cpu_time_total)
     events = sorted(events, key=lambda e: e.time_range.start)
+    fwd_range = next(e for e in events if e.name == _FWD_RANGE)
+    bwd_range = next((e for e in events if e.name == _BWD_RANGE), None)
     seq_owner: dict[tuple[int, int], int] = {}
     between: list[Any] = []  # top-level forward ops waiting for the next leaf
     lost = 0.0
     last_leaf: int | None = None
+    prev_end = fwd_range.time_range.start
     for ev in events:
-        if ev.name.startswith(_BWD_TAG) or _in_backward(ev):
+        if ev.name.startswith("stemlab.") and not ev.name.startswith(_LEAF_TAG):
+            continue
+        if ev.time_range.start > fwd_range.time_range.end or ev.name.startswith(_BWD_TAG) or _in_backward(ev):
             continue
         leaf = _enclosing_leaf(ev)
         if ev.name.startswith(_LEAF_TAG):
             if ev.cpu_parent is None or _enclosing_leaf(ev.cpu_parent) is None:
-                fwd[leaf] += spent(ev)
+                own = spent(ev) + sum(spent(b) for b in between) if cuda else ev.time_range.end - prev_end
+                fwd[leaf] += own
                 for b in between:
-                    fwd[leaf] += spent(b)
                     _own_seqs(b, leaf, seq_owner)
-                between, last_leaf = [], leaf
+                between, last_leaf, prev_end = [], leaf, ev.time_range.end
             continue
         if leaf is not None:
             if ev.sequence_nr >= 0:
                 seq_owner[(ev.thread, ev.sequence_nr)] = leaf
-        elif ev.cpu_parent is None or ev.cpu_parent.name.startswith(_STEP_TAG + "."):
+        elif ev.cpu_parent is None or ev.cpu_parent.name.startswith("stemlab."):
             between.append(ev)
-    for b in between:  # after the last leaf
-        if last_leaf is None:
-            lost += spent(b)
-        else:
-            fwd[last_leaf] += spent(b)
+    tail = sum(spent(b) for b in between) if cuda else fwd_range.time_range.end - prev_end
+    if last_leaf is None:
+        lost += tail
+    else:  # after the last leaf (e.g. a functional flatten): the last leaf's
+        fwd[last_leaf] += tail
+        for b in between:
             _own_seqs(b, last_leaf, seq_owner)
-    for ev in events:
-        if ev.name.startswith(_BWD_TAG) and not _in_backward(ev.cpu_parent):
-            owner = seq_owner.get((ev.fwd_thread, ev.sequence_nr))
-            if owner is None:
-                lost += spent(ev)  # e.g. AccumulateGrad, which has no forward op
-            else:
-                bwd[owner] += spent(ev)
+    nodes = [e for e in events if e.name.startswith(_BWD_TAG) and not _in_backward(e.cpu_parent)]
+    prev = bwd_range.time_range.start if bwd_range is not None else None
+    for ev in nodes:
+        if cuda or prev is None or ev.thread != bwd_range.thread:
+            t = spent(ev)
+        else:
+            t, prev = ev.time_range.end - prev, ev.time_range.end
+        owner = seq_owner.get((ev.fwd_thread, ev.sequence_nr))
+        if owner is None:
+            lost += t
+        else:
+            bwd[owner] += t
+    if not cuda and bwd_range is not None and prev is not None:
+        lost += max(bwd_range.time_range.end - prev, 0.0)
     return fwd, bwd, lost
 
 
@@ -737,49 +775,48 @@ def _own_seqs(ev: Any, leaf: int, seq_owner: dict[tuple[int, int], int]) -> None
 def _measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
              dtype: torch.dtype | None, warmup: int, repeats: int
              ) -> tuple[list[list[float]], list[list[float]], dict[str, float]]:
-    """Per-leaf ms (one entry per profiled step) and the end-to-end figures."""
+    """Per-leaf ms (one entry per profiled step) and the end-to-end figures.
+
+    Profiled and plain steps alternate, so both see the same load on a shared machine; each
+    profiled step is its own profiler session (cheap once the profiler is initialised).
+    """
     from torch.profiler import ProfilerActivity, profile, record_function
 
     leaves = _leaves(model)
-    for _ in range(max(warmup, 1)):
-        _step(model, x, backward, dev, dtype)
-    # End-to-end timings are taken half before and half after the profiled steps, so a slow
-    # drift of the machine's load shows in both figures alike.
-    e2e_fwd: list[float] = []
-    e2e_train: list[float] = []
-
-    def time_e2e(n: int) -> None:
-        e2e_fwd.append(_time_e2e(model, x, False, dev, dtype, n))
-        if backward:
-            e2e_train.append(_time_e2e(model, x, True, dev, dtype, n))
-
-    time_e2e((repeats + 1) // 2)
     cuda = dev.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities):  # the first session pays the profiler's start-up
+        _step(model, x, backward, dev, dtype)
+    for _ in range(max(warmup, 1)):
+        _step(model, x, backward, dev, dtype)
     fwd_ms: list[list[float]] = [[] for _ in leaves]
     bwd_ms: list[list[float]] = [[] for _ in leaves]
+    e2e_fwd: list[float] = []
+    e2e_train: list[float] = []
     lost: list[float] = []
-    with _annotated(leaves):
-        _step(model, x, backward, dev, dtype)  # warm the hooks too
-        _sync(dev)
-        # One session; its first step absorbs the profiler's start-up cost and is dropped.
-        with profile(activities=activities) as prof:
-            for k in range(repeats + 1):
+    with _annotated(leaves) as annotate:
+        for k in range(2 * repeats):
+            if k % 4 in (0, 3):  # plain, profiled, profiled, plain, ...: no order bias
+                annotate.on = False
+                f, t = _time_e2e(model, x, backward, dev, dtype)
+                e2e_fwd.append(f)
+                e2e_train.append(t)
+                continue
+            annotate.on = True
+            with profile(activities=activities) as prof:
                 with record_function(f"{_STEP_TAG}.{k}"):
-                    _step(model, x, backward, dev, dtype)
+                    _step(model, x, backward, dev, dtype, annotate=True)
                     _sync(dev)
-        for step in _split_steps(prof.events())[1:]:
-            f, b, lo = _attribute(step, len(leaves), cuda)
+            f, b, lo = _attribute(_split_steps(prof.events())[0], len(leaves), cuda)
             for i in range(len(leaves)):
                 fwd_ms[i].append(f[i] / 1e3)
                 bwd_ms[i].append(b[i] / 1e3)
             lost.append(lo / 1e3)
-    time_e2e(repeats // 2 + 1)
     if not backward:
         bwd_ms = [[] for _ in leaves]
-    totals = {"ms_fwd_e2e": statistics.mean(e2e_fwd), "ms_unattributed": statistics.median(lost)}
+    totals = {"ms_fwd_e2e": statistics.median(e2e_fwd), "ms_unattributed": statistics.median(lost)}
     if backward:
-        totals["ms_train_step_e2e"] = statistics.mean(e2e_train)
+        totals["ms_train_step_e2e"] = statistics.median(e2e_train)
     return fwd_ms, bwd_ms, totals
 
 
@@ -918,7 +955,7 @@ def profile_model(
     backward: bool = True,
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    warmup: int = 2,
+    warmup: int = 1,
     repeats: int = 5,
     threads: int | None = None,
     roofline: bool = True,
@@ -929,7 +966,7 @@ def profile_model(
     so its weights, BN statistics and gradients are left as they were.  `dtype` turns on autocast
     (e.g. ``torch.bfloat16``).  With ``latency=False`` only counts are made (fast; time columns NaN).
     `warmup` untimed steps, then `repeats` profiled steps (per-layer medians) and as many
-    end-to-end ones.  `threads` sets torch's CPU threads while timing (1 gives steady CPU
+    end-to-end ones, alternating (medians are reported).  `threads` sets torch's CPU threads while timing (1 gives steady CPU
     figures on a machine shared with other work); None keeps the current setting.
     With latency and `roofline`, the device's achieved peaks (``analyze.calibrate``, cached) give
     the columns ``tflops, gbps, roofline_ms, efficiency``.

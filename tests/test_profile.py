@@ -219,3 +219,42 @@ def test_roofline_columns_use_cached_peaks(tmp_path, monkeypatch):
     assert r.roofline_ms == pytest.approx(bound)
     assert r.efficiency == pytest.approx(bound / r.ms_fwd)
     assert math.isnan(p.totals["ms_bwd"]) or p.totals["ms_bwd"] == 0
+
+
+def test_plots_are_written(tmp_path, monkeypatch):
+    from analyze.plots import save_plots
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    untimed = profile_model(_named_model(), (2, 1, 28, 28), latency=False)
+    assert [p.name for p in save_plots(untimed, tmp_path / "a")] == ["shares.png"]
+    timed = profile_model(_named_model(), (2, 1, 28, 28), threads=1, repeats=2)
+    made = save_plots(timed, tmp_path / "b")
+    assert [p.name for p in made] == ["shares.png", "roofline.png"]
+    assert all(p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG" for p in made)
+
+
+def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
+    pytest.importorskip("hydra")
+    pytest.importorskip("experiments.model")
+    import pandas as pd
+
+    from analyze.__main__ import main
+
+    out = tmp_path / "prof"
+    rc = main(["profile", "stem=xresnet_3conv", "trunk=xresnet18", "data=synthetic", "profile.batch_size=2",
+               "profile.latency=false", "--out", str(out)])
+    assert rc == 0
+    layers = pd.read_csv(out / "layers.csv")
+    assert list(dict.fromkeys(layers.group)) == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+    assert (out / "shares.png").exists() and (out / "totals.json").exists()
+    printed = capsys.readouterr().out
+    assert "stage4" in printed and "GFLOPs" in printed
+
+
+def test_cli_bad_stem_is_one_sentence(capsys):
+    pytest.importorskip("experiments.config")
+    from analyze.__main__ import main
+
+    assert main(["profile", "stem=nope", "profile.latency=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown stem 'nope'") and "\n" not in err
