@@ -1,0 +1,88 @@
+"""Batches sliced from a whole dataset held as one uint8 tensor, converted, normalised and augmented
+batch-wise on the training device.
+
+Why not torch's DataLoader: it collates item by item in Python worker processes; once the images
+are one decoded tensor (in memory or memory-mapped), slicing a batch and moving it is all that is left."""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]  # float batch on the device -> same shape
+Crop = Callable[[Tensor, torch.Generator], Tensor]  # uint8 batch on the device -> smaller batch, values still 0..255
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Assemble CPU batches on one intra-op thread, as torch's DataLoader workers do: the ops are small,
+    and their parallel regions cost more than they save (3x slower with 2 threads on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class TensorLoader:
+    """Iterable of (x, y) batches, fastai-compatible (len, n, bs, device, to, one_batch)."""
+
+    n_inp = 1
+
+    def __init__(self, images: Tensor, labels: Tensor, bs: int, *, shuffle: bool, drop_last: bool, seed: int,
+                 mean: Sequence[float], std: Sequence[float], augment: Augment | None = None,
+                 device: torch.device | str = "cpu", crop: Crop | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.bs = images, labels.long(), bs
+        self.shuffle, self.drop_last, self.augment, self.crop = shuffle, drop_last, augment, crop
+        self.generator = torch.Generator().manual_seed(seed)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.to(device)
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+
+    def to(self, device: torch.device | str) -> "TensorLoader":
+        self.device = torch.device(device)
+        self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
+        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std  # x_uint8 * scale + shift, in one pass
+        return self
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        for i in range(len(self)):
+            idx = order[i * self.bs:(i + 1) * self.bs]
+            yield self.batch(idx)
+
+    def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        if self.device.type != "cpu":
+            return self._batch(idx)
+        with one_thread():
+            return self._batch(idx)
+
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Gather, move, crop (uint8), scale to [0, 1], augment, normalise."""
+        non_blocking = self.device.type == "cuda"
+        y = self.labels[idx].to(self.device, non_blocking=non_blocking)
+        x = self.images[idx].to(self.device, non_blocking=non_blocking)
+        if self.crop is not None:  # before the float conversion: fewer, smaller pixels to convert
+            x = self.crop(x, self.generator)
+        if self.augment is None:  # convert, scale and normalise in one pass, into a contiguous NCHW batch
+            return torch.addcmul(self.shift, x, self.scale, out=torch.empty(x.shape, device=self.device)), y
+        x = self.augment(x.float().div_(255), self.generator)
+        return (x - self.mean) / self.std, y
+
+    def one_batch(self) -> tuple[Tensor, Tensor]:
+        return self.batch(torch.arange(min(self.bs, self.n)))

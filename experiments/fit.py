@@ -1,0 +1,120 @@
+"""Fitting with fastai's Learner: device / precision / memory format chosen from the hardware, one-cycle AdamW."""
+from __future__ import annotations
+
+import logging
+import sys
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Mapping
+
+import torch
+from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.tracker import TerminateOnNaNCallback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.optimizer import OptimWrapper
+from torch import nn
+
+from .data import DataBundle
+
+log = logging.getLogger("stemlab")
+
+
+class FitError(ValueError):
+    """A training setting this machine cannot honour; the message is one sentence naming the fix."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+
+
+def resolve_hardware(train_cfg: Mapping[str, Any]) -> Hardware:
+    """`auto` picks CUDA + bf16 + channels_last when a GPU is visible, else CPU + fp32 (said once in the log)."""
+    has_cuda = torch.cuda.is_available()
+    device = train_cfg["device"]
+    if device == "cuda" and not has_cuda:
+        raise FitError("train.device=cuda but no CUDA GPU is visible; use train.device=auto or train.device=cpu.")
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+        if not has_cuda:
+            log.info("No GPU found: training on the CPU in fp32.")
+    precision = train_cfg["precision"]
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" else "fp32"
+    if precision != "fp32" and device != "cuda":
+        raise FitError(f"train.precision={precision} needs a CUDA GPU (mixed precision on the CPU is slower, not faster); use train.precision=fp32.")
+    channels_last = train_cfg["channels_last"]
+    channels_last = device == "cuda" if channels_last == "auto" else bool(channels_last)
+    return Hardware(torch.device(device), precision, channels_last)
+
+
+class Throughput(Callback):
+    """Per-epoch training images/s and wall seconds (the device is synchronised only at epoch ends)."""
+
+    order = 0
+
+    def before_fit(self):
+        self.img_s, self.train_s, self.valid_s = [], [], []
+
+    def _sync(self):
+        if self.dls.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def before_train(self):
+        self.seen, self.t0 = 0, self._sync()
+
+    def after_batch(self):
+        if self.training:
+            self.seen += len(self.yb[0])
+
+    def after_train(self):
+        dt = self._sync() - self.t0
+        self.train_s.append(dt)
+        self.img_s.append(self.seen / dt if dt > 0 else float("nan"))
+
+    def before_validate(self):
+        self.t0 = self._sync()
+
+    def after_validate(self):
+        self.valid_s.append(self._sync() - self.t0)
+
+
+def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any], hw: Hardware,
+                 cbs: list[Callback] = ()) -> Learner:
+    """A fastai Learner with torch's AdamW (fused on CUDA: fastai's own Adam steps parameter by parameter)."""
+    adamw = partial(torch.optim.AdamW, fused=True) if hw.device.type == "cuda" else torch.optim.AdamW
+    callbacks = [Throughput(), TerminateOnNaNCallback(), *cbs]
+    if hw.precision != "fp32":
+        callbacks.append(MixedPrecision(amp_mode=hw.precision))
+    if hw.channels_last:
+        callbacks.append(ChannelsLast())
+    learn = Learner(data.dataloaders(), model.to(hw.device), loss_func=CrossEntropyLossFlat(label_smoothing=train_cfg["label_smoothing"]),
+                    opt_func=partial(OptimWrapper, opt=adamw), metrics=accuracy, wd=train_cfg["wd"], cbs=callbacks,
+                    path=".", model_dir=".")
+    if not sys.stdout.isatty():  # progress bars redraw with \r: unreadable in log files and CI; log epoch lines instead
+        learn.remove_cb(ProgressCallback)
+        learn.logger = partial(_log_epoch, learn.recorder)
+    return learn
+
+
+def _log_epoch(recorder, values: list) -> None:
+    """fastai's Recorder hands each epoch's [epoch, losses..., metrics..., time] to learn.logger."""
+    log.info("  ".join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(recorder.metric_names, values)))
+
+
+def fit(learn: Learner, train_cfg: Mapping[str, Any]) -> bool:
+    """fit_one_cycle; returns False when the loss became NaN/inf (the fit was stopped there)."""
+    learn.fit_one_cycle(train_cfg["epochs"], lr_max=train_cfg["lr"])
+    epochs = learn.recorder.values  # TerminateOnNaNCallback cancels the fit mid-epoch: that epoch is missing
+    return len(epochs) == train_cfg["epochs"] and all(math.isfinite(v) for v in epochs[-1])

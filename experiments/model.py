@@ -1,0 +1,57 @@
+"""Model assembly: a registered stem + the fixed ResNet trunk (fastai's ResBlock) + a pooling/linear head.
+
+The model is an nn.Sequential whose top-level children are named stem, stage1..stage4, head, so every
+per-layer table can be grouped by them."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Mapping
+
+from fastai.layers import ResBlock
+from fastai.vision.models.xresnet import init_cnn
+from torch import nn
+
+import stems
+
+STEM_KEYS = ("name", "out_channels", "match")  # config keys of a stem node that are not factory params
+
+
+class TrunkError(ValueError):
+    """A trunk configuration that cannot be built; the message is one sentence naming the fix."""
+
+
+def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The factory parameters of a stem config node (lists as plain Python lists)."""
+    return {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v)
+            for k, v in stem_cfg.items() if k not in STEM_KEYS}
+
+
+def build_stage(ni: int, nf: int, blocks: int, stride: int, expansion: int) -> nn.Sequential:
+    """`blocks` fastai ResBlocks (ResNet-D shortcut); ni/nf are the pre-expansion widths, as in fastai's xresnet."""
+    return nn.Sequential(*[ResBlock(expansion, ni if i == 0 else nf, nf, stride=stride if i == 0 else 1)
+                           for i in range(blocks)])
+
+
+def build_trunk(stem_out: int, layers: list[int], widths: list[int], expansion: int) -> list[nn.Sequential]:
+    """The four stages; stage 1 keeps the stem's resolution, stages 2-4 halve it."""
+    if len(layers) != len(widths):
+        raise TrunkError(f"trunk.layers ({len(layers)} stages) and trunk.widths ({len(widths)}) must have the same length.")
+    if stem_out % expansion:
+        raise TrunkError(f"a bottleneck trunk (expansion {expansion}) needs stem.out_channels divisible by {expansion}, "
+                         f"not {stem_out}; change stem.out_channels.")
+    ins = [stem_out // expansion, *widths[:-1]]
+    return [build_stage(ni, nf, n, 1 if i == 0 else 2, expansion)
+            for i, (ni, nf, n) in enumerate(zip(ins, widths, layers))]
+
+
+def build_model(stem_cfg: Mapping[str, Any], trunk_cfg: Mapping[str, Any], in_channels: int, num_classes: int) -> nn.Sequential:
+    """stem (from the registry, contract-checked) + trunk stages + head, initialised as fastai's xresnet."""
+    out = stem_cfg.get("out_channels")
+    stem = stems.build(stem_cfg["name"], in_channels, out, **stem_params(stem_cfg))
+    out = out or stems.spec(stem_cfg["name"]).out_channels
+    stages = build_trunk(out, list(trunk_cfg["layers"]), list(trunk_cfg["widths"]), int(trunk_cfg["expansion"]))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(trunk_cfg["widths"][-1] * trunk_cfg["expansion"], num_classes))
+    model = nn.Sequential(OrderedDict(
+        stem=stem, **{f"stage{i + 1}": s for i, s in enumerate(stages)}, head=head))
+    init_cnn(model)
+    return model

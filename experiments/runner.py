@@ -1,0 +1,113 @@
+"""How one run goes: data → model → cost profile → fastai fit → evaluate → result record (+ W&B)."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from fastai.torch_core import set_seed
+from omegaconf import DictConfig
+
+import stems
+from analyze.profile import profile_model
+
+from .config import to_dict
+from .data import build_data
+from .fit import fit, make_learner, resolve_hardware
+from .model import build_model
+from .tracking import WandbLogger, environment, write_record
+
+log = logging.getLogger("stemlab")
+
+PROFILE_COLUMNS = ["name", "kind", "group", "out_shape", "params", "macs", "flops_fwd", "flops_bwd", "act_bytes",
+                   "bytes_moved", "ms_fwd", "ms_bwd", "share_flops", "share_time"]
+
+
+class RunFailed(RuntimeError):
+    """Training raised; the record (status `failed`) says why."""
+
+
+def run(cfg: DictConfig, out_dir: Path) -> float:
+    """Train `cfg.stem` on `cfg.trunk` with `cfg.data`, write the record in `out_dir`, return the valid accuracy.
+
+    Bad input raises before anything is written; a failure during training writes a `failed` record."""
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    hw = resolve_hardware(cfg.train)
+    set_seed(cfg.seed)
+    data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=hw.device)
+    stride = stems.spec(cfg.stem.name).stride
+    if data.image_size % stride:
+        raise stems.StemError(f"the image size {data.image_size} is not divisible by the stem's stride {stride}; "
+                              f"set data.image_size to a multiple of {stride}.")
+    model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes)
+    profile, per_image = profile_run(model, cfg, data, hw)
+
+    config = to_dict(cfg)
+    name = f"{cfg.stem.name}-{cfg.trunk.name}-{cfg.data.name}-s{cfg.seed}"
+    wandb = (WandbLogger(cfg.logger, config, name, [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"], out_dir)
+             if cfg.logger.name == "wandb" else None)
+    learn = make_learner(model, data, cfg.train, hw, wandb.callbacks() if wandb else [])
+    record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
+                              "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
+                              "started": started.isoformat()}
+    layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
+    try:
+        finite = fit(learn, cfg.train)
+    except Exception as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                      wall_s=time.perf_counter() - t0)
+        write_record(out_dir, record, layers)
+        raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"see {out_dir / 'result.json'}") from e
+
+    history = epoch_history(learn)
+    final = history.iloc[-1].to_dict() if len(history) else {}
+    summary = {
+        "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
+        "train_loss": final.get("train_loss", math.nan),
+        "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
+        "train_img_s": history["train_img_s"].iloc[-1] if len(history) else math.nan,
+        "params": int(profile.totals["params"]), **per_image,
+        "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
+        "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],
+    }
+    record.update(status="completed" if finite else "diverged", metrics=summary, profile_totals=profile.totals,
+                  epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
+    if not finite:
+        log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
+    path = write_record(out_dir, record, layers, history)
+    if wandb:
+        wandb.finish(summary, layers, history)
+    log.info("%s | valid acc %.2f%% | %.2f M params | %.3f GFLOPs fwd/img | stem %.1f%% of FLOPs | %.0f img/s train | %.0f s | %s",
+             record["status"], 100 * summary["valid_acc"], summary["params"] / 1e6, summary["flops_fwd_per_image"] / 1e9,
+             100 * summary["stem_share_flops"], summary["train_img_s"], record["wall_s"], path)
+    return float(summary["valid_acc"]) if finite else math.nan
+
+
+def profile_run(model, cfg: DictConfig, data, hw):
+    """The cost profile of the run's model at its input size (on a copy: profiling must not touch BN statistics)."""
+    latency = hw.device.type == "cuda" if cfg.profile.latency == "auto" else bool(cfg.profile.latency)
+    # FLOPs are linear in the batch; 2, not 1, because BatchNorm in training mode needs two values per channel
+    batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
+    shape = (batch, data.in_channels, data.image_size, data.image_size)
+    profile = profile_model(copy.deepcopy(model), shape, device=str(hw.device), latency=latency, backward=True,
+                            channels_last=hw.channels_last)
+    per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
+                 "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
+    return profile, per_image
+
+
+def epoch_history(learn) -> pd.DataFrame:
+    """One row per epoch: fastai's Recorder values plus the Throughput callback's timings."""
+    names = [n for n in learn.recorder.metric_names[1:] if n != "time"]
+    rows = [dict(zip(names, map(float, values))) for values in learn.recorder.values]
+    tp = learn.throughput  # fastai exposes each callback as an attribute named after its class
+    for i, row in enumerate(rows):
+        row.update(epoch=i, train_img_s=tp.img_s[i], train_s=tp.train_s[i], valid_s=tp.valid_s[i])
+    return pd.DataFrame(rows, columns=["epoch", *names, "train_img_s", "train_s", "valid_s"])

@@ -1,0 +1,63 @@
+"""The stem registry's surface and its contract check (every stem's own contract is in test_stems.py)."""
+import pytest
+import torch
+from hydra.core.config_store import ConfigStore
+from torch import nn
+
+import stems
+from experiments.config import register_configs, stem_node
+
+
+def test_available_is_sorted_and_has_the_foundation_stems():
+    names = stems.available()
+    assert names == sorted(names)
+    assert {"resnet_7x7", "xresnet_3conv", "patchify_4x4"} <= set(names)
+
+
+def test_spec_records_source_family_and_defaults():
+    s = stems.spec("xresnet_3conv")
+    assert s.family == "conv_stack" and "Bag of Tricks" in s.source
+    assert s.defaults["widths"] == [32, 32, 64] and (s.stride, s.out_channels) == (4, 64)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_build_meets_the_contract(in_channels):
+    stem = stems.build("xresnet_3conv", in_channels)
+    assert stem(torch.zeros(2, in_channels, 48, 40)).shape == (2, 64, 12, 10)
+
+
+def test_unknown_stem_lists_the_valid_ones():
+    with pytest.raises(stems.StemError, match=r"unknown stem 'nope'; choose one of: .*xresnet_3conv"):
+        stems.build("nope", 3)
+
+
+def test_unknown_parameter_is_named_with_the_valid_ones():
+    with pytest.raises(stems.StemError, match=r"no parameter widht; its parameters are: widths, norm, act"):
+        stems.build("xresnet_3conv", 3, widht=[1])
+
+
+def test_widths_not_ending_in_out_channels_break_the_contract():
+    with pytest.raises(stems.StemError, match=r"breaks the stem contract.*last width must be 64"):
+        stems.build("xresnet_3conv", 3, widths=[24, 32, 48])
+
+
+def test_a_stem_with_the_wrong_stride_is_refused():
+    @stems.register("_test_stride2", family="test", source="this test")
+    def stride2(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+
+    try:
+        with pytest.raises(stems.StemError, match=r"strides must multiply to 4"):
+            stems.build("_test_stride2", 3)
+        with pytest.raises(ValueError, match="registered twice"):
+            stems.register("_test_stride2", family="test", source="x")(stride2)
+    finally:
+        stems.registry._REGISTRY.pop("_test_stride2")
+
+
+def test_every_registered_stem_is_a_hydra_option_with_its_parameters():
+    register_configs()
+    listed = {n.removesuffix(".yaml") for n in ConfigStore.instance().list("stem")}
+    assert set(stems.available()) <= listed
+    assert stem_node("xresnet_3conv") == {"name": "xresnet_3conv", "out_channels": 64, "match": None,
+                                          "widths": [32, 32, 64], "norm": "bn", "act": "relu"}

@@ -1,0 +1,69 @@
+"""One run end to end: the result record, the CLI's exits on bad input, multirun, W&B offline and failing."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+import experiments
+from experiments import tracking
+from tests.conftest import TINY, run_cli
+
+
+def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
+    acc = experiments.run(make_cfg("stem=resnet_7x7"), tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "completed" and result["format"] == tracking.RECORD_FORMAT
+    assert result["config"]["stem"]["name"] == "resnet_7x7" and result["metrics"]["valid_acc"] == pytest.approx(acc)
+    assert 0 <= acc <= 1 and result["metrics"]["train_img_s"] > 0
+    assert 0 < result["metrics"]["stem_share_flops"] < 1 and result["metrics"]["params"] > 1e6
+    assert {"torch", "fastai", "hydra", "python"} <= set(result["environment"])
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["epoch"]) == [0] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert layers["group"].iloc[0] == "stem" and layers["flops_fwd"].sum() > 0
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files behind
+
+
+def test_divergence_is_recorded_not_crashed(make_cfg, tmp_path):
+    acc = experiments.run(make_cfg("train.lr=1e12"), tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert math.isnan(acc) and result["status"] == "diverged"
+
+
+def test_wandb_failing_to_start_leaves_the_local_record(make_cfg, tmp_path, monkeypatch, caplog):
+    import wandb
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no network")))
+    experiments.run(make_cfg("logger=wandb"), tmp_path)
+    assert "W&B could not start (RuntimeError: no network)" in caplog.text
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
+
+
+def test_cli_run_logs_to_wandb_offline(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(*TINY[:-1], "logger=wandb", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "completed | valid acc" in proc.stderr + proc.stdout and "No GPU found" in proc.stderr + proc.stdout
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
+    assert list((out / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["stem=nope"], "error: unknown stem 'nope'; choose one of:"),
+    (["stem.widht=3"], "error: stem 'xresnet_3conv' has no parameter 'widht'"),
+    (["stem.widths=[24,32,48]"], "breaks the stem contract"),
+    (["train.device=cuda"], "train.device=cuda but no CUDA GPU is visible"),
+])
+def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, args, message):
+    proc = run_cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr + proc.stdout and "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_multirun_over_stems(tmp_path):
+    proc = run_cli("-m", *TINY, "stem=resnet_7x7,patchify_4x4", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = sorted(tmp_path.glob("*/result.json"))
+    assert [json.loads(p.read_text())["config"]["stem"]["name"] for p in records] == ["resnet_7x7", "patchify_4x4"]
