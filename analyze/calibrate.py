@@ -5,7 +5,9 @@ The roofline of a layer is ``max(flops / peak_flops, bytes / peak_bandwidth)``; 
 vendor's sheet figures, so a layer's efficiency says how close it gets to what this device really
 delivers.  (Layers whose data stay in cache can beat the DRAM ceiling: efficiency > 1.)
 Results are cached per device, precision, thread count and torch version in
-``$STEMLAB_CACHE_DIR`` or the user cache dir (``platformdirs``), ``calibration.json``.
+``$STEMLAB_CACHE_DIR`` or the user cache dir (``platformdirs``), ``calibration.json``.  A
+calibration taken on a busy machine underestimates the peaks (then layers show efficiency > 1);
+measure again on a quiet one with ``peaks(device, dtype, refresh=True)``.
 """
 
 from __future__ import annotations
