@@ -12,6 +12,7 @@ from fastai.vision.models.xresnet import init_cnn
 from torch import nn
 
 import stems
+from stems.match import match_params
 
 STEM_KEYS = ("name", "out_channels", "match")  # config keys of a stem node that are not factory params
 
@@ -24,6 +25,21 @@ def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The factory parameters of a stem config node (lists as plain Python lists)."""
     return {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v)
             for k, v in stem_cfg.items() if k not in STEM_KEYS}
+
+
+def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The stem node with `stem.match` applied: widths scaled to the target cost (stems.match) and match
+    cleared, plus the match record for result.json (None without a match)."""
+    node = {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v) for k, v in stem_cfg.items()}
+    match = node.get("match")
+    if not match:
+        return node, None
+    if image_size is None:
+        raise stems.StemError(f"stem.match={match} needs the run's input size; pass image_size to build_model.")
+    name = node["name"]
+    out = node.get("out_channels") or stems.spec(name).out_channels
+    params, info = match_params(name, in_channels, out, image_size, str(match), stem_params(node))
+    return {**node, **params, "match": None}, {**info, "widths": params["widths"], "image_size": image_size}
 
 
 def build_stage(ni: int, nf: int, blocks: int, stride: int, expansion: int) -> nn.Sequential:
@@ -44,10 +60,14 @@ def build_trunk(stem_out: int, layers: list[int], widths: list[int], expansion: 
             for i, (ni, nf, n) in enumerate(zip(ins, widths, layers))]
 
 
-def build_model(stem_cfg: Mapping[str, Any], trunk_cfg: Mapping[str, Any], in_channels: int, num_classes: int) -> nn.Sequential:
-    """stem (from the registry, contract-checked) + trunk stages + head, initialised as fastai's xresnet."""
+def build_model(stem_cfg: Mapping[str, Any], trunk_cfg: Mapping[str, Any], in_channels: int, num_classes: int,
+                image_size: int | None = None) -> nn.Sequential:
+    """stem (from the registry, contract-checked) + trunk stages + head, initialised as fastai's xresnet.
+
+    With `stem.match` set, the stem's widths are first scaled to the target at `image_size` (resolve_stem)."""
+    stem_cfg, _ = resolve_stem(stem_cfg, in_channels, image_size)
     out = stem_cfg.get("out_channels")
-    stem = stems.build(stem_cfg["name"], in_channels, out, **stem_params(stem_cfg))
+    stem = stems.build(stem_cfg["name"], in_channels, out, image_size=image_size, **stem_params(stem_cfg))
     out = out or stems.spec(stem_cfg["name"]).out_channels
     stages = build_trunk(out, list(trunk_cfg["layers"]), list(trunk_cfg["widths"]), int(trunk_cfg["expansion"]))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(trunk_cfg["widths"][-1] * trunk_cfg["expansion"], num_classes))

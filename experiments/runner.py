@@ -20,7 +20,7 @@ from analyze.profile import profile_model
 from .config import to_dict
 from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
-from .model import build_model
+from .model import build_model, resolve_stem
 from .tracking import WandbLogger, environment, write_record
 
 log = logging.getLogger("stemlab")
@@ -45,7 +45,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     if data.image_size % stride:
         raise stems.StemError(f"the image size {data.image_size} is not divisible by the stem's stride {stride}; "
                               f"set data.image_size to a multiple of {stride}.")
-    model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes)
+    stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size)  # stem.match: iso-cost widths
+    model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     profile, per_image = profile_run(model, cfg, data, hw)
 
     config = to_dict(cfg)
@@ -55,7 +56,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     learn = make_learner(model, data, cfg.train, hw, wandb.callbacks() if wandb else [])
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
-                              "started": started.isoformat()}
+                              "stem_match": stem_match, "started": started.isoformat()}
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
     try:
         finite = fit(learn, cfg.train)

@@ -216,3 +216,32 @@ def test_match_command(capsys):
     assert "stem=deep_tiered stem.widths=[" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="has no widths to scale"):
         stems_main(["match", "patchify_4x4", "flops:deep"])
+
+
+# --- stem.match in a run -------------------------------------------------------------------------
+
+def test_build_model_applies_match():
+    from experiments.model import build_model
+
+    trunk = {"layers": [1, 1, 1, 1], "widths": [64, 128, 256, 512], "expansion": 1}
+    model = build_model({"name": "deep_wide", "match": "flops:deep"}, trunk, 3, 10, image_size=64)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.stem.eval()(torch.randn(1, 3, 64, 64))
+    assert abs(counter.get_total_flops() / cost("deep", 3, 64)["flops"] - 1) <= TOLERANCE
+    with pytest.raises(stems.StemError, match="needs the run's input size"):
+        build_model({"name": "deep_wide", "match": "flops:deep"}, trunk, 3, 10)
+
+
+def test_run_records_the_match(make_cfg, tmp_path):
+    import json
+
+    import experiments
+
+    experiments.run(make_cfg("stem=conv_stack", "stem.match=params:deep", "trunk.layers=[1,1,1,1]"), tmp_path)
+    record = json.loads((tmp_path / "result.json").read_text())
+    m = record["stem_match"]
+    assert m["target_kind"] == "params" and m["target_spec"] == "params:deep" and m["image_size"] == 16
+    assert m["target_value"] == cost("deep", 3, 16)["params"] and abs(m["achieved_value"] / m["target_value"] - 1) <= TOLERANCE
+    assert m["widths"][-1] == 64 and m["widths"] != [32, 64, 64]
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
