@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from experiments.config import ConfigError, check_overrides, register_configs
+from experiments.config import ConfigError, check_overrides, register_configs, to_dict
 
 log = logging.getLogger("stemlab")
 register_configs()
@@ -26,8 +27,20 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     import experiments  # heavy imports after Hydra has parsed the command line (--help stays fast)
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if multirun:
+        from experiments import sweep
+
+        if cfg.logger.name == "wandb" and not cfg.logger.group:
+            with open_dict(cfg):  # every run of a sweep shares one W&B group
+                cfg.logger.group = sweep.group_name(hc.sweep.dir, Path(hc.runtime.cwd))
+        previous = sweep.completed_result(out_dir, to_dict(cfg))
+        if previous is not None:
+            log.info("already completed: %s (delete its result.json to re-run)", out_dir / "result.json")
+            return sweep.metric(previous)
+    started = time.perf_counter()
     try:
         return experiments.run(cfg, out_dir)
     except experiments.RunFailed as e:
@@ -35,11 +48,15 @@ def main(cfg: DictConfig) -> float:
         if multirun:
             return math.nan  # one failing point never stops a sweep; its record says why
         sys.exit(1)
-    except ValueError as e:  # bad input: every stemlab error is a ValueError whose message names the fix
+    except Exception as e:  # stemlab's bad-input errors are ValueErrors whose message names the fix
+        if not multirun:
+            if isinstance(e, ValueError):
+                log.error("error: %s", e)
+                sys.exit(2)
+            raise
         log.error("error: %s", e)
-        if multirun:
-            return math.nan
-        sys.exit(2)
+        sweep.write_failed(out_dir, to_dict(cfg), e, started)  # in a sweep, the point's record says why
+        return math.nan
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""How one run behaves inside a sweep (multirun): resume from a completed record, share a W&B group,
+and leave a `failed` record when anything goes wrong before training starts.
+
+A point finds its previous record by its output directory: the study presets (conf/experiment/) make
+`hydra.sweep.dir` and `hydra.sweep.subdir` deterministic (the study's name, then the point's overrides),
+so re-running the same command lands every point in the directory it used last time."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .tracking import environment, write_record
+
+log = logging.getLogger("stemlab")
+
+IGNORED_FOR_RESUME = ("logger",)  # where results are sent, not what is computed
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+
+
+def completed_result(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The record in `out_dir` if it is `completed` for the same config (logger aside); else None (re-run)."""
+    path = out_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s is unreadable; re-running this point.", path)
+        return None
+    if record.get("status") != "completed":
+        log.info("%s says %s; re-running this point.", path, record.get("status"))
+        return None
+    # JSON round-trip so that tuples/lists and int/float spellings compare as the record stores them
+    if comparable(record.get("config", {})) != comparable(json.loads(json.dumps(config, default=str))):
+        log.warning("%s was completed with a different config; re-running this point and replacing it.", path)
+        return None
+    return record
+
+
+def group_name(sweep_dir: str, cwd: Path) -> str:
+    """The W&B group of an ad-hoc sweep: its directory (relative to the launch directory, without `multirun/`)."""
+    path = Path(sweep_dir)
+    try:
+        path = path.resolve().relative_to(cwd.resolve())
+    except ValueError:
+        pass
+    parts = path.parts[1:] if path.parts[:1] == ("multirun",) and len(path.parts) > 1 else path.parts
+    return "/".join(parts)[-128:]  # W&B's limit on a group name
+
+
+def write_failed(out_dir: Path, config: dict[str, Any], error: BaseException, started: float) -> Path:
+    """A `failed` record for a point that stopped before training (bad input, a build or profile error)."""
+    name = "-".join(str(config.get(k, {}).get("name")) for k in ("stem", "trunk", "data")) + f"-s{config.get('seed')}"
+    record = {"name": name, "config": config, "status": "failed", "stage": "setup",
+              "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(),
+              "environment": environment(), "wall_s": time.perf_counter() - started}
+    return write_record(out_dir, record)
+
+
+def metric(record: dict[str, Any]) -> float:
+    value = record.get("metrics", {}).get("valid_acc")
+    return float(value) if value is not None else math.nan
