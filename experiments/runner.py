@@ -14,7 +14,6 @@ import pandas as pd
 from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
-import stems
 from analyze.profile import profile_model
 
 from .config import to_dict
@@ -41,10 +40,6 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     hw = resolve_hardware(cfg.train)
     set_seed(cfg.seed)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=hw.device)
-    stride = stems.spec(cfg.stem.name).stride
-    if data.image_size % stride:
-        raise stems.StemError(f"the image size {data.image_size} is not divisible by the stem's stride {stride}; "
-                              f"set data.image_size to a multiple of {stride}.")
     stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size)  # stem.match: iso-cost widths
     model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     profile, per_image = profile_run(model, cfg, data, hw)
