@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # submitit's workers (hydra/launcher=local_queue|slurm) unpickle main() in a fresh interpreter: give them
+    # this project's packages even when it is not pip-installed
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
     try:
         check_overrides(hydra._internal.utils.get_args_parser().parse_args().overrides)
     except ConfigError as e:

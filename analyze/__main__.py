@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_profile_parser(sub)
+    from analyze.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

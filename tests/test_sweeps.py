@@ -1,0 +1,125 @@
+"""Sweeps through Hydra's launchers (basic, joblib, submitit local): resumable, failure-tolerant, one W&B group;
+the launcher and study presets compose into what the plugins and submitit accept."""
+import json
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+import stems
+from analyze import report
+from experiments.config import CONF_DIR, register_configs
+from tests.conftest import TINY, run_cli
+
+TINY_SWEEP = [*TINY, "profile.latency=false", "stem=resnet_7x7,patchify_4x4", "seed=0,1"]
+
+
+def records(sweep):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+
+
+def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
+    sweep = tmp_path / "study"
+    # stem.out_channels=0 breaks the stems at build time: those points fail, the others complete
+    args = ["-m", "+experiment=stem_study_mnist5k", *TINY_SWEEP, "stem.out_channels=64,0", f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = records(sweep)
+    assert len(recs) == 8
+    done = {k: r for k, r in recs.items() if r["status"] == "completed"}
+    failed = {k: r for k, r in recs.items() if r["status"] == "failed"}
+    assert len(done) == 4 and all("stem.out_channels=64" in k for k in done)
+    assert len(failed) == 4 and all("positive channel counts" in r["error"] and r["config"]["stem"]["out_channels"] == 0
+                                    for r in failed.values())
+    # the point's directory is its overrides (not a timestamp or job number): the same command finds it again
+    assert "seed=0,stem.out_channels=64,stem=resnet_7x7" in "".join(done)
+    again = next(iter(sorted(done)))
+    (sweep / again / "result.json").write_text(json.dumps({**done[again], "status": "failed"}))
+    mtimes = {k: (sweep / k / "result.json").stat().st_mtime_ns for k in done if k != again}
+
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("already completed") == 3
+    assert records(sweep)[again]["status"] == "completed"
+    assert {k: (sweep / k / "result.json").stat().st_mtime_ns for k in mtimes} == mtimes
+
+    table = report.stem_table(report.split_studies(report.read_records(sweep).runs)[0]).set_index("stem")
+    assert table.loc[["patchify_4x4 (out_channels=64)", "resnet_7x7 (out_channels=64)"], "n"].tolist() == [2, 2]
+    assert table.loc[["patchify_4x4 (out_channels=0)", "resnet_7x7 (out_channels=0)"], "n"].tolist() == [0, 0]
+
+
+def test_joblib_sweep_shares_one_wandb_group(tmp_path):
+    # an ad-hoc sweep (no study preset): its W&B group is its sweep directory
+    args = ["-m", "hydra/launcher=parallel", *[a for a in TINY_SWEEP if a != "logger=none"], "logger=wandb",
+            "hydra.sweep.dir=multirun/adhoc"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
+    recs = records(tmp_path / "multirun" / "adhoc")
+    assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
+    assert {r["config"]["logger"]["group"] for r in recs.values()} == {"adhoc"}
+    assert {(r["config"]["stem"]["name"], r["config"]["seed"]) for r in recs.values()} == \
+        {(s, i) for s in ("resnet_7x7", "patchify_4x4") for i in (0, 1)}
+    assert len(list((tmp_path / "multirun" / "adhoc").glob("*/wandb/offline-run-*"))) == 4
+
+
+def test_submitit_local_sweep(tmp_path):
+    sweep = tmp_path / "study"
+    proc = run_cli("-m", "+experiment=stem_study_mnist5k", "hydra/launcher=local_queue", *TINY_SWEEP,
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = records(sweep)
+    assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
+    assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # the points really ran as submitit jobs
+
+
+@pytest.fixture
+def hydra_cfg():
+    register_configs()
+
+    def make(*overrides):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+def test_imagenette_study_preset(hydra_cfg):
+    cfg = hydra_cfg("+experiment=stem_study_imagenette")
+    assert (cfg.trunk.name, cfg.data.name, cfg.data.size, cfg.data.image_size, cfg.train.epochs) == \
+        ("xresnet50", "imagenette", 160, 128, 5)
+    assert cfg.hydra.sweep.dir == "multirun/stem_study_imagenette" and cfg.logger.group == "stem_study_imagenette"
+    # the zoo, read from the registry by Hydra's glob over the stem group, and 5 seeds
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params == {"stem": "glob(*)", "seed": "range(5)"}
+    points, command = report.sweep_points({"sweeper": {"params": params},
+                                           "overrides": {"task": ["+experiment=stem_study_imagenette"], "hydra": []}})
+    assert sorted(points) == sorted((s, str(i)) for s in stems.available() for i in range(5))
+    assert command == "python train.py -m +experiment=stem_study_imagenette"
+
+
+def test_slurm_preset_becomes_an_sbatch_script(hydra_cfg, tmp_path, monkeypatch):
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = hydra_cfg("+experiment=stem_study_imagenette", "hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    # submitit refuses to build a SLURM executor without srun on the PATH: a stand-in (nothing is submitted)
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    # the plugin's own mapping (BaseSubmititLauncher.launch): base keys as is, the rest prefixed with slurm_
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    for key in ("_target_", "submitit_folder", "max_num_timeout"):
+        params.pop(key)
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in base else f"slurm_{k}": v for k, v in params.items()} | {"name": "stemlab"}
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    executor.update_parameters(**params)
+    sbatch = executor._executor._make_submission_file_text("python train.py", "uid")
+    for line in ("--partition=gpu", "--gpus-per-task=1", "--time=120", "--cpus-per-task=8", "--mem=32GB"):
+        assert f"#SBATCH {line}" in sbatch
