@@ -37,3 +37,12 @@ def test_stem_parameter_is_checked_against_every_swept_stem():
     check_overrides(["stem=xresnet_3conv", "stem.widths=[24,32,64]"])
     with pytest.raises(ConfigError, match="stem 'resnet_7x7' has no parameter 'widths'"):
         check_overrides(["stem=xresnet_3conv,resnet_7x7", "stem.widths=[24,32,64]"])
+
+
+def test_help_lists_every_registered_stem():
+    import stems
+    from tests.conftest import run_cli
+
+    proc = run_cli("--help")
+    stem_line = next(line for line in proc.stdout.splitlines() if line.startswith("stem: "))
+    assert stem_line.removeprefix("stem: ").split(", ") == stems.available()
