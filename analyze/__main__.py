@@ -64,17 +64,12 @@ def build_for_profile(cfg: Any) -> tuple[Any, tuple[int, int, int, int]]:
     """The run's model and the profiled input shape (batch: profile.batch_size, else train.bs)."""
     import torch
 
-    import stems
     from experiments.data import build_data
     from experiments.model import build_model
 
     batch = int(cfg.profile.batch_size or cfg.train.bs)
     data = build_data(cfg.data, bs=batch, seed=int(cfg.seed), device=torch.device("cpu"))
-    stride = stems.spec(cfg.stem.name).stride
-    if data.image_size % stride:
-        raise stems.StemError(f"the image size {data.image_size} is not divisible by the stem's stride {stride}; "
-                              f"set data.image_size to a multiple of {stride}.")
-    model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes)
+    model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     return model, (batch, data.in_channels, data.image_size, data.image_size)
 
 
