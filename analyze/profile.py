@@ -55,6 +55,7 @@ import bisect
 import copy
 import dataclasses
 import math
+import os
 import statistics
 import time
 import warnings
@@ -69,6 +70,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
+
+# kineto (torch.profiler's backend) prints start/stop lines to stderr at its default level; read at first use
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 __all__ = ["Profile", "ProfileError", "profile_model", "count_flops_whole_model"]
 
