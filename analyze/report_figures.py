@@ -60,7 +60,15 @@ def plot_pareto(plt, table: pd.DataFrame):
         front = pareto_front(x, acc)
         if len(front):
             ax.plot(x[front], acc[front], "-", color="tab:red", lw=1.2, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
+        finite = x[np.isfinite(x) & (x > 0)]
+        if len(finite) and finite.max() > 5 * finite.min():
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_xscale("log")  # one slow stem would squeeze the others into a corner
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.2, y=0.1)  # room for the stem names
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation accuracy (%)")
@@ -106,8 +114,8 @@ def plot_curves(plt, study: "Study", order: list[str]):
         hs = [r.history for r in study.runs if labels[id(r)] == stem and r.status == "completed" and r.history is not None]
         if hs:
             curves[stem] = pd.concat(hs)
-    if not curves:
-        return None
+    if not curves or max(h["epoch"].nunique() for h in curves.values()) < 2:
+        return None  # one epoch is a point, not a curve: the table has it
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.get_cmap("tab20")
     for i, (stem, h) in enumerate(curves.items()):
@@ -119,6 +127,7 @@ def plot_curves(plt, study: "Study", order: list[str]):
             ax.plot(epochs, scale * g.mean(), "-o", ms=3, color=colors(i % 20), label=stem)
             ax.fill_between(epochs, scale * g.min(), scale * g.max(), color=colors(i % 20), alpha=0.2)
     for ax, (_, ylabel, _) in zip(axes, panels):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
