@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from fastai.layers import ResBlock
 from fastai.vision.models.xresnet import init_cnn
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import stems
@@ -21,16 +22,20 @@ class TrunkError(ValueError):
     """A trunk configuration that cannot be built; the message is one sentence naming the fix."""
 
 
+def plain(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A config node as plain Python: OmegaConf's lists become lists (the registry compares and stores them)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
 def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The factory parameters of a stem config node (lists as plain Python lists)."""
-    return {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v)
-            for k, v in stem_cfg.items() if k not in STEM_KEYS}
+    """The factory parameters of a stem config node."""
+    return {k: v for k, v in plain(stem_cfg).items() if k not in STEM_KEYS}
 
 
 def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The stem node with `stem.match` applied: widths scaled to the target cost (stems.match) and match
     cleared, plus the match record for result.json (None without a match)."""
-    node = {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "_iter_ex") else v) for k, v in stem_cfg.items()}
+    node = plain(stem_cfg)
     match = node.get("match")
     if not match:
         return node, None

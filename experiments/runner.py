@@ -14,6 +14,7 @@ import pandas as pd
 from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
+from analyze.plots import save_plots
 from analyze.profile import profile_model
 
 from .config import to_dict
@@ -46,9 +47,9 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
 
     config = to_dict(cfg)
     name = f"{cfg.stem.name}-{cfg.trunk.name}-{cfg.data.name}-s{cfg.seed}"
-    wandb = (WandbLogger(cfg.logger, config, name, [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"], out_dir)
-             if cfg.logger.name == "wandb" else None)
-    learn = make_learner(model, data, cfg.train, hw, wandb.callbacks() if wandb else [])
+    tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
+    wb = WandbLogger(cfg.logger, {**config, "stem_match": stem_match}, name, tags, out_dir) if cfg.logger.name == "wandb" else None
+    learn = make_learner(model, data, cfg.train, hw, wb.callbacks() if wb else [])
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
                               "stem_match": stem_match, "started": started.isoformat()}
@@ -77,9 +78,10 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                   epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
+    plots = save_plots(profile, out_dir)  # FLOPs vs time (or bytes) share per layer; roofline when timed
     path = write_record(out_dir, record, layers, history)
-    if wandb:
-        wandb.finish(summary, layers, history)
+    if wb:
+        wb.finish(summary, layers, history, plots)
     log.info("%s | valid acc %.2f%% | %.2f M params | %.3f GFLOPs fwd/img | stem %.1f%% of FLOPs | %.0f img/s train | %.0f s | %s",
              record["status"], 100 * summary["valid_acc"], summary["params"] / 1e6, summary["flops_fwd_per_image"] / 1e9,
              100 * summary["stem_share_flops"], summary["train_img_s"], record["wall_s"], path)

@@ -78,7 +78,8 @@ class WandbLogger:
     def callbacks(self) -> list:
         return [] if self.run is None else [WandbEpochs(self.run)]
 
-    def finish(self, summary: Mapping[str, Any], layers: pd.DataFrame | None, history: pd.DataFrame | None) -> None:
+    def finish(self, summary: Mapping[str, Any], layers: pd.DataFrame | None, history: pd.DataFrame | None,
+               images: list[Path] = ()) -> None:
         if self.run is None:
             return
         try:
@@ -86,6 +87,7 @@ class WandbLogger:
             for key, table in (("layers", layers), ("history", history)):
                 if table is not None:
                     self.run.log({key: self.wandb.Table(dataframe=table.astype({c: str for c in table.columns if table[c].dtype == object}))})
+            self.run.log({p.stem: self.wandb.Image(str(p)) for p in images})
             self.run.finish()
         except Exception as e:
             log.warning("W&B logging failed at the end of the run (%s); the local result record is complete.", _first_line(e))

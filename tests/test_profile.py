@@ -8,11 +8,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from analyze.profile import ProfileError, count_flops_whole_model, profile_model
-
-torchvision = pytest.importorskip("torchvision")
 
 
 def _two_convs() -> nn.Sequential:
@@ -66,7 +65,7 @@ def test_torchvision_published_figures(arch, gmacs, params):
 
 
 def _fastai_xresnet18() -> nn.Module:
-    xresnet = pytest.importorskip("fastai.vision.models.xresnet")
+    from fastai.vision.models import xresnet
     return xresnet.xresnet18(c_in=1, n_out=10)
 
 
@@ -234,8 +233,6 @@ def test_plots_are_written(tmp_path, monkeypatch):
 
 
 def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
-    pytest.importorskip("hydra")
-    pytest.importorskip("experiments.model")
     import pandas as pd
 
     from analyze.__main__ import main
@@ -252,7 +249,6 @@ def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
 
 
 def test_cli_bad_stem_is_one_sentence(capsys):
-    pytest.importorskip("experiments.config")
     from analyze.__main__ import main
 
     assert main(["profile", "stem=nope", "profile.latency=false"]) == 2

@@ -22,6 +22,7 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     assert list(history["epoch"]) == [0] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert layers["group"].iloc[0] == "stem" and layers["flops_fwd"].sum() > 0
+    assert (tmp_path / "shares.png").stat().st_size > 0  # FLOPs share vs bytes share (no timing on the CPU by default)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files behind
 
 
@@ -46,7 +47,8 @@ def test_cli_run_logs_to_wandb_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "completed | valid acc" in proc.stderr + proc.stdout and "No GPU found" in proc.stderr + proc.stdout
     assert json.loads((out / "result.json").read_text())["status"] == "completed"
-    assert list((out / "wandb").glob("offline-run-*"))
+    run_dir, = (out / "wandb").glob("offline-run-*")
+    assert list(run_dir.glob("files/media/images/shares_*.png")) and list(run_dir.glob("files/media/table/layers_*.json"))
 
 
 @pytest.mark.parametrize("args,message", [
