@@ -41,6 +41,15 @@ def test_wandb_failing_to_start_leaves_the_local_record(make_cfg, tmp_path, monk
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
 
 
+def test_wandb_online_without_login_warns_and_keeps_the_record(make_cfg, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no stored W&B key
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    experiments.run(make_cfg("logger=wandb", "logger.mode=online"), tmp_path / "run")
+    assert "W&B could not start (UsageError: No API key configured" in caplog.text
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+
+
 def test_cli_run_logs_to_wandb_offline(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(*TINY[:-1], "logger=wandb", f"hydra.run.dir={out}", cwd=tmp_path)
