@@ -48,10 +48,10 @@ def build_data(cfg: Mapping[str, Any], *, bs: int, seed: int, device: torch.devi
     return BUILDERS[cfg["name"]](cfg, bs, seed, torch.device(device))
 
 
-def split_loaders(x_train, y_train, x_valid, y_valid, *, bs: int, seed: int, device, mean, std, augment=None):
-    """The usual pair: a shuffled, drop-last, augmented train loader and an ordered valid loader (2x batch)."""
+def split_loaders(x_train, y_train, x_valid, y_valid, *, bs: int, seed: int, device, mean, std):
+    """The usual pair for uncropped data: a shuffled, drop-last train loader and an ordered valid loader (2x batch)."""
     train = TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=len(x_train) >= bs, seed=seed,
-                         mean=mean, std=std, augment=augment, device=device)
+                         mean=mean, std=std, device=device)
     valid = TensorLoader(x_valid, y_valid, 2 * bs, shuffle=False, drop_last=False, seed=seed,
                          mean=mean, std=std, device=device)
     return train, valid

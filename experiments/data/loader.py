@@ -1,5 +1,5 @@
-"""Batches sliced from a whole dataset held as one uint8 tensor, converted, normalised and augmented
-batch-wise on the training device.
+"""Batches sliced from a whole dataset held as one uint8 tensor, cropped (augmented), converted and
+normalised batch-wise on the training device.
 
 Why not torch's DataLoader: it collates item by item in Python worker processes; once the images
 are one decoded tensor (in memory or memory-mapped), slicing a batch and moving it is all that is left."""
@@ -12,8 +12,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-Augment = Callable[[Tensor, torch.Generator], Tensor]  # float batch on the device -> same shape
-Crop = Callable[[Tensor, torch.Generator], Tensor]  # uint8 batch on the device -> smaller batch, values still 0..255
+Crop = Callable[[Tensor, torch.Generator], Tensor]  # uint8 batch on the device -> cropped (augmented) uint8 batch
 
 
 @contextlib.contextmanager
@@ -34,14 +33,14 @@ class TensorLoader:
     n_inp = 1
 
     def __init__(self, images: Tensor, labels: Tensor, bs: int, *, shuffle: bool, drop_last: bool, seed: int,
-                 mean: Sequence[float], std: Sequence[float], augment: Augment | None = None,
-                 device: torch.device | str = "cpu", crop: Crop | None = None):
+                 mean: Sequence[float], std: Sequence[float], crop: Crop | None = None,
+                 device: torch.device | str = "cpu"):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.bs = images, labels.long(), bs
-        self.shuffle, self.drop_last, self.augment, self.crop = shuffle, drop_last, augment, crop
+        self.shuffle, self.drop_last, self.crop = shuffle, drop_last, crop
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -56,8 +55,8 @@ class TensorLoader:
 
     def to(self, device: torch.device | str) -> "TensorLoader":
         self.device = torch.device(device)
-        self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
-        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std  # x_uint8 * scale + shift, in one pass
+        mean, std = self.mean.to(self.device), self.std.to(self.device)
+        self.scale, self.shift = 1 / (255 * std), -mean / std  # x_uint8 * scale + shift = (x / 255 - mean) / std
         return self
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -73,16 +72,13 @@ class TensorLoader:
             return self._batch(idx)
 
     def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Gather, move, crop (uint8), scale to [0, 1], augment, normalise."""
+        """Gather, move, crop (uint8: fewer, smaller pixels to convert), then scale and normalise in one pass."""
         non_blocking = self.device.type == "cuda"
         y = self.labels[idx].to(self.device, non_blocking=non_blocking)
         x = self.images[idx].to(self.device, non_blocking=non_blocking)
-        if self.crop is not None:  # before the float conversion: fewer, smaller pixels to convert
+        if self.crop is not None:
             x = self.crop(x, self.generator)
-        if self.augment is None:  # convert, scale and normalise in one pass, into a contiguous NCHW batch
-            return torch.addcmul(self.shift, x, self.scale, out=torch.empty(x.shape, device=self.device)), y
-        x = self.augment(x.float().div_(255), self.generator)
-        return (x - self.mean) / self.std, y
+        return torch.addcmul(self.shift, x, self.scale, out=torch.empty(x.shape, device=self.device)), y
 
     def one_batch(self) -> tuple[Tensor, Tensor]:
         return self.batch(torch.arange(min(self.bs, self.n)))
