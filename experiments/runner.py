@@ -1,7 +1,6 @@
 """How one run goes: data → model → cost profile → fastai fit → evaluate → result record (+ W&B)."""
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -89,12 +88,12 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
 
 
 def profile_run(model, cfg: DictConfig, data, hw):
-    """The cost profile of the run's model at its input size (on a copy: profiling must not touch BN statistics)."""
+    """The cost profile of the run's model at its input size (profile_model works on its own copy of the model)."""
     latency = hw.device.type == "cuda" if cfg.profile.latency == "auto" else bool(cfg.profile.latency)
     # FLOPs are linear in the batch; 2, not 1, because BatchNorm in training mode needs two values per channel
     batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
     shape = (batch, data.in_channels, data.image_size, data.image_size)
-    profile = profile_model(copy.deepcopy(model), shape, device=str(hw.device), latency=latency, backward=True,
+    profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
                             channels_last=hw.channels_last)
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
