@@ -50,12 +50,11 @@ def main(cfg: DictConfig) -> float:
             return math.nan  # one failing point never stops a sweep; its record says why
         sys.exit(1)
     except Exception as e:  # stemlab's bad-input errors are ValueErrors whose message names the fix
-        if not multirun:
-            if isinstance(e, ValueError):
-                log.error("error: %s", e)
-                sys.exit(2)
-            raise
+        if not multirun and not isinstance(e, ValueError):
+            raise  # a bug, not bad input: its traceback is the useful message
         log.error("error: %s", e)
+        if not multirun:
+            sys.exit(2)
         sweep.write_failed(out_dir, to_dict(cfg), e, started)  # in a sweep, the point's record says why
         return math.nan
 

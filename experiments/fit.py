@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-import sys
 import math
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -13,8 +13,8 @@ import torch
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.tracker import TerminateOnNaNCallback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat

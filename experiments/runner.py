@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from .config import to_dict
 from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
-from .tracking import WandbLogger, environment, write_record
+from .tracking import WandbLogger, environment, failure, run_name, write_record
 
 log = logging.getLogger("stemlab")
 
@@ -45,7 +44,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     profile, per_image = profile_run(model, cfg, data, hw)
 
     config = to_dict(cfg)
-    name = f"{cfg.stem.name}-{cfg.trunk.name}-{cfg.data.name}-s{cfg.seed}"
+    name = run_name(config)
     tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
     wb = WandbLogger(cfg.logger, {**config, "stem_match": stem_match}, name, tags, out_dir) if cfg.logger.name == "wandb" else None
     learn = make_learner(model, data, cfg.train, hw, wb.callbacks() if wb else [])
@@ -56,8 +55,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     try:
         finite = fit(learn, cfg.train)
     except Exception as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                      wall_s=time.perf_counter() - t0)
+        record.update(failure(e), wall_s=time.perf_counter() - t0)
         write_record(out_dir, record, layers)
         raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"see {out_dir / 'result.json'}") from e

@@ -10,11 +10,10 @@ import json
 import logging
 import math
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from .tracking import environment, write_record
+from .tracking import environment, failure, run_name, write_record
 
 log = logging.getLogger("stemlab")
 
@@ -58,9 +57,7 @@ def group_name(sweep_dir: str, cwd: Path) -> str:
 
 def write_failed(out_dir: Path, config: dict[str, Any], error: BaseException, started: float) -> Path:
     """A `failed` record for a point that stopped before training (bad input, a build or profile error)."""
-    name = "-".join(str(config.get(k, {}).get("name")) for k in ("stem", "trunk", "data")) + f"-s{config.get('seed')}"
-    record = {"name": name, "config": config, "status": "failed", "stage": "setup",
-              "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(),
+    record = {"name": run_name(config), "config": config, **failure(error), "stage": "setup",
               "environment": environment(), "wall_s": time.perf_counter() - started}
     return write_record(out_dir, record)
 

@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import subprocess
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,6 +39,16 @@ def write_record(out_dir: Path, result: Mapping[str, Any], layers: pd.DataFrame 
     path = out_dir / "result.json"
     atomic_write(path, json.dumps({"format": RECORD_FORMAT, **result}, indent=2, default=str))
     return path
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """stem-trunk-data-sSEED: the run's name in W&B and in its record."""
+    return "-".join(str(config[k]["name"]) for k in ("stem", "trunk", "data")) + f"-s{config['seed']}"
+
+
+def failure(error: BaseException) -> dict[str, str]:
+    """The fields a `failed` record adds: status, the error and its traceback (call inside `except`)."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
 
 
 def environment() -> dict[str, Any]:

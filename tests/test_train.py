@@ -32,6 +32,20 @@ def test_divergence_is_recorded_not_crashed(make_cfg, tmp_path):
     assert math.isnan(acc) and result["status"] == "diverged"
 
 
+def test_an_error_during_training_leaves_a_failed_record(make_cfg, tmp_path, monkeypatch):
+    from experiments import runner
+
+    def broken_fit(learn, train_cfg):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(runner, "fit", broken_fit)
+    with pytest.raises(experiments.RunFailed, match=r"training failed \(RuntimeError: CUDA error"):
+        experiments.run(make_cfg(), tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"] == "RuntimeError: CUDA error: an illegal memory access"
+    assert "broken_fit" in result["traceback"] and result["name"] == "xresnet_3conv-xresnet18-synthetic-s0"
+
+
 def test_wandb_failing_to_start_leaves_the_local_record(make_cfg, tmp_path, monkeypatch, caplog):
     import wandb
 
