@@ -1,0 +1,36 @@
+"""What every layer of stemlab shares: the error users see, and atomic file writes.
+
+They live in the bottom layer (stems) so that the profiler, experiments, the report and the entry points
+can all import them without an edge pointing upwards (DESIGN.md, Layers)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+class StemlabError(ValueError):
+    """Bad input or an unmet requirement. Its message is the one sentence the user sees: it names the
+    problem and the fix. Entry points print it without a traceback and exit with status 2."""
+
+
+def atomic_write(path: Path | str, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write `path` so that it either holds the complete new content or is left as it was.
+
+    `content` is text, bytes, or a function that writes a given temporary path (a figure's savefig,
+    torch.save). The temporary file sits beside `path` (same file system, so the rename is atomic) and
+    is removed when writing fails (a full disk leaves no stray file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content, encoding="utf-8")
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
