@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import conv_norm_act, positive_ints
+from .layers import conv_norm_act, output_widths, positive_ints
 from .registry import register
 
 
@@ -20,7 +20,8 @@ def resnet_7x7(in_channels: int, out_channels: int, kernel_size: int = 7, norm: 
 def resnet_7x7_nopool(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64, 64), kernel_size: int = 7,
                       norm: str = "bn", act: str = "relu") -> nn.Module:
     """The 7x7 stride-2 conv, with the max-pool replaced by a 3x3 stride-2 conv + norm + act (timm's
-    replace_stem_pool), so that the pooling's effect can be isolated. widths = [7x7 conv, 3x3 conv]."""
-    w = positive_ints("widths", widths, 2)
+    replace_stem_pool), so that the pooling's effect can be isolated. widths = [7x7 conv, 3x3 conv =
+    out_channels]; the 7x7 conv keeps its width when out_channels changes."""
+    w = output_widths(widths, out_channels, 2)
     (k,) = positive_ints("kernel_size", kernel_size)
     return nn.Sequential(conv_norm_act(in_channels, w[0], k, 2, norm, act), conv_norm_act(w[0], w[1], 3, 2, norm, act))

@@ -5,6 +5,8 @@ from torch import nn
 
 NORMS = ("bn", "ln", "none")
 ACTS = ("relu", "leaky_relu", "gelu", "silu", "none")
+LN_EPS = 1e-5  # torch's LayerNorm default, and PVT v2's (its patch embedding's nn.LayerNorm(embed_dim))
+CONVNEXT_LN_EPS = 1e-6  # ConvNeXt's LayerNorm (the official code and timm convnext.py's LayerNorm2d)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -14,12 +16,13 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
-    """`bn` (BatchNorm2d), `ln` (channels LayerNorm) or `none`."""
+def norm_layer(kind: str, channels: int, ln_eps: float = LN_EPS) -> nn.Module:
+    """`bn` (BatchNorm2d, torch's eps 1e-5), `ln` (channels LayerNorm with eps `ln_eps`: each stem passes
+    its source's) or `none`."""
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "ln":
-        return LayerNorm2d(channels, eps=1e-6)
+        return LayerNorm2d(channels, eps=ln_eps)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {kind!r}")
@@ -48,6 +51,12 @@ def positive_ints(name: str, values, length: int | None = None) -> list[int]:
     if length is not None and len(values) != length:
         raise ValueError(f"{name} must have {length} entries, got {len(values)} ({values})")
     return values
+
+
+def output_widths(widths, out_channels: int, length: int | None = None) -> list[int]:
+    """A stem's `widths` (validated) with the last entry, the output width, set to out_channels: the
+    registry's output width rule (stems/registry.py)."""
+    return [*positive_ints("widths", widths, length)[:-1], out_channels]
 
 
 def conv_norm_act(ni: int, nf: int, ks: int = 3, stride: int = 1, norm: str = "bn", act: str = "relu",

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import StemError, make, spec
+from .registry import StemError, available, make, spec
 
 TOLERANCE = 0.05  # |achieved / target - 1| allowed
 WIDTH_MIN = 8  # lower bound for any scaled width: narrower layers are degenerate (BN statistics over a few channels)
@@ -38,14 +38,12 @@ def _width_divisor(params: dict[str, Any]) -> int:
 
 
 def _target(kind: str, ref: str, in_channels: int, out_channels: int, image_size: int) -> float:
-    """A number (with an optional k/M/G suffix) or the cost of another stem at its defaults (output width
-    set to out_channels)."""
+    """A number (with an optional k/M/G suffix) or the cost of another stem at its defaults and the
+    study's out_channels."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", ref)
     if m:
         return float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    widths = spec(ref).defaults.get("widths")
-    params = {"widths": [*widths[:-1], out_channels]} if widths else {}  # the reference at the study's out_channels too
-    return float(cost(ref, in_channels, image_size, out_channels, params)[kind])
+    return float(cost(ref, in_channels, image_size, out_channels)[kind])
 
 
 def _fmt(kind: str, value: float) -> str:
@@ -66,14 +64,14 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
     if kind not in ("flops", "params") or not ref:
         raise StemError(f"stem.match must read flops:<stem or number> or params:<stem or number>, not {match!r}.")
     if "widths" not in s.defaults:
-        matchable = ", ".join(n for n in sorted(_all_with_widths()))
+        matchable = ", ".join(n for n in available() if "widths" in spec(n).defaults)
         raise StemError(f"stem {name!r} has no widths to scale, so stem.match cannot apply to it; "
                         f"drop stem.match or pick a stem with widths ({matchable}).")
     target = _target(kind, ref, in_channels, out_channels, image_size)
     if target <= 0:
         raise StemError(f"stem.match target must be positive, got {match!r}.")
     base = [int(w) for w in params.get("widths", s.defaults["widths"])]
-    base[-1] = out_channels  # the last width is the stem's output, which the contract fixes
+    base[-1] = out_channels  # the output width rule (stems/registry.py): the returned widths show the real output
     d = _width_divisor({**s.defaults, **params})
     free = len(base) - 1  # the last width is the output width
     if free < 1:
@@ -116,7 +114,3 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
     info = {"target_kind": kind, "target_value": target, "achieved_value": achieved, "target_spec": match}
     return {**params, "widths": list(best)}, info
 
-
-def _all_with_widths() -> list[str]:
-    from .registry import available
-    return [n for n in available() if "widths" in spec(n).defaults]

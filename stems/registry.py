@@ -1,5 +1,11 @@
-"""The stem registry: a stem's registration is the one source of truth for its name, family,
-source and parameters (timm's register / build / available pattern)."""
+"""The stem registry: a stem's registration is the one source of truth for its name, aliases, family,
+source and parameters (timm's register / build / available pattern).
+
+The output width rule, for every stem: `out_channels` is the width the stem hands to the trunk. A stem
+whose parameters include `widths` lists the widths of its layers with the output width last, and
+out_channels replaces that last entry: the inner widths keep the values given (the source's by default)
+and do not scale with it. So `stems.build(name, 3, 96)` or `stem.out_channels=96` widens every stem's
+output, and `stem.widths=[24, 32, 64]` changes the inner widths (its last entry is always out_channels)."""
 from __future__ import annotations
 
 import inspect
@@ -9,10 +15,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .base import StemlabError
+
 StemFactory = Callable[..., nn.Module]
 
 
-class StemError(ValueError):
+class StemError(StemlabError):
     """A stem request that cannot be honoured; the message is one sentence naming the fix."""
 
 
@@ -20,35 +28,40 @@ class StemError(ValueError):
 class StemSpec:
     """What the registry knows about one stem."""
 
-    name: str
+    name: str  # the canonical name
     family: str  # e.g. "conv_stack", "large_kernel", "patchify"
     source: str  # the paper section or reference code it re-implements
     factory: StemFactory  # factory(in_channels, out_channels, **params) -> nn.Module
     defaults: dict[str, Any]  # the stem's own parameters with the source's defaults
     stride: int = 4  # contract: the stem divides H and W by this
-    out_channels: int = 64  # contract: channels handed to the trunk
-    doc: str = ""
+    out_channels: int = 64  # contract: channels handed to the trunk (the output width rule above)
+    aliases: tuple[str, ...] = ()  # other names that build this same network
 
 
 _REGISTRY: dict[str, StemSpec] = {}
+_ALIASES: dict[str, str] = {}  # alias -> canonical name
 
 
-def register(name: str, *, family: str, source: str, stride: int = 4, out_channels: int = 64):
+def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = (), stride: int = 4,
+             out_channels: int = 64):
     """Decorator: register `factory(in_channels, out_channels, **params)` as stem `name`.
 
     Every keyword parameter after the two channel counts becomes a stem parameter
     (overridable as `stem.<param>=...` on the command line); its default is the source's value.
+    `aliases` are further names for the same network (another source's name for it): `spec` and `build`
+    accept them, `available()` lists only `name`, so a study of every stem trains each network once.
     """
 
     def decorate(factory: StemFactory) -> StemFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"stem {name!r} is registered twice")
+        for n in (name, *aliases):
+            if n in _REGISTRY or n in _ALIASES:
+                raise ValueError(f"stem {n!r} is registered twice")
         params = list(inspect.signature(factory).parameters.values())
         if [p.name for p in params[:2]] != ["in_channels", "out_channels"]:
             raise TypeError(f"stem factory {factory.__name__} must start with (in_channels, out_channels)")
         defaults = {p.name: _plain(p.default) for p in params[2:]}
-        doc = inspect.getdoc(factory) or ""
-        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels, doc)
+        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels, tuple(aliases))
+        _ALIASES.update(dict.fromkeys(aliases, name))
         return factory
 
     return decorate
@@ -60,21 +73,27 @@ def _plain(value: Any) -> Any:
 
 
 def available() -> list[str]:
-    """Sorted names of every registered stem."""
+    """Sorted canonical names of every registered stem (aliases are not listed: one name per network)."""
     return sorted(_REGISTRY)
 
 
+def aliases() -> dict[str, str]:
+    """{alias: canonical name} of every alias, sorted by alias."""
+    return dict(sorted(_ALIASES.items()))
+
+
 def spec(name: str) -> StemSpec:
-    """The registration of stem `name`."""
+    """The registration of stem `name` (an alias gives its canonical stem's registration)."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
         raise StemError(f"unknown stem {name!r}; choose one of: {', '.join(available())}.") from None
 
 
 def build(name: str, in_channels: int, out_channels: int | None = None, *, image_size: int | None = None,
           **params: Any) -> nn.Module:
-    """Build stem `name` for `in_channels` input channels and check it honours the stem contract.
+    """Build stem `name` (or an alias) for `in_channels` input channels and `out_channels` output channels
+    (the output width rule above; default: the spec's) and check it honours the stem contract.
 
     `image_size`, when given, is checked against the stem's stride (the contract needs H/stride exact)."""
     s = spec(name)
@@ -99,7 +118,8 @@ def make(s: StemSpec, in_channels: int, out_channels: int, params: dict[str, Any
     try:
         return s.factory(in_channels, out_channels, **{**s.defaults, **params})
     except (ValueError, TypeError, RuntimeError) as e:
-        shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "its defaults"
+        given = {**({"out_channels": out_channels} if out_channels != s.out_channels else {}), **params}
+        shown = ", ".join(f"{k}={v}" for k, v in given.items()) or "its defaults"
         raise StemError(f"stem {s.name!r} cannot be built with {shown}: {str(e).rstrip('.')}.") from None
 
 
@@ -129,5 +149,5 @@ def check_contract(stem: nn.Module, s: StemSpec, in_channels: int, out_channels:
     if tuple(y.shape) != want:
         raise StemError(
             f"stem {s.name!r} breaks the stem contract: a {tuple(x.shape)} input gives {tuple(y.shape)}, "
-            f"not {want}; its last width must be {out_channels} (stem.out_channels) and its strides must multiply to {s.stride}."
+            f"not {want}; its factory must end in out_channels={out_channels} and its strides must multiply to {s.stride}."
         )

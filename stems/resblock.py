@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastai.layers import ConvLayer, NormType, ResBlock
 from torch import nn
 
-from .layers import act_class, positive_ints
+from .layers import act_class, output_widths, positive_ints
 from .registry import register
 
 # fastai's blocks know BatchNorm or nothing; its ResBlock keeps BatchNorm on the shortcut's 1x1 projection
@@ -18,9 +18,8 @@ def _fastai_norm(norm: str):
     return _FASTAI_NORMS[norm]
 
 
-def _resblock_stem(in_channels: int, widths, expansion: int, norm: str, act: str) -> nn.Sequential:
+def _resblock_stem(in_channels: int, widths: list[int], expansion: int, norm: str, act: str) -> nn.Sequential:
     """ConvLayer 3x3 s2 to widths[0]; one ResBlock per further width, stride 1 except the last (stride 2)."""
-    widths = positive_ints("widths", widths)
     if len(widths) < 2:
         raise ValueError(f"widths needs the conv's width and at least one block's width, got {widths}")
     if any(w % expansion for w in widths):
@@ -33,21 +32,24 @@ def _resblock_stem(in_channels: int, widths, expansion: int, norm: str, act: str
 
 
 @register("resblock", family="resblock",
-          source="stemlab issue 3: the deep stem's convs and max-pool replaced by fastai layers.ResBlock (basic, ResNet-D shortcut, He et al. 2019 §4.2)")
+          source="stemlab's own combination: the ResNet-C deep stem (He et al. 2019, Bag of Tricks §4.2) with its "
+                 "later convs and max-pool replaced by fastai layers.ResBlock (basic, ResNet-D shortcut, ibid. §4.2)")
 def resblock(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 32, 64),
              norm: str = "bn", act: str = "relu") -> nn.Module:
-    """3x3 stride-2 conv (32), a basic ResBlock 32->32, then a stride-2 basic ResBlock 32->64 where
-    ResNet has its max-pool. widths = [conv, block, ..., stride-2 block]."""
-    return _resblock_stem(in_channels, widths, 1, norm, act)
+    """3x3 stride-2 conv (32), a basic ResBlock 32->32, then a stride-2 basic ResBlock 32->out where
+    ResNet has its max-pool. widths = [conv, block, ..., stride-2 block = out_channels]."""
+    return _resblock_stem(in_channels, output_widths(widths, out_channels), 1, norm, act)
 
 
 @register("resblock_bottleneck", family="resblock",
-          source="fastai layers.ResBlock (bottleneck, expansion 4, ResNet-D shortcut); He et al. 2016 §4.1 bottleneck")
+          source="stemlab's own combination: a 3x3 s2 conv, then fastai layers.ResBlock bottlenecks (expansion 4, "
+                 "ResNet-D shortcut: He et al. 2019, Bag of Tricks §4.2; bottleneck: He et al. 2016 §4.1), the last stride 2")
 def resblock_bottleneck(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 64, 64),
                         expansion: int = 4, norm: str = "bn", act: str = "relu") -> nn.Module:
     """3x3 stride-2 conv (32), a bottleneck ResBlock 32->64 (1x1, 3x3, 1x1 with inner width 64/4),
-    then a stride-2 bottleneck ResBlock 64->64 in place of the max-pool."""
+    then a stride-2 bottleneck ResBlock 64->out (inner width out/4) in place of the max-pool.
+    Every width, out_channels included, must be a multiple of the expansion."""
     (e,) = positive_ints("expansion", expansion)
     if e == 1:
         raise ValueError("expansion 1 makes fastai's ResBlock a basic block; use stem=resblock for that")
-    return _resblock_stem(in_channels, widths, e, norm, act)
+    return _resblock_stem(in_channels, output_widths(widths, out_channels), e, norm, act)

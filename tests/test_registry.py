@@ -16,8 +16,25 @@ def test_available_is_sorted_and_has_the_foundation_stems():
 
 def test_spec_records_source_family_and_defaults():
     s = stems.spec("xresnet_3conv")
-    assert s.family == "conv_stack" and "Bag of Tricks" in s.source
+    assert s.family == "conv_stack" and "Bag of Tricks" in s.source and "stem_type='deep'" in s.source
     assert s.defaults["widths"] == [32, 32, 64] and (s.stride, s.out_channels) == (4, 64)
+
+
+def test_an_alias_resolves_to_its_stem_and_is_listed_once():
+    assert stems.aliases() == {"deep": "xresnet_3conv"}
+    assert "deep" not in stems.available() and "xresnet_3conv" in stems.available()
+    assert stems.spec("deep") is stems.spec("xresnet_3conv") and stems.spec("deep").aliases == ("deep",)
+    assert stems.build("deep", 3)(torch.zeros(1, 3, 32, 32)).shape == (1, 64, 8, 8)
+
+
+def test_a_name_or_alias_cannot_be_registered_twice():
+    def factory(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, 4, 4)
+
+    for name, aliases in [("deep", ()), ("_test_new", ("xresnet_3conv",)), ("_test_new", ("deep",))]:
+        with pytest.raises(ValueError, match="registered twice"):
+            stems.register(name, family="test", source="this test", aliases=aliases)(factory)
+    assert "_test_new" not in stems.available() and stems.aliases() == {"deep": "xresnet_3conv"}
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -36,9 +53,22 @@ def test_unknown_parameter_is_named_with_the_valid_ones():
         stems.build("xresnet_3conv", 3, widht=[1])
 
 
-def test_widths_not_ending_in_out_channels_break_the_contract():
-    with pytest.raises(stems.StemError, match=r"breaks the stem contract.*last width must be 64"):
-        stems.build("xresnet_3conv", 3, widths=[24, 32, 48])
+def test_out_channels_replaces_the_last_width():
+    convs = [m for m in stems.build("xresnet_3conv", 3, 96, widths=[24, 40, 48]).modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 24), (24, 40), (40, 96)]
+
+
+def test_a_stem_that_ignores_out_channels_is_refused():
+    @stems.register("_test_fixed_width", family="test", source="this test")
+    def fixed(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, 64, 4, 4)
+
+    try:
+        stems.build("_test_fixed_width", 3)
+        with pytest.raises(stems.StemError, match=r"gives \(2, 64, 8, 8\), not \(2, 96, 8, 8\); its factory must end in out_channels=96"):
+            stems.build("_test_fixed_width", 3, 96)
+    finally:
+        stems.registry._REGISTRY.pop("_test_fixed_width")
 
 
 def test_a_stem_with_the_wrong_stride_is_refused():

@@ -1,6 +1,8 @@
-"""The stem zoo: contract, hand-counted FLOPs, one training step, equal-cost matching, bad input, README table."""
+"""The stem zoo: contract at any out_channels, hand-counted FLOPs and params, one network per name, sources'
+norms, one training step, equal-cost matching, bad input, README table."""
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,6 @@ HAND_MACS = {
     "resnet_7x7": 49 * 3 * 64 * P112,  # 118.0 M: the one 7x7 s2 conv; the max-pool has no MACs
     "resnet_7x7_nopool": 49 * 3 * 64 * P112 + 9 * 64 * 64 * P56,  # + the 3x3 s2 conv replacing the pool
     "xresnet_3conv": DEEP,  # 357.7 M
-    "deep": DEEP,  # timm stem_width 32: the same 32-32-64
     "deep_tiered": 9 * 3 * 24 * P112 + 9 * 24 * 32 * P112 + 9 * 32 * 64 * P112,
     "deep_wide": 9 * 3 * 64 * P112 + 9 * 64 * 64 * P112 + 9 * 64 * 128 * P112 + 128 * 64 * P56,  # + 1x1 projection
     "deep_convpool": DEEP + 9 * 64 * 64 * P56,  # ResNet-RS: 3x3 s2 conv instead of the max-pool
@@ -45,13 +46,48 @@ HAND_MACS = {
     "dw_separable": 9 * 3 * 32 * P112 + (9 * 32 + 32 * 64) * P112 + (9 * 64 + 64 * 64) * P56,
 }
 
+# Parameters at out_channels = 96 (3 input channels), written out by hand: a conv has k*k * c_in/groups * c_out
+# weights (+ c_out biases where no norm follows it, or in the ConvNeXt/PVT stems); a norm has a weight and a
+# bias per channel. Only the last width follows out_channels: the inner widths keep their defaults.
+O = 96
+
+
+def NORM(c):
+    return 2 * c
+
+
+HAND_PARAMS_96 = {
+    "resnet_7x7": 49 * 3 * O + NORM(O),
+    "resnet_7x7_nopool": 49 * 3 * 64 + NORM(64) + 9 * 64 * O + NORM(O),
+    "xresnet_3conv": 9 * 3 * 32 + NORM(32) + 9 * 32 * 32 + NORM(32) + 9 * 32 * O + NORM(O),
+    "deep_tiered": 9 * 3 * 24 + NORM(24) + 9 * 24 * 32 + NORM(32) + 9 * 32 * O + NORM(O),
+    "deep_wide": 9 * 3 * 64 + NORM(64) + 9 * 64 * 64 + NORM(64) + 9 * 64 * 128 + NORM(128) + 128 * O + NORM(O),
+    "deep_convpool": 9 * 3 * 32 + NORM(32) + 9 * 32 * 32 + NORM(32) + 9 * 32 * 64 + NORM(64) + 9 * 64 * O + NORM(O),
+    "conv2_s2": (9 * 3 * 64 + 64) + (9 * 64 * O + O) + NORM(O),
+    "conv_stack": 9 * 3 * 32 + NORM(32) + 9 * 32 * 64 + NORM(64) + 64 * O + NORM(O),
+    # conv (32) | basic block 32->32 | s2 basic block 32->O: 3x3, 3x3, and the shortcut's 1x1 + BN
+    "resblock": 9 * 3 * 32 + NORM(32) + 2 * (9 * 32 * 32 + NORM(32))
+    + (9 * 32 * O + NORM(O)) + (9 * O * O + NORM(O)) + (32 * O + NORM(O)),
+    # conv (32) | bottleneck 32->64 (mid 16) with 1x1 shortcut | s2 bottleneck 64->O (mid O/4), 1x1 shortcut as 64 != O
+    "resblock_bottleneck": 9 * 3 * 32 + NORM(32)
+    + (32 * 16 + NORM(16)) + (9 * 16 * 16 + NORM(16)) + (16 * 64 + NORM(64)) + (32 * 64 + NORM(64))
+    + (64 * (O // 4) + NORM(O // 4)) + (9 * (O // 4) ** 2 + NORM(O // 4)) + ((O // 4) * O + NORM(O)) + (64 * O + NORM(O)),
+    "patchify_4x4": 4 * 4 * 3 * O + O + NORM(O),
+    "patchify_2x2_s2": 2 * 2 * 3 * O + O + NORM(O),
+    "patchify_overlap": 7 * 7 * 3 * O + O + NORM(O),
+    "space_to_depth": 9 * (3 * 16) * O + NORM(O),
+    # conv (32) | dw 3x3 (32) + pw 32->64 | dw 3x3 s2 (64) + pw 64->O
+    "dw_separable": 9 * 3 * 32 + NORM(32) + (9 * 32 + NORM(32)) + (32 * 64 + NORM(64)) + (9 * 64 + NORM(64))
+    + (64 * O + NORM(O)),
+}
+
 
 def one_sentence(msg: str) -> bool:
     return "\n" not in msg and msg.endswith(".") and ". " not in msg.rstrip(".")
 
 
 def test_every_stem_has_a_hand_count_and_its_source():
-    assert sorted(HAND_MACS) == ALL
+    assert sorted(HAND_MACS) == ALL and sorted(HAND_PARAMS_96) == ALL
     for name in ALL:
         s = stems.spec(name)
         assert s.source and s.family and {"norm", "act"} <= set(s.defaults), name
@@ -59,7 +95,7 @@ def test_every_stem_has_a_hand_count_and_its_source():
 
 def test_anchor_counts_from_the_issue():
     assert round(HAND_MACS["resnet_7x7"] / 1e6) == 118
-    assert round(HAND_MACS["deep"] / 1e6) == 358
+    assert round(HAND_MACS["xresnet_3conv"] / 1e6) == 358
     assert round(HAND_MACS["patchify_4x4"] / 1e5) == 96
 
 
@@ -72,6 +108,57 @@ def test_contract_two_sizes_one_or_three_channels(name):
             check_contract(stem, s, c, 64, size)  # raises StemError on a wrong shape
             with torch.no_grad():
                 assert stem.eval()(torch.randn(1, c, size, size)).shape == (1, 64, size // 4, size // 4)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("out", [32, 96, 128])  # multiples of 4, as a bottleneck trunk needs
+def test_every_stem_honours_out_channels(name, out):
+    for c in (1, 3):
+        stem = stems.build(name, c, out).eval()
+        with torch.no_grad():
+            assert stem(torch.randn(2, c, 32, 32)).shape == (2, out, 8, 8)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_params_at_out_channels_96_match_the_hand_count(name):
+    assert sum(p.numel() for p in stems.build(name, 3, 96).parameters()) == HAND_PARAMS_96[name]
+    assert cost(name, 3, 64, out_channels=96)["params"] == HAND_PARAMS_96[name]
+
+
+# --- one network per name ------------------------------------------------------------------------
+
+FIXED_INPUT = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def network(name: str) -> tuple[list, list, torch.Tensor]:
+    """What makes a network: every module's type and hyper-parameters (kernel, stride, padding, groups,
+    eps, ... as its extra_repr shows them), the parameter shapes, and the output for weights drawn from seed 0."""
+    torch.manual_seed(0)
+    stem = stems.build(name, 3).eval()
+    layout = [(type(m).__name__, m.extra_repr()) for m in stem.modules()]
+    with torch.no_grad():
+        out = stem(FIXED_INPUT)
+    return layout, [tuple(p.shape) for p in stem.parameters()], out
+
+
+def same_network(a, b) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_no_two_registered_stems_build_the_same_network():
+    built = {name: network(name) for name in ALL}
+    twins = [(a, b) for a, b in combinations(ALL, 2) if same_network(built[a], built[b])]
+    assert twins == [], "make one of each pair an alias: register(..., aliases=(name,))"
+    # the check sees a twin: the alias 'deep' builds xresnet_3conv's network, timm's tiered stem does not
+    assert same_network(network("deep"), built["xresnet_3conv"])
+    assert not same_network(built["deep_tiered"], built["xresnet_3conv"])
+
+
+@pytest.mark.parametrize("name, eps", [("patchify_overlap", 1e-5),  # PVT v2: nn.LayerNorm's default
+                                       ("patchify_4x4", 1e-6), ("patchify_2x2_s2", 1e-6), ("conv2_s2", 1e-6)])  # ConvNeXt
+def test_layernorm_eps_is_the_sources(name, eps):
+    (norm,) = [m for m in stems.build(name, 3).modules() if isinstance(m, nn.LayerNorm)]
+    assert norm.eps == eps
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -134,37 +221,42 @@ def test_match_hits_flops_and_params_targets(name):
 
 
 def test_match_against_another_stem_by_name():
-    params, info = match_params("deep_wide", 3, 64, 224, "flops:deep", {})
-    assert info["target_value"] == 2 * HAND_MACS["deep"]
+    params, info = match_params("deep_wide", 3, 64, 224, "flops:xresnet_3conv", {})
+    assert info["target_value"] == 2 * HAND_MACS["xresnet_3conv"]
     assert abs(info["achieved_value"] / info["target_value"] - 1) <= TOLERANCE
     assert params["widths"][-1] == 64 and params["widths"][0] < 64  # narrowed to a quarter of the cost
 
 
-def test_match_keeps_the_contract_width():
-    params, info = match_params("deep", 3, 96, 64, "flops:deep", {})  # a study with out_channels 96
-    assert params["widths"][-1] == 96
-    stems.build("deep", 3, 96, **params)
+def test_match_at_out_channels_96():
+    # a study with out_channels 96: the reference is counted at 96 too. xresnet_3conv at 64 px (maps 32x32):
+    target = 2 * (9 * 3 * 32 + 9 * 32 * 32 + 9 * 32 * 96) * 32 * 32
+    params, info = match_params("deep_wide", 3, 96, 64, "flops:xresnet_3conv", {})
+    assert info["target_value"] == target and params["widths"][-1] == 96
+    stem = stems.build("deep_wide", 3, 96, **params).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        assert stem(torch.randn(1, 3, 64, 64)).shape == (1, 96, 16, 16)
+    assert counter.get_total_flops() == info["achieved_value"] and abs(info["achieved_value"] / target - 1) <= TOLERANCE
 
 
 # --- bad input: one clear sentence each ---------------------------------------------------------
 
 def test_unknown_parameter_names_it_and_lists_the_valid_ones():
     with pytest.raises(stems.StemError) as e:
-        stems.build("deep", 3, widht=[32, 32, 64])
+        stems.build("xresnet_3conv", 3, widht=[32, 32, 64])
     msg = str(e.value)
     assert one_sentence(msg) and "widht" in msg and "widths, norm, act" in msg
 
 
 @pytest.mark.parametrize("name, params, words", [
-    ("deep", {"widths": [-32, 32, 64]}, "positive"),
+    ("xresnet_3conv", {"widths": [-32, 32, 64]}, "positive"),
     ("conv_stack", {"widths": [32, 0, 64]}, "positive"),
     ("resnet_7x7", {"kernel_size": 0}, "kernel size"),
     ("conv_stack", {"kernel_sizes": [3, 0, 1]}, "kernel_sizes must be positive"),
     ("conv_stack", {"strides": [2, 1, 1]}, "multiply to 2, but the stem contract needs 4"),
     ("conv_stack", {"strides": [2, 2]}, "must have 3 entries"),
     ("resblock_bottleneck", {"widths": [30, 64, 64]}, "multiples of the expansion 4"),
-    ("deep", {"norm": "group"}, "norm must be one of"),
-    ("deep", {"widths": [32, 32, 48]}, "breaks the stem contract"),
+    ("xresnet_3conv", {"norm": "group"}, "norm must be one of"),
 ])
 def test_invalid_values_give_one_sentence(name, params, words):
     with pytest.raises(stems.StemError) as e:
@@ -172,11 +264,17 @@ def test_invalid_values_give_one_sentence(name, params, words):
     assert one_sentence(str(e.value)) and words in str(e.value), str(e.value)
 
 
+def test_out_channels_not_divisible_by_the_bottleneck_expansion():
+    with pytest.raises(stems.StemError) as e:
+        stems.build("resblock_bottleneck", 3, 66)
+    assert one_sentence(str(e.value)) and "multiples of the expansion 4" in str(e.value) and "66" in str(e.value)
+
+
 def test_input_size_not_divisible_by_the_stride():
     with pytest.raises(stems.StemError) as e:
-        stems.build("deep", 3, image_size=30)
+        stems.build("xresnet_3conv", 3, image_size=30)
     assert one_sentence(str(e.value)) and "30" in str(e.value) and "28 or 32" in str(e.value)
-    stems.build("deep", 3, image_size=28)
+    stems.build("xresnet_3conv", 3, image_size=28)
 
 
 def test_unreachable_match_gives_the_closest_value():
@@ -185,14 +283,14 @@ def test_unreachable_match_gives_the_closest_value():
     msg = str(e.value)
     assert one_sentence(msg) and "closest it gets is" in msg and "MFLOPs" in msg
     with pytest.raises(stems.StemError, match="has no widths to scale"):
-        match_params("resnet_7x7", 3, 64, 224, "flops:deep", {})
+        match_params("resnet_7x7", 3, 64, 224, "flops:xresnet_3conv", {})
     with pytest.raises(stems.StemError, match="must read flops"):
-        match_params("deep", 3, 64, 224, "macs:deep", {})
+        match_params("xresnet_3conv", 3, 64, 224, "macs:xresnet_3conv", {})
 
 
 # --- the generated README table -----------------------------------------------------------------
 
-def test_table_write_and_check(tmp_path):
+def test_table_write_and_check(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{START}\nold rows\n{END}\n\nafter\n")
     assert stems_main(["table", "--check", str(readme)]) == 1
@@ -200,8 +298,16 @@ def test_table_write_and_check(tmp_path):
     assert stems_main(["table", "--check", str(readme)]) == 0
     text = readme.read_text()
     assert text.endswith(f"{END}\n\nafter\n") and all(f"`{n}`" in text for n in ALL)
-    with pytest.raises(SystemExit, match="needs one"):
+    with pytest.raises(stems.base.StemlabError, match="needs one"):
         splice("no markers", "t", "README.md")
+    # bad input: one sentence on stderr, exit 2, the file untouched
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    capsys.readouterr()
+    assert stems_main(["table", "--write", str(bare)]) == 2 and bare.read_text() == "no markers\n"
+    assert stems_main(["table", "--check", str(tmp_path / "missing.md")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and "needs one" in errors[0] and "does not exist" in errors[1]
 
 
 def test_readme_table_is_current():
@@ -210,10 +316,11 @@ def test_readme_table_is_current():
 
 
 def test_match_command(capsys):
-    assert stems_main(["match", "deep_tiered", "flops:deep", "--size", "64"]) == 0
+    assert stems_main(["match", "deep_tiered", "flops:xresnet_3conv", "--size", "64"]) == 0
     assert "stem=deep_tiered stem.widths=[" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="has no widths to scale"):
-        stems_main(["match", "patchify_4x4", "flops:deep"])
+    assert stems_main(["match", "patchify_4x4", "flops:xresnet_3conv"]) == 2
+    err = capsys.readouterr().err
+    assert "has no widths to scale" in err and one_sentence(err.strip())
 
 
 # --- stem.match in a run -------------------------------------------------------------------------
@@ -222,13 +329,13 @@ def test_build_model_applies_match():
     from experiments.model import build_model
 
     trunk = {"layers": [1, 1, 1, 1], "widths": [64, 128, 256, 512], "expansion": 1}
-    model = build_model({"name": "deep_wide", "match": "flops:deep"}, trunk, 3, 10, image_size=64)
+    model = build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10, image_size=64)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.stem.eval()(torch.randn(1, 3, 64, 64))
-    assert abs(counter.get_total_flops() / cost("deep", 3, 64)["flops"] - 1) <= TOLERANCE
+    assert abs(counter.get_total_flops() / cost("xresnet_3conv", 3, 64)["flops"] - 1) <= TOLERANCE
     with pytest.raises(stems.StemError, match="needs the run's input size"):
-        build_model({"name": "deep_wide", "match": "flops:deep"}, trunk, 3, 10)
+        build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10)
 
 
 def test_run_records_the_match(make_cfg, tmp_path):
@@ -236,10 +343,10 @@ def test_run_records_the_match(make_cfg, tmp_path):
 
     import experiments
 
-    experiments.run(make_cfg("stem=conv_stack", "stem.match=params:deep", "trunk.layers=[1,1,1,1]"), tmp_path)
+    experiments.run(make_cfg("stem=conv_stack", "stem.match=params:xresnet_3conv", "trunk.layers=[1,1,1,1]"), tmp_path)
     record = json.loads((tmp_path / "result.json").read_text())
     m = record["stem_match"]
-    assert m["target_kind"] == "params" and m["target_spec"] == "params:deep" and m["image_size"] == 16
-    assert m["target_value"] == cost("deep", 3, 16)["params"] and abs(m["achieved_value"] / m["target_value"] - 1) <= TOLERANCE
+    assert m["target_kind"] == "params" and m["target_spec"] == "params:xresnet_3conv" and m["image_size"] == 16
+    assert m["target_value"] == cost("xresnet_3conv", 3, 16)["params"] and abs(m["achieved_value"] / m["target_value"] - 1) <= TOLERANCE
     assert m["widths"][-1] == 64 and m["widths"] != [32, 64, 64]
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
