@@ -74,15 +74,14 @@ def run(argv: list[str] | None) -> int:
         print(f"stem={args.name} stem.widths=[{','.join(map(str, params['widths']))}]  # {info['target_kind']} "
               f"{info['achieved_value']:,} for a target of {info['target_value']:,.0f} ({args.spec}) at {args.size} px")
         return 0
-    new = table()
     if not (args.write or args.check):
-        print(new)
+        print(table())
         return 0
     path = Path(args.write or args.check)
     if not path.is_file():
         raise StemlabError(f"{path} does not exist; pass the file that holds the stem table markers.")
     text = path.read_text()
-    updated = splice(text, new, str(path))
+    updated = splice(text, table(), str(path))
     if args.check:
         if updated != text:
             print(f"{path}'s stem table is stale; run `python -m stems table --write {path}`.", file=sys.stderr)

@@ -35,7 +35,6 @@ class StemSpec:
     defaults: dict[str, Any]  # the stem's own parameters with the source's defaults
     stride: int = 4  # contract: the stem divides H and W by this
     out_channels: int = 64  # contract: channels handed to the trunk (the output width rule above)
-    aliases: tuple[str, ...] = ()  # other names that build this same network
 
 
 _REGISTRY: dict[str, StemSpec] = {}
@@ -60,7 +59,7 @@ def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = 
         if [p.name for p in params[:2]] != ["in_channels", "out_channels"]:
             raise TypeError(f"stem factory {factory.__name__} must start with (in_channels, out_channels)")
         defaults = {p.name: _plain(p.default) for p in params[2:]}
-        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels, tuple(aliases))
+        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels)
         _ALIASES.update(dict.fromkeys(aliases, name))
         return factory
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
+from fastai.vision.models.xresnet import xresnet18
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -152,6 +154,25 @@ def test_no_two_registered_stems_build_the_same_network():
     # the check sees a twin: the alias 'deep' builds xresnet_3conv's network, timm's tiered stem does not
     assert same_network(network("deep"), built["xresnet_3conv"])
     assert not same_network(built["deep_tiered"], built["xresnet_3conv"])
+
+
+def original_stem(library: str) -> nn.Module:
+    if library == "torchvision":  # resnet18's conv1, bn1, relu, maxpool
+        r = torchvision.models.resnet18()
+        return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
+    return nn.Sequential(*list(xresnet18(c_in=3).children())[:4])  # fastai: three ConvLayers (32, 32, 64) and the max-pool
+
+
+@pytest.mark.parametrize("name, library", [("resnet_7x7", "torchvision"), ("xresnet_3conv", "fastai")])
+def test_stems_citing_an_installed_library_are_its_original(name, library):
+    ours, theirs = stems.build(name, 3).eval(), original_stem(library).eval()
+    assert [type(m).__name__ for m in ours.modules() if not isinstance(m, nn.Sequential)] == \
+        [type(m).__name__ for m in theirs.modules() if not isinstance(m, nn.Sequential)]
+    with torch.no_grad():
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+            a.copy_(b)  # same shapes required; theirs carry their library's initialisation
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(ours(x), theirs(x))
 
 
 @pytest.mark.parametrize("name, eps", [("patchify_overlap", 1e-5),  # PVT v2: nn.LayerNorm's default
