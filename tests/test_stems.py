@@ -359,6 +359,19 @@ def test_build_model_applies_match():
         build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10)
 
 
+def test_build_model_with_out_channels_96():
+    # the node as the stem config group gives it: the default widths end in 64, stem.out_channels=96 overrides
+    from experiments.model import build_model
+
+    trunk = {"layers": [1, 1, 1, 1], "widths": [64, 128, 256, 512], "expansion": 4}
+    node = {"name": "deep_wide", "out_channels": 96, "match": None, "widths": [64, 64, 128, 64], "norm": "bn", "act": "relu"}
+    model = build_model(node, trunk, 3, 10).eval()
+    with torch.no_grad():
+        assert model.stem(torch.randn(1, 3, 32, 32)).shape == (1, 96, 8, 8)
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert model.stage1[0].convpath[0][0].in_channels == 96  # the trunk takes the stem's 96 channels
+
+
 def test_run_records_the_match(make_cfg, tmp_path):
     import json
 
