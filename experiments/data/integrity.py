@@ -26,9 +26,9 @@ def block_digest(block: bytes) -> str:
     return hashlib.blake2b(block, digest_size=8).hexdigest()
 
 
-def describe(path: Path, block_bytes: int = BLOCK_BYTES) -> dict[str, Any]:
+def describe(path: Path) -> dict[str, Any]:
     """What meta.json keeps about the file: its size and every block's digest (reads the whole file once)."""
-    digests = []
+    digests, block_bytes = [], BLOCK_BYTES
     with open(path, "rb") as f:
         while block := f.read(block_bytes):
             digests.append(block_digest(block))
