@@ -213,7 +213,7 @@ def _writable(cache_dir: Path):
     except OSError as e:
         if e.errno not in UNWRITABLE:
             raise
-        raise DataError(f"cannot write the data cache in {cache_dir} ({e.strerror}); set data.cache_dir= to a "
+        raise DataError(f"cannot write the data cache in {cache_dir} ({e.strerror or type(e).__name__}); set data.cache_dir= to a "
                         f"writable folder with room for it.") from e
 
 
@@ -237,11 +237,11 @@ def _alive(pid: int) -> bool:
     if os.name != "posix":  # os.kill(pid, 0) is no probe there: assume alive
         return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it exists, and belongs to someone else
+        pass
     return True
 
 
