@@ -4,7 +4,8 @@ stemlab's Imagenette pipeline (uint8 cache + batched crops) vs fastai's stock Da
     python benchmarks/data_pipeline.py [--root ../shared/data/imagenette-224] [--device cpu|cuda]
 
 Both sides train at 128 px, batch 64, on the same image folder. stemlab is timed after its cache exists
-(the build, into a fresh temporary cache folder unless --cache-dir is given, is timed and sized separately);
+(the build, into a fresh temporary cache folder unless --cache-dir is given, is timed and sized separately;
+"reopened in" is what every later run pays: listing and fingerprinting the folder, checking the cache);
 fastai decodes JPEGs in `--workers` loader processes (default: all cores) with RandomResizedCrop(128,
 min_scale=0.35) as item transform and aug_transforms() + Normalize as batch transforms on the device
 (`--fastai-recipe imagenette`: RandomResizedCrop + FlipItem, i.e. the same augmentation as stemlab's).

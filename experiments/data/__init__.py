@@ -6,13 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from fastai.data.core import DataLoaders
+from sklearn.model_selection import train_test_split
+
+from stems.base import StemlabError
 
 from .loader import TensorLoader
 
 
-class DataError(ValueError):
+class DataError(StemlabError):
     """A dataset request that cannot be honoured; the message is one sentence naming the fix."""
 
 
@@ -48,13 +52,66 @@ def build_data(cfg: Mapping[str, Any], *, bs: int, seed: int, device: torch.devi
     return BUILDERS[cfg["name"]](cfg, bs, seed, torch.device(device))
 
 
-def split_loaders(x_train, y_train, x_valid, y_valid, *, bs: int, seed: int, device, mean, std):
+@dataclass
+class Part:
+    """The rows of one image tensor a loader serves (`rows` None: all of them)."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    rows: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.rows is None else len(self.rows)
+
+
+@dataclass(frozen=True)
+class TuneSplit:
+    on: bool
+    pct: float
+    seed: int
+
+
+def tune_settings(cfg: Mapping[str, Any]) -> TuneSplit:
+    """The one place reading `data.tune_split`, `data.tune_pct` and the dataset's split seed.
+    (.get with defaults until every data schema declares these keys; plain key access after that.)"""
+    return TuneSplit(bool(cfg.get("tune_split", False)), float(cfg.get("tune_pct", 0.1)), int(cfg.get("split_seed", 0)))
+
+
+def tune_split(labels: np.ndarray, pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train rows, tune rows): a stratified `pct` of `labels` held out, fixed by `seed` alone."""
+    labels = np.asarray(labels)
+    if not 0 < pct < 1:
+        raise DataError(f"data.tune_pct={pct} is not a fraction; use a value between 0 and 1 (0.1 is usual).")
+    classes = len(np.unique(labels))
+    try:
+        train, tune = train_test_split(np.arange(len(labels)), test_size=pct, stratify=labels, random_state=seed)
+    except ValueError as e:  # sklearn: fewer held-out rows than classes, or a class with a single image
+        raise DataError(f"data.tune_pct={pct} cannot hold out a stratified tuning split from {len(labels)} training "
+                        f"images of {classes} classes ({str(e).splitlines()[0]}); raise data.tune_pct or turn "
+                        f"data.tune_split off.") from e
+    return np.sort(train), np.sort(tune)
+
+
+def holdout(cfg: Mapping[str, Any], train: Part, load_valid: Callable[[], Part]) -> tuple[Part, Part, dict[str, Any]]:
+    """(what the run trains on, what it validates on, their description for `info`).
+
+    With `data.tune_split`, a fixed stratified `data.tune_pct` of the training set is validated on instead of
+    the validation set, which is then never loaded (the fair protocol's tuning stage: issue 12 §1)."""
+    tune = tune_settings(cfg)
+    if not tune.on:
+        valid = load_valid()
+        return train, valid, {"valid_split": "valid", "n_train": len(train), "n_valid": len(valid)}
+    train_rows, tune_rows = tune_split(train.labels.numpy(), tune.pct, tune.seed)
+    info = {"valid_split": "tune", "n_train": len(train_rows), "n_valid": len(tune_rows), "tune_pct": tune.pct,
+            "tune_seed": tune.seed}
+    return (Part(train.images, train.labels, torch.from_numpy(train_rows)),
+            Part(train.images, train.labels, torch.from_numpy(tune_rows)), info)
+
+
+def split_loaders(train: Part, valid: Part, *, bs: int, seed: int, device, mean, std):
     """The usual pair for uncropped data: a shuffled, drop-last train loader and an ordered valid loader (2x batch)."""
-    train = TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=len(x_train) >= bs, seed=seed,
-                         mean=mean, std=std, device=device)
-    valid = TensorLoader(x_valid, y_valid, 2 * bs, shuffle=False, drop_last=False, seed=seed,
-                         mean=mean, std=std, device=device)
-    return train, valid
+    common = dict(seed=seed, mean=mean, std=std, device=device)
+    return (TensorLoader(train.images, train.labels, bs, rows=train.rows, shuffle=True, drop_last=len(train) >= bs, **common),
+            TensorLoader(valid.images, valid.labels, 2 * bs, rows=valid.rows, shuffle=False, drop_last=False, **common))
 
 
 from . import mnist5k, synthetic  # noqa: E402,F401  (importing a dataset module registers its builder)

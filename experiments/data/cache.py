@@ -7,21 +7,33 @@ center-cropped to a square (`side` a little above the training size, e.g. 152 fo
 Non-square photos thus lose their left/right (or top/bottom) margins; in exchange every image is one
 fixed-size row of one tensor.
 
+16-bit images (PNG's 16-bit grayscale, which Pillow opens as mode `I;16` or `I`) keep their high byte,
+the rule Pillow itself applies to 48-bit RGB and 16-bit gray+alpha PNGs (`convert("RGB")` would clip
+them at 255: a white image).
+
 A cache lives in `<cache_dir>/<dataset>-<split>-<side>px-<fingerprint>/`: `images.u8` holds the raw
 (N, side, side, 3) uint8 pixels (channels-last: the layout torch's fast uint8 resize wants), `meta.json`
-the labels, classes and skipped files. The fingerprint hashes every file's relative path, size and
-mtime, so adding, removing or rewriting a file builds a new cache (and the stale one built from the same
-folder is deleted). Builds write to a temporary folder renamed into place, under a file lock, so
-parallel runs of a sweep build a cache once and never read a half-written one.
+the labels, classes, skipped files and the size and block digests of images.u8 (`integrity.py`). The
+fingerprint hashes every file's relative path, size and mtime, so adding, removing or rewriting a file
+builds a new cache (and the stale one built from the same folder is deleted). Every open checks the
+cache against its meta.json; a damaged cache (truncated, flipped bytes in a checked block, unreadable
+meta.json) is rebuilt after one warning. Builds write to a temporary folder `<cache>.tmp-<host>-<pid>`
+renamed into place, under a file lock, so parallel runs of a sweep build a cache once and never read a
+half-written one; the next build under the lock removes the temporary folders of builds that died
+(killed, out of memory) before finishing. A cache folder that cannot be written is one DataError naming
+it and `data.cache_dir`; a complete cache in a read-only folder is read as is.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +44,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import DataError
+from .integrity import VERIFY_MODES, damage, describe
 
-FORMAT_VERSION = 1  # bump when the stored layout or the resize rule changes: old caches are then ignored
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # bump when the stored layout or the decoding rule changes: old caches are then ignored
+HOST = socket.gethostname()
+# what a folder that cannot take the cache raises: read-only, not a folder, no permission, disk or quota full
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
 
 
 @dataclass
@@ -45,10 +63,6 @@ class CachedSplit:
     path: Path                 # the cache folder
     built: bool                # True when this call decoded the images, False when it reused the cache
     build_seconds: float       # time of this call's build (0 when reused)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.iterdir())
 
 
 def user_cache_dir() -> Path:
@@ -73,7 +87,8 @@ def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[
     files, labels = [], []
     for label, name in enumerate(found):
         # hidden files (.DS_Store, editor swap files) are not data; anything else is tried as an image
-        members = sorted(p for p in (split_dir / name).iterdir() if p.is_file() and not p.name.startswith("."))
+        with os.scandir(split_dir / name) as entries:  # is_file() from the listing (no stat); strings sort faster
+            members = [Path(p) for p in sorted(e.path for e in entries if not e.name.startswith(".") and e.is_file())]
         if not members:
             raise DataError(f"class folder {split_dir / name} is empty; add its images or remove the folder.")
         files += members
@@ -82,19 +97,26 @@ def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[
 
 
 def fingerprint(split_dir: Path, files: list[Path]) -> str:
-    """Hash of relative path, size and mtime of every file (cheap: no file is read)."""
+    """Hash of relative path (`<class>/<file>`), size and mtime of every file (cheap: no file is read)."""
     h = hashlib.sha1(f"v{FORMAT_VERSION}".encode())
     for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(split_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        st = os.stat(f)
+        h.update(f"{f.parent.name}/{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit grayscale (mode I;16*, or I as older Pillow opens 16-bit PNGs) as 8-bit L: the high byte, v >> 8."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return Image.fromarray((np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8))
+    return im
 
 
 def decode_square(path: Path, side: int) -> np.ndarray:
     """(side, side, 3) uint8: shorter side resized to `side`, center square kept."""
     with Image.open(path) as im:
         im.draft("RGB", (side, side))  # JPEG: let libjpeg decode at the smallest scale still >= side (much faster)
-        im = im.convert("RGB")
+        im = to_8bit(im).convert("RGB")
         w, h = im.size
         s = min(w, h)
         box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
@@ -153,8 +175,7 @@ def _compact(src: Path, dst: Path, keep: np.ndarray, side: int, n: int) -> None:
     src.unlink()
 
 
-def _load(path: Path, built: bool, seconds: float) -> CachedSplit:
-    meta = json.loads((path / "meta.json").read_text())
+def _load(path: Path, meta: dict, built: bool, seconds: float) -> CachedSplit:
     n, side = len(meta["labels"]), meta["side"]
     # shared=False maps the file copy-on-write: lazily paged in, never written back
     images = torch.from_file(str(path / "images.u8"), shared=False, size=n * 3 * side * side, dtype=torch.uint8)
@@ -163,65 +184,142 @@ def _load(path: Path, built: bool, seconds: float) -> CachedSplit:
                        meta["classes"], meta["skipped"], path, built, seconds)
 
 
+def _reuse(path: Path, verify: str) -> tuple[CachedSplit | None, str | None]:
+    """(the cache at `path` if it is intact, else None; why it is not, None when there is simply no cache)."""
+    if not path.is_dir():
+        return None, None
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        kept = meta["images"]
+        expected = len(meta["labels"]) * meta["side"] ** 2 * 3
+        if kept["bytes"] != expected or len(kept["blake2b_8"]) != -(-expected // kept["block_bytes"]):
+            return None, "meta.json does not describe its images"
+    except FileNotFoundError:
+        return None, "meta.json is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:  # truncated, not JSON, wrong shape
+        return None, f"meta.json is unreadable ({type(e).__name__})"
+    try:
+        why = damage(path / "images.u8", kept, verify)
+    except OSError as e:
+        why = f"images.u8 is unreadable ({e.strerror or type(e).__name__})"
+    return (None, why) if why else (_load(path, meta, built=False, seconds=0.0), None)
+
+
+@contextlib.contextmanager
+def _writable(cache_dir: Path):
+    """A folder that cannot take the cache becomes one sentence naming it and the setting to change."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        raise DataError(f"cannot write the data cache in {cache_dir} ({e.strerror or type(e).__name__}); set data.cache_dir= to a "
+                        f"writable folder with room for it.") from e
+
+
 @contextlib.contextmanager
 def _locked(lock_path: Path):
+    """Hold the build lock; yields the time it was taken, or None where there is no lock (no flock: Windows)."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): parallel builds then just race, and the rename keeps one
-        yield
+        yield None
         return
-    with open(lock_path, "w") as fh:
+    with open(lock_path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            yield time.time()
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) is no probe there: assume alive
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        pass
+    return True
+
+
+def _remove_dead_builds(cache_dir: Path, prefix: str, locked_since: float | None) -> None:
+    """Delete the temporary folders of builds that cannot be running: their process (on this host) is gone,
+    or they were last written before we took the lock (only the lock holder builds)."""
+    for tmp in cache_dir.glob(prefix + "*.tmp-*"):
+        host, _, pid = tmp.name.rpartition(".tmp-")[2].rpartition("-")
+        dead = host == HOST and pid.isdigit() and not _alive(int(pid))
+        with contextlib.suppress(FileNotFoundError):  # without a lock, its own builder may remove it meanwhile
+            if dead or (locked_since is not None and tmp.stat().st_mtime < locked_since):
+                shutil.rmtree(tmp)
+                log.info(f"removed {tmp}, left by a cache build that did not finish")
+
+
 def cached_split(split_dir: Path | str, *, dataset: str, split: str, side: int, cache_dir: Path | str | None = None,
-                 classes: list[str] | None = None, workers: int | None = None) -> CachedSplit:
-    """The decoded split, from its cache when the folder is unchanged, else decoded now (all cores)."""
+                 classes: list[str] | None = None, workers: int | None = None, verify: str = "sample") -> CachedSplit:
+    """The decoded split, from its cache when the folder is unchanged and the cache intact, else decoded now
+    (all cores). `verify`: "sample" (size + sampled blocks, the default) or "full" (every block)."""
+    if verify not in VERIFY_MODES:
+        raise DataError(f"cache check {verify!r} is unknown; use one of: {', '.join(VERIFY_MODES)}.")
     split_dir = Path(split_dir).resolve()
     cache_dir = Path(cache_dir).expanduser() if cache_dir else user_cache_dir() / "cache"
     files, labels, found = list_split(split_dir, classes)
     prefix = f"{dataset}-{split}-{side}px-"
     final = cache_dir / (prefix + fingerprint(split_dir, files))
-    if (final / "meta.json").exists():
-        return _load(final, built=False, seconds=0.0)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / (prefix + "lock")):
-        if (final / "meta.json").exists():  # another process built it while we waited
-            return _load(final, built=False, seconds=0.0)
-        t0 = time.perf_counter()
-        tmp = cache_dir / f"{final.name}.tmp-{os.getpid()}"
+    cached, why = _reuse(final, verify)
+    if cached:
+        return cached
+    if why:
+        log.warning(f"the data cache {final} is damaged ({why}); rebuilding it")
+    with _writable(cache_dir):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(cache_dir / (prefix + "lock")) as locked_since:
+            cached, _ = _reuse(final, verify)  # another process built (or rebuilt) it while we waited
+            if cached:
+                return cached
+            _remove_dead_builds(cache_dir, prefix, locked_since)
+            if final.exists():  # damaged
+                shutil.rmtree(final)
+            t0 = time.perf_counter()
+            meta = _build(files, labels, found, split_dir, final, dataset=dataset, split=split, side=side, workers=workers)
+            _remove_stale(cache_dir, prefix, keep=final, source=str(split_dir))
+            return _load(final, meta, built=True, seconds=time.perf_counter() - t0)
+
+
+def _build(files: list[Path], labels: list[int], found: list[str], split_dir: Path, final: Path, *,
+           dataset: str, split: str, side: int, workers: int | None) -> dict:
+    """Decode into a temporary folder renamed to `final` when complete (removed on any failure); its meta."""
+    tmp = final.with_name(f"{final.name}.tmp-{HOST}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        workers = max(1, min(workers or usable_cores(), len(files)))
+        if mp.current_process().daemon:  # e.g. inside a sweep's worker process: it may not have children
+            workers = 1
+        failed = _decode_all(files, tmp / "raw.u8", side, workers, desc=f"decoding {dataset}/{split}")
+        keep = np.array([i for i in range(len(files)) if i not in failed], dtype=np.int64)
+        kept_labels = [labels[i] for i in keep]
+        present = set(kept_labels)
+        empty = [name for c, name in enumerate(found) if c not in present]
+        if empty:
+            raise DataError(f"no readable image in {split_dir}/{empty[0]} ({len(failed)} files failed to decode); "
+                            f"replace its files with images Pillow can open.")
+        if failed:
+            _compact(tmp / "raw.u8", tmp / "images.u8", keep, side, len(files))
+        else:
+            (tmp / "raw.u8").rename(tmp / "images.u8")
+        skipped = {str(files[i].relative_to(split_dir)): why for i, why in sorted(failed.items())}
+        meta = {"format": FORMAT_VERSION, "dataset": dataset, "split": split, "side": side,
+                "source": str(split_dir), "classes": found, "labels": kept_labels, "skipped": skipped,
+                "images": describe(tmp / "images.u8")}
+        (tmp / "meta.json").write_text(json.dumps(meta))  # plain write: the folder's rename below is the atomic step
+        tmp.rename(final)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            workers = max(1, min(workers or usable_cores(), len(files)))
-            if mp.current_process().daemon:  # e.g. inside a sweep's worker process: it may not have children
-                workers = 1
-            failed = _decode_all(files, tmp / "raw.u8", side, workers, desc=f"decoding {dataset}/{split}")
-            keep = np.array([i for i in range(len(files)) if i not in failed], dtype=np.int64)
-            kept_labels = [labels[i] for i in keep]
-            present = set(kept_labels)
-            empty = [name for c, name in enumerate(found) if c not in present]
-            if empty:
-                raise DataError(f"no readable image in {split_dir}/{empty[0]} ({len(failed)} files failed to decode); "
-                                f"replace its files with images Pillow can open.")
-            if failed:
-                _compact(tmp / "raw.u8", tmp / "images.u8", keep, side, len(files))
-            else:
-                (tmp / "raw.u8").rename(tmp / "images.u8")
-            skipped = {str(files[i].relative_to(split_dir)): why for i, why in sorted(failed.items())}
-            meta = {"format": FORMAT_VERSION, "dataset": dataset, "split": split, "side": side,
-                    "source": str(split_dir), "classes": found, "labels": kept_labels, "skipped": skipped}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _remove_stale(cache_dir, prefix, keep=final, source=str(split_dir))
-        return _load(final, built=True, seconds=time.perf_counter() - t0)
+        raise
+    return meta
 
 
 def _remove_stale(cache_dir: Path, prefix: str, keep: Path, source: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import DataBundle, DataError, dataset
+from . import DataBundle, DataError, Part, dataset, holdout
 from .augment import CenterCrop, RandomResizedCropFlip, cache_side
 from .cache import CachedSplit, cached_split, user_cache_dir
 from .loader import TensorLoader
@@ -82,6 +82,10 @@ def to_device(images: torch.Tensor, device: torch.device, preload) -> torch.Tens
     return images.to(device) if preload else images
 
 
+def as_part(split: CachedSplit) -> Part:
+    return Part(split.images, split.labels)
+
+
 @dataset("imagenette")
 def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     image_size = int(cfg.get("image_size", 128))
@@ -89,20 +93,29 @@ def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
         raise DataError(f"data.image_size={image_size} is too small for Imagenette; use 16 or more (128 is standard).")
     root = find_root(cfg)
     side = cache_side(image_size, cfg.get("val_xtra", 0.14))
-    opts = dict(dataset="imagenette", side=side, cache_dir=cfg.get("cache_dir"), workers=cfg.get("workers"))
-    train = cached_split(root / "train", split="train", **opts)
-    valid = cached_split(root / "val", split="val", classes=train.classes, **opts)
-    skipped = warn_skipped(root, {"train": train, "val": valid})
+    opts = dict(dataset="imagenette", side=side, cache_dir=cfg.get("cache_dir"), workers=cfg.get("workers"),
+                verify=cfg.get("cache_verify", "sample"))
+    splits = {"train": cached_split(root / "train", split="train", **opts)}
+
+    def load_valid() -> Part:  # not called when a tuning split is validated on: val/ is then never read
+        splits["val"] = cached_split(root / "val", split="val", classes=splits["train"].classes, **opts)
+        return as_part(splits["val"])
+
+    fit_on, valid_on, split = holdout(cfg, as_part(splits["train"]), load_valid)
+    skipped = warn_skipped(root, splits)
     preload = cfg.get("preload", "auto")
+    train_images = to_device(fit_on.images, device, preload)
+    valid_images = train_images if valid_on.images is fit_on.images else to_device(valid_on.images, device, preload)
     common = dict(seed=seed, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device)
     crop = RandomResizedCropFlip(image_size, min_scale=cfg.get("min_scale", 0.35), flip_p=0.5 if cfg.get("flip", True) else 0.0)
-    train_dl = TensorLoader(to_device(train.images, device, preload), train.labels, bs, shuffle=True,
-                            drop_last=len(train.labels) >= bs, crop=crop, **common)
-    valid_dl = TensorLoader(to_device(valid.images, device, preload), valid.labels, 2 * bs, shuffle=False,
+    train_dl = TensorLoader(train_images, fit_on.labels, bs, rows=fit_on.rows, shuffle=True,
+                            drop_last=len(fit_on) >= bs, crop=crop, **common)
+    valid_dl = TensorLoader(valid_images, valid_on.labels, 2 * bs, rows=valid_on.rows, shuffle=False,
                             drop_last=False, crop=CenterCrop(image_size), **common)
-    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), "n_train": len(train.labels),
-            "n_valid": len(valid.labels), "classes": train.classes, "cache_side": side,
-            "cache": [str(train.path), str(valid.path)], "cache_built": train.built or valid.built,
-            "cache_build_s": round(train.build_seconds + valid.build_seconds, 2),
+    classes = splits["train"].classes
+    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), **split, "classes": classes,
+            "cache_side": side, "cache": [str(s.path) for s in splits.values()],
+            "cache_built": any(s.built for s in splits.values()),
+            "cache_build_s": round(sum(s.build_seconds for s in splits.values()), 2),
             "augment": repr(crop), "n_skipped": len(skipped), "skipped": skipped}
-    return DataBundle(train_dl, valid_dl, in_channels=3, num_classes=len(train.classes), image_size=image_size, info=info)
+    return DataBundle(train_dl, valid_dl, in_channels=3, num_classes=len(classes), image_size=image_size, info=info)

@@ -28,18 +28,22 @@ def one_thread():
 
 
 class TensorLoader:
-    """Iterable of (x, y) batches, fastai-compatible (len, n, bs, device, to, one_batch)."""
+    """Iterable of (x, y) batches, fastai-compatible (len, n, bs, device, to, one_batch).
+
+    `rows` (optional) restricts it to those rows of `images`: a training and a tuning loader then share one
+    tensor (one memory map, one copy on the GPU) instead of each holding a copy of its part."""
 
     n_inp = 1
 
     def __init__(self, images: Tensor, labels: Tensor, bs: int, *, shuffle: bool, drop_last: bool, seed: int,
                  mean: Sequence[float], std: Sequence[float], crop: Crop | None = None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", rows: Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.bs = images, labels.long(), bs
+        self.rows = None if rows is None else rows.long()
         self.shuffle, self.drop_last, self.crop = shuffle, drop_last, crop
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -48,7 +52,7 @@ class TensorLoader:
 
     @property
     def n(self) -> int:
-        return len(self.images)
+        return len(self.images) if self.rows is None else len(self.rows)
 
     def __len__(self) -> int:
         return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
@@ -66,6 +70,9 @@ class TensorLoader:
             yield self.batch(idx)
 
     def batch(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch of the loader's items `idx` (positions 0..n-1, mapped to rows of `images`)."""
+        if self.rows is not None:
+            idx = self.rows[idx]
         if self.device.type != "cpu":
             return self._batch(idx)
         with one_thread():

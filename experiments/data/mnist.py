@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import DataBundle, DataError, dataset, split_loaders
+from . import DataBundle, DataError, Part, dataset, holdout, split_loaders
 from .cache import user_cache_dir
 from .mnist5k import MNIST_MEAN, MNIST_STD
 
@@ -55,7 +55,7 @@ def find_or_download(cfg) -> Path:
                     f"them into /path/to/MNIST/raw, and run with data.root=/path/to.")
 
 
-def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def read_split(raw: Path, split: str) -> Part:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     images_file, labels_file = (raw / f for f in FILES[split])
@@ -67,15 +67,13 @@ def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 3 or len(images) != len(labels):
         raise DataError(f"{images_file} holds {tuple(images.shape)} images for {len(labels)} labels in {labels_file}; "
                         f"replace both with a matching pair.")
-    return images.unsqueeze(1).contiguous(), labels.long()
+    return Part(images.unsqueeze(1).contiguous(), labels.long())
 
 
 @dataset("mnist")
 def mnist(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     raw = find_or_download(cfg)
-    x_tr, y_tr = read_split(raw, "train")
-    x_va, y_va = read_split(raw, "test")
-    train, valid = split_loaders(x_tr, y_tr, x_va, y_va, bs=bs, seed=seed, device=device, mean=MNIST_MEAN, std=MNIST_STD)
-    return DataBundle(train, valid, in_channels=1, num_classes=10, image_size=int(x_tr.shape[-1]),
-                      info={"name": "mnist", "root": str(raw), "n_train": len(y_tr), "n_valid": len(y_va),
-                            "source": "torchvision.datasets.MNIST layout"})
+    fit_on, valid_on, split = holdout(cfg, read_split(raw, "train"), lambda: read_split(raw, "test"))
+    train, valid = split_loaders(fit_on, valid_on, bs=bs, seed=seed, device=device, mean=MNIST_MEAN, std=MNIST_STD)
+    return DataBundle(train, valid, in_channels=1, num_classes=10, image_size=int(fit_on.images.shape[-1]),
+                      info={"name": "mnist", "root": str(raw), **split, "source": "torchvision.datasets.MNIST layout"})
