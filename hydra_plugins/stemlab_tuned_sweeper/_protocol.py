@@ -22,6 +22,9 @@ from stems.base import StemlabError, atomic_write
 SEED = "seed"
 LR = "train.lr"
 TUNE_SPLIT = "data.tune_split"  # true: train on the training set minus the tuning split, validate on that split
+# a stage's runs live in <sweep dir>/<stage>/<their overrides>, without the keys the stage sets (the final LR is
+# left out so that a changed choice replaces the point's run instead of leaving a stale one beside it)
+UNNAMED = {"tune": (TUNE_SPLIT,), "final": (TUNE_SPLIT, LR)}
 SET_BY_PROTOCOL = {LR: "give the candidates as hydra.sweeper.lrs=[...]",
                    TUNE_SPLIT: "the sweeper sets it per stage (true to tune, false for the final runs)"}
 

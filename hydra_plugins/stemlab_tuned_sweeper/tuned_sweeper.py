@@ -69,9 +69,8 @@ class TunedSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        unnamed = {"tune": [protocol.TUNE_SPLIT], "final": [protocol.TUNE_SPLIT, protocol.LR]}  # the stage says them
         tune_jobs = grid.tune_jobs()
-        tune_returns = self.launch_stage([job.overrides() for job in tune_jobs], "tune", unnamed["tune"])
+        tune_returns = self.launch_stage([job.overrides() for job in tune_jobs], "tune", protocol.UNNAMED["tune"])
         results = [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir)) for job, r in zip(tune_jobs, tune_returns)]
         table = protocol.accuracy_table(grid, results)
         chosen: dict[protocol.Arm, float | None] = {}
@@ -82,11 +81,11 @@ class TunedSweeper(BasicSweeper):
             except protocol.NoUsableLR as e:
                 chosen[arm], errors[arm] = None, f"{arm.name()}: {e}"
                 for overrides in grid.final_overrides(arm, None):
-                    protocol.write_skipped(*self.compose(overrides, "final", unnamed["final"]), e, time.perf_counter())
+                    protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
         protocol.write_tuning(sweep_dir / "tuning.json", protocol.tuning_record(grid, results, table, chosen, errors))
 
         final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
-        return [tune_returns, self.launch_stage(final, "final", unnamed["final"])]
+        return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
 
     def stage_overrides(self, stage: str, unnamed: Sequence[str]) -> list[str]:
         """A stage's points live in `<sweep.dir>/<stage>/<their overrides>`, without the keys the stage sets."""
