@@ -1,0 +1,130 @@
+"""`hydra/sweeper=tuned`: the fair protocol in one command (issue 12 §1).
+
+    python train.py -m +experiment=stem_study_mnist5k_tuned
+    python train.py -m hydra/sweeper=tuned stem=resnet_7x7,patchify_4x4 seed=0,1,2 hydra.sweeper.lrs=[0.002,0.004,0.008]
+
+The sweep's points are expanded as Hydra's basic sweeper does (`params` and the command line). Everything but
+the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets one learning rate:
+
+1. tune: every arm x `lrs` x `tune_seeds` trains with `data.tune_split=true` (the training set minus a fixed,
+   stratified tuning split; the run validates on that split, never on the validation set the report shows),
+   in `<sweep.dir>/tune/<overrides>/`;
+2. choose: per arm, the LR with the highest mean tuning accuracy (ties: the smaller LR; an LR whose run failed
+   or diverged on any tuning seed is never chosen); `<sweep.dir>/tuning.json` holds the grid, every tuning
+   run and the choice. An arm without a usable LR skips its final points, each with a `failed` record saying why;
+3. final: every arm x seed trains at its chosen LR with `data.tune_split=false` in `<sweep.dir>/final/<overrides>/`
+   (the chosen LR is left out of the directory name, so a changed choice replaces that point's run).
+
+Both stages go through the configured launcher (basic, joblib, submitit), and every point resumes the way any
+study point does (train.py skips a point whose `completed` record has the same config), so re-running the command
+re-uses every finished run and re-derives the same choice from their records."""
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
+from omegaconf import MISSING, OmegaConf, open_dict
+
+
+@dataclass  # no `from __future__ import annotations` here: Hydra's plugin scanner runs this module before
+class TunedSweeperConf:  # registering it in sys.modules, where dataclasses would look the string annotations up
+    _target_: str = "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper"
+    lrs: List[float] = MISSING  # the learning rates to try (conf/hydra/sweeper/tuned.yaml gives the default grid)
+    tune_seeds: List[int] = field(default_factory=lambda: [0])  # the seeds each (arm, lr) is tuned over
+    max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (None: a whole stage)
+    params: Optional[Dict[str, str]] = None  # the swept values, as for Hydra's basic sweeper
+
+
+# the schema; conf/hydra/sweeper/tuned.yaml is the project's preset on top of it (as conf/hydra/launcher/ does)
+ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_tuned", node=TunedSweeperConf, provider="stemlab")
+
+
+class TunedSweeper(BasicSweeper):
+    """Hydra's basic sweeper (point expansion, launcher set-up) with the two-stage protocol as its sweep."""
+
+    def __init__(self, lrs: Sequence[float], tune_seeds: Sequence[int], max_batch_size: Optional[int] = None,
+                 params: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.lrs, self.tune_seeds = list(lrs), list(tune_seeds)
+        self.next_job_idx = 0
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from . import _protocol as protocol  # imports torch: see that module's docstring
+
+        assert self.config is not None and self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        try:
+            grid = protocol.Grid.from_overrides(parser.parse_overrides([*self._parse_config(), *arguments]),
+                                                self.lrs, self.tune_seeds)
+        except protocol.ProtocolError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        tune_jobs = grid.tune_jobs()
+        tune_returns = self.launch_stage([job.overrides() for job in tune_jobs], "tune", protocol.UNNAMED["tune"])
+        results = [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir)) for job, r in zip(tune_jobs, tune_returns)]
+        table = protocol.accuracy_table(grid, results)
+        chosen: dict[protocol.Arm, float | None] = {}
+        errors: dict[protocol.Arm, str] = {}
+        for arm in grid.arms:
+            try:
+                chosen[arm] = protocol.choose_lr(grid.lrs, table[arm])
+            except protocol.NoUsableLR as e:
+                chosen[arm], errors[arm] = None, f"{arm.name()}: {e}"
+                for overrides in grid.final_overrides(arm, None):
+                    protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
+        protocol.write_tuning(sweep_dir / "tuning.json", protocol.tuning_record(grid, results, table, chosen, errors))
+
+        final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
+        return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
+
+    def stage_overrides(self, stage: str, unnamed: Sequence[str]) -> list[str]:
+        """A stage's points live in `<sweep.dir>/<stage>/<their overrides>`, without the keys the stage sets."""
+        exclude = [*self.config.hydra.job.config.override_dirname.exclude_keys, *unnamed]
+        return ["hydra.sweep.subdir=" + stage + "/${hydra.job.override_dirname}",
+                "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in exclude) + "]"]
+
+    def launch_stage(self, jobs: list[list[str]], stage: str, unnamed: Sequence[str]) -> list[JobReturn]:
+        """Every job of a stage through the configured launcher, `max_batch_size` at a time."""
+        jobs = [[*job, *self.stage_overrides(stage, unnamed)] for job in jobs]
+        returns: list[JobReturn] = []
+        for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
+            self.validate_batch_is_legal(batch)  # composition errors before anything runs, as the basic sweeper
+            results = self.launcher.launch(batch, initial_job_idx=self.next_job_idx)
+            for r in results:
+                _ = r.return_value  # a job that raised fails the sweep, as with the basic sweeper
+            self.next_job_idx += len(batch)
+            returns.extend(results)
+        return returns
+
+    def compose(self, overrides: list[str], stage: str, unnamed: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+        """A point's output directory and resolved task config, without running it (for a skipped point's record)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, [*overrides, *self.stage_overrides(stage, unnamed)])
+        HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the task config, as Hydra's run_job does
+        out_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return out_dir, OmegaConf.to_container(cfg, resolve=True)
+
+
+def accuracy(job: JobReturn) -> float:
+    """A tuning run's return: train.py's validation accuracy (on the tuning split), NaN when it failed."""
+    value = job.return_value
+    return float(value) if value is not None else float("nan")
+
+
+def run_dir(job: JobReturn, sweep_dir: Path) -> str:
+    out = Path(job.hydra_cfg.hydra.runtime.output_dir)
+    try:
+        return str(out.relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return str(out)

@@ -1,0 +1,147 @@
+"""The fair protocol (hydra/sweeper=tuned): tune each stem's LR on the tuning split, then train over the seeds at the
+chosen LR; the choice rule, the preset, one tiny two-stage sweep end to end, and its resumption."""
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from experiments.config import CONF_DIR, register_configs
+from hydra_plugins.stemlab_tuned_sweeper._protocol import Grid, NoUsableLR, ProtocolError, choose_lr, mean_accuracy
+from tests.conftest import TINY, run_cli
+
+NAN = math.nan
+
+
+def test_choice_rule_on_a_hand_made_table():
+    lrs = [0.001, 0.002, 0.004, 0.008]
+    assert choose_lr(lrs, [0.50, 0.75, 0.70, 0.25]) == 0.002  # the highest accuracy
+    assert choose_lr(lrs, [0.50, 0.75, 0.75, 0.25]) == 0.002  # a tie goes to the smaller LR
+    assert choose_lr(lrs, [NAN, 0.25, NAN, 0.25]) == 0.002  # NaN (failed, diverged) is never chosen, nor the tie's larger
+    assert choose_lr(lrs, [NAN, NAN, NAN, 0.10]) == 0.008
+    with pytest.raises(NoUsableLR, match="no learning rate"):
+        choose_lr(lrs, [NAN] * 4)
+    # over tuning seeds: the mean, and an LR that failed on any seed is unusable
+    assert mean_accuracy([0.5, 0.75]) == 0.625
+    assert math.isnan(mean_accuracy([0.9, NAN]))
+
+
+def grid(*overrides, lrs=(0.004, 0.001), tune_seeds=(0,)):
+    return Grid.from_overrides(OverridesParser.create().parse_overrides(list(overrides)), lrs, tune_seeds)
+
+
+def test_grid_splits_points_into_arms_and_seeds():
+    g = grid("data=synthetic", "stem=resnet_7x7,patchify_4x4", "seed=0,1,2")
+    assert g.lrs == [0.001, 0.004]  # ascending
+    assert [a.name() for a in g.arms] == ["stem=resnet_7x7", "stem=patchify_4x4"]
+    assert [(j.arm.name(), j.lr, j.seed) for j in g.tune_jobs()] == \
+        [("stem=resnet_7x7", 0.001, 0), ("stem=resnet_7x7", 0.004, 0), ("stem=patchify_4x4", 0.001, 0), ("stem=patchify_4x4", 0.004, 0)]
+    assert g.tune_jobs()[0].overrides() == ["data=synthetic", "stem=resnet_7x7", "seed=0", "train.lr=0.001", "data.tune_split=true"]
+    assert g.final_overrides(g.arms[1], 0.004) == [["data=synthetic", "stem=patchify_4x4", f"seed={s}", "train.lr=0.004",
+                                                     "data.tune_split=false"] for s in (0, 1, 2)]
+    # without a seed on the command line the final runs use the config's
+    assert grid("stem=resnet_7x7").final_overrides(grid("stem=resnet_7x7").arms[0], 0.001) == \
+        [["stem=resnet_7x7", "train.lr=0.001", "data.tune_split=false"]]
+
+
+@pytest.mark.parametrize("override, lrs, message", [
+    ("train.lr=0.1", (0.001,), "hydra.sweeper.lrs"),
+    ("data.tune_split=true", (0.001,), "sets it per stage"),
+    ("stem=resnet_7x7", (), "distinct positive learning rates"),
+    ("stem=resnet_7x7", (0.001, 0.001), "distinct positive learning rates"),
+    ("stem=resnet_7x7", (-0.1,), "distinct positive learning rates"),
+])
+def test_grid_refuses_what_the_protocol_decides(override, lrs, message):
+    with pytest.raises(ProtocolError, match=message):
+        grid(override, lrs=lrs)
+
+
+def test_tuned_study_preset():
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=["+experiment=stem_study_mnist5k_tuned"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    # the quick study's settings, with the protocol's sweeper and grid
+    assert (cfg.study, cfg.trunk.name, cfg.data.name, cfg.train.epochs) == ("stem_study_mnist5k_tuned", "xresnet18", "mnist5k", 2)
+    assert cfg.hydra.sweeper._target_.endswith("TunedSweeper") and cfg.hydra.sweep.dir == "multirun/stem_study_mnist5k_tuned"
+    assert list(cfg.hydra.sweeper.lrs) == [0.001, 0.004, 0.016] and list(cfg.hydra.sweeper.tune_seeds) == [0]
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == \
+        {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "0,1,2"}
+
+
+def records(directory):
+    return {p.parent.name: json.loads(p.read_text()) for p in directory.glob("*/result.json")}
+
+
+def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
+    sweep = tmp_path / "study"
+    lrs = [0.001, 0.01]
+    # stem.out_channels=0 breaks a stem at build time: every tuning run of those arms fails, so they get no LR
+    args = ["-m", "+experiment=stem_study_mnist5k_tuned", *TINY, "profile.latency=false", "stem=resnet_7x7,patchify_4x4",
+            "stem.out_channels=64,0", "seed=0,1", f"hydra.sweeper.lrs=[{lrs[1]},{lrs[0]}]", f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(*args, cwd=tmp_path, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # stage 1: every (stem, out_channels) at every lr, tuning seed 0, on the tuning split
+    tune = records(sweep / "tune")
+    assert len(tune) == 8
+    assert all(r["config"]["data"]["tune_split"] is True and r["config"]["seed"] == 0 for r in tune.values())
+    assert all("train.lr=" in d and "tune_split" not in d for d in tune)
+    accuracy = {}  # (stem, out_channels) -> {lr: tuning accuracy}
+    for r in tune.values():
+        arm = (r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"])
+        assert r["status"] == ("completed" if arm[1] == 64 else "failed")
+        accuracy.setdefault(arm, {})[r["config"]["train"]["lr"]] = r.get("metrics", {}).get("valid_acc")
+    # the choice by hand: the highest accuracy, a tie to the smaller lr; the failed arms get none
+    expected = {arm: sorted(accs.items(), key=lambda item: (-item[1], item[0]))[0][0]
+                for arm, accs in accuracy.items() if arm[1] == 64}
+    assert set(expected) == {("resnet_7x7", 64), ("patchify_4x4", 64)}
+
+    # stage 2: every arm x seed at its chosen lr on the validation set; the failed arms' points say why
+    final = records(sweep / "final")
+    assert len(final) == 8 and not any("train.lr" in d or "tune_split" in d for d in final)
+    for r in final.values():
+        arm = (r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"])
+        assert r["config"]["data"]["tune_split"] is False
+        if arm in expected:
+            assert r["status"] == "completed" and r["config"]["train"]["lr"] == expected[arm]
+        else:
+            assert r["status"] == "failed" and "no learning rate of [0.001, 0.01]" in r["error"]
+            assert r["config"]["train"]["lr"] is None
+    assert sorted((r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"], r["config"]["seed"]) for r in final.values()) == \
+        sorted((s, c, i) for s in ("resnet_7x7", "patchify_4x4") for c in (64, 0) for i in (0, 1))
+
+    # tuning.json: the grid, each arm's accuracies per lr (from its records) and its choice
+    tuning = json.loads((sweep / "tuning.json").read_text())
+    assert (tuning["lrs"], tuning["tune_seeds"]) == (lrs, [0])
+    for entry in tuning["arms"]:
+        arm = (entry["swept"]["stem"], int(entry["swept"]["stem.out_channels"]))
+        assert entry["mean_acc"] == [accuracy[arm][lr] for lr in lrs]
+        assert entry["chosen_lr"] == expected.get(arm)
+        assert (entry["error"] is None) == (arm in expected)
+        assert sorted(run["dir"] for run in entry["runs"]) == \
+            sorted(f"tune/{d}" for d, r in tune.items() if (r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"]) == arm)
+
+    # re-running the command re-uses every completed run of both stages and makes the same choice
+    completed = [p for p in sweep.glob("*/*/result.json") if json.loads(p.read_text())["status"] == "completed"]
+    mtimes = {p: p.stat().st_mtime_ns for p in completed}
+    proc = run_cli(*args, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("already completed") == len(completed) == 8
+    assert {p: p.stat().st_mtime_ns for p in completed} == mtimes
+    assert json.loads((sweep / "tuning.json").read_text()) == tuning
+
+
+def test_lr_on_the_command_line_is_refused(tmp_path):
+    proc = run_cli("-m", "hydra/sweeper=tuned", *TINY, "stem=resnet_7x7", "train.lr=0.1", f"hydra.sweep.dir={tmp_path / 's'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "error: train.lr=0.1 cannot be given to the tuned sweeper: give the candidates as hydra.sweeper.lrs=[...]." \
+        in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s" / "tune").exists()
