@@ -85,7 +85,7 @@ class Inputs:
 
 def read_records(root: Path) -> Inputs:
     """Every result.json under `root`; unreadable or newer-format records are named as skipped."""
-    from experiments.tracking import RECORD_FORMAT
+    from experiments.record import RECORD_FORMAT
 
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory; pass the sweep directory, e.g. multirun/stem_study_mnist5k.")
