@@ -120,14 +120,15 @@ def plot_depth(study: Study, order: list[str]) -> Figure | None:
             for xi in x[missing]:
                 ax.text(xi + 0.2, 1, "not timed", rotation=90, ha="center", va="bottom", fontsize=6, color=TIME_COLOR)
         ax.set_xticks(x, d.index, rotation=45, fontsize=7)
+        ax.set_xlim(-0.6, len(d) - 0.4)
         ax.set_title(stem, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.flat[len(shares):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("% of a training step")
     axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("compute by depth: share of FLOPs and of measured time (mean; whiskers: lowest to highest seed)"
-                 + ("" if not untimed else f"; {len(untimed)} stem(s) not timed: no time bar"), fontsize=10)
+    fig.suptitle("compute by depth: share of FLOPs and of measured time\n(mean; whiskers: lowest to highest seed"
+                 + (")" if not untimed else f"; {len(untimed)} stem(s) not timed: no time bar)"), fontsize=10)
     return fig
 
 
