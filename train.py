@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun:
-        from experiments import sweep
+        from experiments import record, sweep
 
         if cfg.logger.name == "wandb" and not cfg.logger.group:
             with open_dict(cfg):  # every run of a sweep shares one W&B group
@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float:
         previous = sweep.completed_result(out_dir, to_dict(cfg))
         if previous is not None:
             log.info("already completed: %s (delete its result.json to re-run)", out_dir / "result.json")
-            return sweep.metric(previous)
+            return record.metric(previous)
     started = time.perf_counter()
     try:
         return experiments.run(cfg, out_dir)

@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-Command = Callable[[argparse.Namespace], int]
-
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -190,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_profile_parser(sub)
-    from analyze.report import add_report_parser
+    from analyze.report.cli import add_report_parser
 
     add_report_parser(sub)
     return parser

@@ -19,7 +19,8 @@ from .config import to_dict
 from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
-from .tracking import WandbLogger, environment, failure, run_name, write_record
+from .record import RESULT_FILE, environment, failure, run_name, write_record
+from .tracking import WandbLogger
 
 log = logging.getLogger("stemlab")
 
@@ -58,7 +59,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
         record.update(failure(e), wall_s=time.perf_counter() - t0)
         write_record(out_dir, record, layers)
         raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        f"see {out_dir / 'result.json'}") from e
+                        f"see {out_dir / RESULT_FILE}") from e
 
     history = epoch_history(learn)
     final = history.iloc[-1].to_dict() if len(history) else {}

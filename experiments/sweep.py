@@ -6,14 +6,12 @@ A point finds its previous record by its output directory: the study presets (co
 so re-running the same command lands every point in the directory it used last time."""
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from .tracking import environment, failure, run_name, write_record
+from .record import RESULT_FILE, Unreadable, environment, failure, read_record, run_name, strict, write_record
 
 log = logging.getLogger("stemlab")
 
@@ -26,19 +24,18 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 def completed_result(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The record in `out_dir` if it is `completed` for the same config (logger aside); else None (re-run)."""
-    path = out_dir / "result.json"
+    path = out_dir / RESULT_FILE
     if not path.exists():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        log.warning("%s is unreadable; re-running this point.", path)
+    record = read_record(path)
+    if isinstance(record, Unreadable):
+        log.warning("%s; re-running this point and replacing it.", record)
         return None
     if record.get("status") != "completed":
         log.info("%s says %s; re-running this point.", path, record.get("status"))
         return None
-    # JSON round-trip so that tuples/lists and int/float spellings compare as the record stores them
-    if comparable(record.get("config", {})) != comparable(json.loads(json.dumps(config, default=str))):
+    # compared as the record stores it (tuples as lists, NaN as None)
+    if comparable(record["config"]) != comparable(strict(config)):
         log.warning("%s was completed with a different config; re-running this point and replacing it.", path)
         return None
     return record
@@ -61,7 +58,3 @@ def write_failed(out_dir: Path, config: dict[str, Any], error: BaseException, st
               "environment": environment(), "wall_s": time.perf_counter() - started}
     return write_record(out_dir, record)
 
-
-def metric(record: dict[str, Any]) -> float:
-    value = record.get("metrics", {}).get("valid_acc")
-    return float(value) if value is not None else math.nan

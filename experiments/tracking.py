@@ -1,73 +1,16 @@
-"""Tracking: the local result record (always) and Weights & Biases (optional, offline by default).
-
-The record is written atomically (temp file + rename) and result.json last, so a directory that has a
-result.json has a complete record."""
+"""Tracking with Weights & Biases (optional, offline by default). The local result record, which every
+run writes whatever happens here, is experiments.record's."""
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
-import subprocess
-import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import torch
 from fastai.callback.core import Callback
 from fastai.learner import Recorder
 
 log = logging.getLogger("stemlab")
-
-RECORD_FORMAT = 1  # bump when result.json changes shape; analyze.report reads older ones or names them skipped
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_record(out_dir: Path, result: Mapping[str, Any], layers: pd.DataFrame | None = None,
-                 history: pd.DataFrame | None = None) -> Path:
-    """layers.csv, history.csv, then result.json, each atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in (("layers.csv", layers), ("history.csv", history)):
-        if table is not None:
-            atomic_write(out_dir / name, table.to_csv(index=False))
-    path = out_dir / "result.json"
-    atomic_write(path, json.dumps({"format": RECORD_FORMAT, **result}, indent=2, default=str))
-    return path
-
-
-def run_name(config: Mapping[str, Any]) -> str:
-    """stem-trunk-data-sSEED: the run's name in W&B and in its record."""
-    return "-".join(str(config[k]["name"]) for k in ("stem", "trunk", "data")) + f"-s{config['seed']}"
-
-
-def failure(error: BaseException) -> dict[str, str]:
-    """The fields a `failed` record adds: status, the error and its traceback (call inside `except`)."""
-    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-
-
-def environment() -> dict[str, Any]:
-    """Software and hardware versions, for the record (a study must be comparable years later)."""
-    import fastai
-    import hydra
-    import torchvision
-
-    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "fastai": fastai.__version__, "hydra": hydra.__version__, "platform": platform.platform(),
-           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-           "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-           "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                           cwd=Path(__file__).parent).stdout.strip() or None
-    except OSError:
-        env["git_commit"] = None
-    return env
 
 
 class WandbLogger:

@@ -1,6 +1,7 @@
 """Sweeps through Hydra's launchers (basic, joblib, submitit local): resumable, failure-tolerant, one W&B group;
 the launcher and study presets compose into what the plugins and submitit accept."""
 import json
+import logging
 import os
 
 import pytest
@@ -9,8 +10,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import stems
-from analyze import report
+from analyze.report.data import read_records, sweep_points
+from analyze.report.statistics import stem_table
+from analyze.report.studies import split_studies
+from experiments import sweep as sweep_point
 from experiments.config import CONF_DIR, register_configs
+from experiments.record import write_record
 from tests.conftest import TINY, run_cli
 
 TINY_SWEEP = [*TINY, "profile.latency=false", "stem=resnet_7x7,patchify_4x4", "seed=0,1"]
@@ -35,19 +40,44 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
                                     for r in failed.values())
     # the point's directory is its overrides (not a timestamp or job number): the same command finds it again
     assert "seed=0,stem.out_channels=64,stem=resnet_7x7" in "".join(done)
-    again = next(iter(sorted(done)))
+    again, garbled = sorted(done)[:2]
     (sweep / again / "result.json").write_text(json.dumps({**done[again], "status": "failed"}))
-    mtimes = {k: (sweep / k / "result.json").stat().st_mtime_ns for k in done if k != again}
+    (sweep / garbled / "result.json").write_bytes(b'{"status": "completed\xff"}')  # a non-UTF-8 byte
+    mtimes = {k: (sweep / k / "result.json").stat().st_mtime_ns for k in done if k not in (again, garbled)}
 
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (proc.stdout + proc.stderr).count("already completed") == 3
-    assert records(sweep)[again]["status"] == "completed"
+    log = proc.stdout + proc.stderr
+    assert log.count("already completed") == 2 and "Traceback" not in log
+    assert f"{sweep / garbled / 'result.json'}: is not UTF-8 text (byte 21); re-running this point" in log
+    assert records(sweep)[again]["status"] == records(sweep)[garbled]["status"] == "completed"
     assert {k: (sweep / k / "result.json").stat().st_mtime_ns for k in mtimes} == mtimes
 
-    table = report.stem_table(report.split_studies(report.read_records(sweep).runs)[0]).set_index("stem")
+    table = stem_table(split_studies(read_records(sweep).runs)[0]).set_index("stem")
     assert table.loc[["patchify_4x4 (out_channels=64)", "resnet_7x7 (out_channels=64)"], "n"].tolist() == [2, 2]
     assert table.loc[["patchify_4x4 (out_channels=0)", "resnet_7x7 (out_channels=0)"], "n"].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x89PNG\r\n", "is not UTF-8 text (byte 0)"),
+    (b"{", "is not JSON (Expecting property name enclosed in double quotes at line 1)"),
+    (b'{"status": "completed"}', "is not a result record (no config)"),
+])
+def test_an_unreadable_record_is_named_and_its_point_re_run(tmp_path, caplog, content, reason):
+    (tmp_path / "result.json").write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="stemlab"):
+        assert sweep_point.completed_result(tmp_path, {"stem": {"name": "resnet_7x7"}, "seed": 0}) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'result.json'}: {reason}; re-running this point and replacing it."]
+
+
+def test_a_completed_record_with_the_same_config_is_reused(tmp_path):
+    config = {"stem": {"name": "resnet_7x7", "kernel": (7, 7)}, "seed": 0, "train": {"clip": float("nan")},
+              "logger": {"name": "wandb"}}
+    write_record(tmp_path, {"config": {**config, "logger": {"name": "none"}}, "status": "completed",
+                            "metrics": {"valid_acc": 0.5}})
+    assert sweep_point.completed_result(tmp_path, config)["metrics"] == {"valid_acc": 0.5}  # tuple and NaN as stored
+    assert sweep_point.completed_result(tmp_path, {**config, "seed": 1}) is None
 
 
 def test_joblib_sweep_shares_one_wandb_group(tmp_path):
@@ -96,7 +126,7 @@ def test_imagenette_study_preset(hydra_cfg):
     # the zoo, read from the registry by Hydra's glob over the stem group, and 5 seeds
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert params == {"stem": "glob(*)", "seed": "range(5)"}
-    points, command = report.sweep_points({"sweeper": {"params": params},
+    points, command = sweep_points({"sweeper": {"params": params},
                                            "overrides": {"task": ["+experiment=stem_study_imagenette"], "hydra": []}})
     assert sorted(points) == sorted((s, str(i)) for s in stems.available() for i in range(5))
     assert command == "python train.py -m +experiment=stem_study_imagenette"

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 
 import experiments
-from experiments import tracking
+from experiments import record
 from tests.conftest import TINY, run_cli
 
 
 def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     acc = experiments.run(make_cfg("stem=resnet_7x7"), tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["status"] == "completed" and result["format"] == tracking.RECORD_FORMAT
+    assert result["status"] == "completed" and result["format"] == record.RECORD_FORMAT
     assert result["config"]["stem"]["name"] == "resnet_7x7" and result["metrics"]["valid_acc"] == pytest.approx(acc)
     assert 0 <= acc <= 1 and result["metrics"]["train_img_s"] > 0
     assert 0 < result["metrics"]["stem_share_flops"] < 1 and result["metrics"]["params"] > 1e6

@@ -1,0 +1,8 @@
+"""`python -m analyze report`: the stem study's answer, from result records (or W&B runs).
+
+One role per module, imports pointing one way (data → studies → statistics → render, figures → cli):
+`data` reads the records through experiments.record (unreadable ones skipped and named), `wandb_runs`
+reads W&B runs as records, `studies` splits them into studies and stages, `statistics` computes the
+numbers (t intervals, paired comparisons with Holm's correction, Pareto front, depth shares, LR tuning),
+`render` writes the markdown, `figures` the PNGs, and `cli` is the `report` subcommand.
+"""

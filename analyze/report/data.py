@@ -1,0 +1,147 @@
+"""The report's input: every result record under a directory, read through experiments.record.
+
+A record that cannot be read (bad bytes, not JSON, not a record, a newer format) is skipped and named;
+a run whose history.csv or layers.csv cannot be read is kept without that table, and the table named.
+Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, so never-run points are named too."""
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
+from omegaconf import OmegaConf
+
+import stems
+from experiments.record import HISTORY_FILE, LAYERS_FILE, RESULT_FILE, Unreadable, read_record, read_table
+from stems.base import StemlabError
+
+
+class ReportError(StemlabError):
+    """Input the report cannot use; the message is one sentence naming the fix."""
+
+
+@dataclass
+class Run:
+    """One point of a sweep: its record, and its per-epoch and per-layer tables when present."""
+
+    source: str
+    record: dict[str, Any]
+    history: pd.DataFrame | None = None
+    layers: pd.DataFrame | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record.get("config") or {}
+
+    @property
+    def stem(self) -> str:
+        return str((self.config.get("stem") or {}).get("name"))
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def lr(self) -> float:
+        value = (self.config.get("train") or {}).get("lr")
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    @property
+    def tuning(self) -> bool:
+        """A run of a tuned study's first stage (LR search on the tuning split carved from the training set)."""
+        return (self.config.get("data") or {}).get("tune_split") is True
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status", "unknown"))
+
+    def metric(self, key: str) -> float:
+        value = (self.record.get("metrics") or {}).get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+@dataclass
+class Inputs:
+    runs: list[Run]
+    skipped: list[tuple[str, str]] = field(default_factory=list)       # (record, why) not used
+    incomplete: list[tuple[str, str]] = field(default_factory=list)    # (table, why) not used; its run is kept
+    unfinished: list[str] = field(default_factory=list)                # job dirs without a record
+    missing: list[tuple[str, str, Any]] = field(default_factory=list)  # (sweep dir, stem, seed) never run
+    sweep_commands: list[str] = field(default_factory=list)
+
+
+def read_records(root: Path) -> Inputs:
+    """Every result record under `root` (recursively), with the points its sweeps asked for and never ran."""
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory; pass the sweep directory, e.g. multirun/stem_study_mnist5k.")
+    inputs = Inputs(runs=[])
+    for path in sorted(root.rglob(RESULT_FILE)):
+        record = read_record(path)
+        if isinstance(record, Unreadable):
+            inputs.skipped.append((str(path), record.reason))
+            continue
+        run = Run(str(path.parent), record)
+        for name, attr in ((HISTORY_FILE, "history"), (LAYERS_FILE, "layers")):
+            table = read_table(path.parent / name)
+            if isinstance(table, Unreadable):
+                inputs.incomplete.append((str(table.path), table.reason))
+            else:
+                setattr(run, attr, table)
+        inputs.runs.append(run)
+    recorded = {Path(r.source).resolve() for r in inputs.runs} | {Path(p).parent.resolve() for p, _ in inputs.skipped}
+    for hydra_dir in sorted(root.rglob(".hydra")):
+        job = hydra_dir.parent
+        if (hydra_dir / "overrides.yaml").exists() and job.resolve() not in recorded and not (job / "multirun.yaml").exists():
+            inputs.unfinished.append(str(job))
+    for multirun in sorted(root.rglob("multirun.yaml")):
+        expected, command = expected_points(multirun)
+        if command:
+            inputs.sweep_commands.append(command)
+        here = {(r.stem, str(r.seed)) for r in inputs.runs if Path(r.source).resolve().is_relative_to(multirun.parent.resolve())}
+        inputs.missing += [(str(multirun.parent), s, seed) for s, seed in expected if (s, seed) not in here]
+    if not inputs.runs:
+        why = f" ({len(inputs.skipped)} skipped, e.g. {': '.join(inputs.skipped[0])})" if inputs.skipped else ""
+        raise ReportError(f"no readable result records ({RESULT_FILE}) under {root}{why}; run a sweep first "
+                          "(python train.py -m +experiment=stem_study_mnist5k) or pass its directory.")
+    return inputs
+
+
+def expected_points(multirun_yaml: Path) -> tuple[list[tuple[str, str]], str]:
+    """The (stem, seed) points a sweep was asked for, from Hydra's multirun.yaml, and its command line."""
+    try:
+        hydra_cfg = OmegaConf.to_container(OmegaConf.load(multirun_yaml).hydra, resolve=False)
+    except Exception:  # a damaged multirun.yaml costs the list of missing points, not the report
+        return [], ""
+    return sweep_points(hydra_cfg)
+
+
+def sweep_points(hydra_cfg: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
+    """(stem, seed) points and command line of a sweep, from its `hydra` config (sweeper params + overrides)."""
+    task = list(hydra_cfg.get("overrides", {}).get("task") or [])
+    hydra_overrides = [o for o in hydra_cfg.get("overrides", {}).get("hydra") or []
+                       if o.startswith(("hydra/", "hydra.launcher", "hydra.sweep"))]
+    command = shlex.join(["python", "train.py", "-m", *task, *hydra_overrides])
+    params = hydra_cfg.get("sweeper", {}).get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + task  # the command line wins over the preset, as in Hydra
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # Hydra's parser raises its own error types; an odd override costs only the missing list
+        return [], command
+    values: dict[str, list[str]] = {}
+    for o in parsed:
+        if o.key_or_group not in ("stem", "seed"):
+            continue
+        if isinstance(o.value(), Glob):
+            values[o.key_or_group] = o.value().filter(stems.available()) if o.key_or_group == "stem" else []
+        elif o.is_sweep_override():
+            values[o.key_or_group] = list(o.sweep_string_iterator())
+        else:
+            values[o.key_or_group] = [o.get_value_element_as_str()]
+    if not values.get("stem") or not values.get("seed"):
+        return [], command
+    return [(s, seed) for s in values["stem"] for seed in values["seed"]], command

@@ -1,0 +1,186 @@
+"""The report's figures (PNG beside report.md): accuracy vs cost with the Pareto front, compute by depth,
+training curves and the LR tuning curve.
+
+matplotlib's object-oriented API (Figure + the Agg canvas) draws without pyplot, so no global backend or
+figure registry is touched; adjustText places the stem names so that none overprints another."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from adjustText import adjust_text
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from stems.base import atomic_write
+
+from .statistics import STAGES, completed, depth_shares, pareto_front
+from .studies import Study, stem_labels
+
+FLOPS_COLOR, TIME_COLOR = "tab:blue", "tab:orange"
+
+
+def stem_colors(names: list[str]) -> dict[str, tuple]:
+    """One distinct colour per stem, by its index in sorted order (the same stem, the same colour in every figure)."""
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(sorted(names))}
+
+
+def new_figure(rows: int, cols: int, figsize: tuple[float, float], **subplots) -> tuple[Figure, np.ndarray]:
+    """A figure and its axes as a 2-d array."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)  # the canvas adjustText measures text on
+    return fig, fig.subplots(rows, cols, squeeze=False, **subplots)
+
+
+def save(fig: Figure, path: Path) -> str:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None}))
+    return path.name
+
+
+def write_figures(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, out: Path) -> dict[str, str]:
+    """{'pareto'|'depth'|'curves'|'tuning': file name} for the figures this study's records allow."""
+    done = table[table["n"] > 0]
+    colors = stem_colors(sorted(set(done["stem"]) | (set(tuning["stem"]) if tuning is not None else set())))
+    figures = {"pareto": plot_pareto(done, colors) if len(done) else None,
+               "depth": plot_depth(study, list(done["stem"])),
+               "curves": plot_curves(study, list(done["stem"]), colors),
+               "tuning": plot_tuning(tuning, colors) if tuning is not None and tuning["n"].sum() else None}
+    return {key: save(fig, out / f"{study.slug}_{key}.png") for key, fig in figures.items() if fig is not None}
+
+
+def log_axis_if_spread(ax, values: np.ndarray) -> None:
+    """A log x-axis when one stem costs over 5x another (it would squeeze the rest into a corner), with plain
+    numbers at 1-2-5 steps only, so the tick labels never collide."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() > 5 * values.min():
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
+    source = "profiled" if set(table["ms_step_source"]) == {"profiled"} else "batch / training img/s"
+    fig, axes = new_figure(1, 2, figsize=(11, 4.6), sharey=True)
+    acc, ci = 100 * table["acc_mean"].to_numpy(float), 100 * table["acc_ci95"].to_numpy(float)
+    names = list(table["stem"])
+    for ax, col, xlabel in ((axes[0, 0], "ms_step", f"ms per training step ({source})"),
+                            (axes[0, 1], "gflops_fwd", "forward GFLOPs per image")):
+        x = table[col].to_numpy(float)
+        for xi, yi, ei, name in zip(x, acc, ci, names):
+            ax.errorbar([xi], [yi], yerr=[ei] if math.isfinite(ei) else None, fmt="o", ms=6, capsize=4, elinewidth=1.2,
+                        color=colors[name])
+        front = pareto_front(x, acc)
+        if len(front) > 1:
+            ax.plot(x[front], acc[front], "-", color="0.3", lw=1, zorder=0, label="Pareto front")
+        elif len(front) == 1:  # one stem is both cheapest and most accurate: the front is that point
+            ax.plot(x[front], acc[front], "o", ms=14, mfc="none", mec="0.3", label="Pareto front (one stem beats all)")
+        if len(front):
+            ax.legend(loc="lower right", fontsize=8)
+        log_axis_if_spread(ax, x)
+        ax.margins(x=0.15, y=0.15)
+        texts = [ax.text(xi, yi, name, fontsize=8) for xi, yi, name in zip(x, acc, names) if math.isfinite(xi)]
+        adjust_text(texts, x=x[np.isfinite(x)], y=acc[np.isfinite(x)], ax=ax,
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation accuracy (%)")
+    few = int((table["n"] < 2).sum())
+    fig.suptitle("accuracy vs cost: mean over seeds, bars = 95 % CI" + (f" (no bar for {few} stem(s) with one seed)" if few else ""),
+                 fontsize=10)
+    return fig
+
+
+def plot_depth(study: Study, order: list[str]) -> Figure | None:
+    labels = stem_labels(study.runs)
+    shares = {s: depth_shares(completed([r for r in study.runs if labels[id(r)] == s])) for s in order}
+    shares = {s: d for s, d in shares.items() if len(d)}
+    if not shares:
+        return None
+    cols = min(4, len(shares))
+    rows = math.ceil(len(shares) / cols)
+    fig, axes = new_figure(rows, cols, figsize=(3.3 * cols, 2.9 * rows), sharey=True)
+    untimed = []
+    for ax, (stem, d) in zip(axes.flat, shares.items()):
+        d = d.reindex([s for s in STAGES if s in d.index])
+        x = np.arange(len(d))
+        for offset, col, label, color in ((-0.2, "share_flops", "FLOPs", FLOPS_COLOR), (0.2, "share_time", "time", TIME_COLOR)):
+            mean, lo, hi = (100 * d[c].to_numpy(float) for c in (col, f"{col}_lo", f"{col}_hi"))
+            if not np.isfinite(mean).any():
+                continue
+            ax.bar(x + offset, mean, 0.4, yerr=np.clip([mean - lo, hi - mean], 0, None), capsize=2, error_kw={"lw": 0.8}, label=label, color=color)
+        missing = ~np.isfinite(d["share_time"].to_numpy(float))
+        if missing.any():  # missing is not 0 %: name it where its bar would be
+            untimed.append(stem)
+            for xi in x[missing]:
+                ax.text(xi + 0.2, 1, "not timed", rotation=90, ha="center", va="bottom", fontsize=6, color=TIME_COLOR)
+        ax.set_xticks(x, d.index, rotation=45, fontsize=7)
+        ax.set_xlim(-0.6, len(d) - 0.4)
+        ax.set_title(stem, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[len(shares):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("% of a training step")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("compute by depth: share of FLOPs and of measured time\n(mean; whiskers: lowest to highest seed"
+                 + (")" if not untimed else f"; {len(untimed)} stem(s) not timed: no time bar)"), fontsize=10)
+    return fig
+
+
+def plot_curves(study: Study, order: list[str], colors: dict[str, tuple]) -> Figure | None:
+    labels = stem_labels(study.runs)
+    panels = [("accuracy", "validation accuracy (%)", 100), ("train_loss", "training loss", 1)]
+    curves = {}
+    for stem in order:
+        hs = [r.history for r in completed([r for r in study.runs if labels[id(r)] == stem]) if r.history is not None]
+        if hs:
+            curves[stem] = pd.concat(hs)
+    if not curves or max(h["epoch"].nunique() for h in curves.values()) < 2:
+        return None  # one epoch is a point, not a curve: the table has it
+    fig, axes = new_figure(1, 2, figsize=(11, 4))
+    for stem, h in curves.items():
+        for ax, (col, _, scale) in zip(axes.flat, panels):
+            if col not in h:
+                continue
+            g = h.groupby("epoch")[col]
+            epochs = g.mean().index.to_numpy() + 1
+            ax.plot(epochs, scale * g.mean(), "-o", ms=3, color=colors[stem], label=stem)
+            ax.fill_between(epochs, scale * g.min(), scale * g.max(), color=colors[stem], alpha=0.15)
+    for ax, (_, ylabel, _) in zip(axes.flat, panels):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)  # off the curves
+    fig.suptitle("training curves (mean over seeds; band: lowest to highest seed)", fontsize=10)
+    return fig
+
+
+def plot_tuning(tuning: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
+    """One small panel per stem (16 overlaid curves are unreadable), shared axes so that panels compare."""
+    curves = dict(list(tuning[tuning["n"] > 0].groupby("stem", sort=True)))
+    cols = min(4, len(curves))
+    rows = math.ceil(len(curves) / cols)
+    fig, axes = new_figure(rows, cols, figsize=(3.1 * cols, 2.5 * rows + 0.4), sharex=True, sharey=True)
+    grid = sorted(set(tuning["lr"]))
+    for ax, (stem, g) in zip(axes.flat, curves.items()):
+        acc, ci = 100 * g["acc_mean"].to_numpy(float), 100 * g["acc_ci95"].to_numpy(float)
+        ax.errorbar(g["lr"], acc, yerr=np.where(np.isfinite(ci), ci, 0), fmt="-o", ms=4, capsize=3, color=colors[stem])
+        chosen = g[g["chosen"]]
+        ax.plot(chosen["lr"], 100 * chosen["acc_mean"], "o", ms=12, mfc="none", mec="0.2", mew=1.2)
+        ax.set_title(f"{stem}: lr {chosen['lr'].iloc[0]:g}", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xticks(grid, [f"{v:g}" for v in grid], fontsize=7, rotation=45)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    fig.supxlabel("learning rate", fontsize=9)
+    fig.supylabel("tuning-split accuracy (%)", fontsize=9)
+    fig.suptitle("LR tuning per stem: mean over seeds, bars = 95 % CI; ring = chosen LR", fontsize=10)
+    return fig

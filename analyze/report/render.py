@@ -1,0 +1,195 @@
+"""The report as markdown: per study the stem table, figures with captions, compute by depth, the LR tuning
+stage of a tuned study, provenance and the shared config; then the missing, unfinished and skipped points."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from .data import Inputs
+from .statistics import ALPHA, MIN_PAIRED_SEEDS, STAGES, completed, depth_shares
+from .studies import Study, stem_labels
+
+METHOD = (
+    "Accuracy is the validation accuracy after the last epoch; ± is the half-width of the 95 % confidence interval of "
+    "the mean over seeds (Student's t, n − 1 degrees of freedom). **best**: highest mean. Every other stem is compared "
+    "with the best over the seeds both ran: Δ is the mean paired difference (stem − best, accuracy points) with its "
+    "95 % t-interval, d_z is Cohen's effect size for paired data (mean difference / SD of the differences), and p is a "
+    f"two-sided paired t-test, Holm-adjusted for comparing every stem with the best at once. \"≈ best\": adjusted "
+    f"p ≥ {ALPHA}; \"worse\": adjusted p < {ALPHA}. No p-value from fewer than {MIN_PAIRED_SEEDS} paired seeds "
+    "(\"too few seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). FLOPs "
+    "are per image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share "
+    "of the layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end "
+    "step; † marks batch size / training img/s instead (measured during training, data loading included). Times, "
+    "time shares and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); "
+    "the other columns are means.")
+
+CAPTIONS = {
+    "pareto": "Accuracy (mean, bars: 95 % CI over seeds) against the time of a training step (median over seeds) and "
+              "against forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
+    "depth": "Compute by depth: each stage's share of a training step's FLOPs and of its measured time (forward + "
+             "backward); bars are the mean over seeds, whiskers the lowest and highest seed.",
+    "curves": "Training curves: mean over seeds, band from the lowest to the highest seed.",
+    "tuning": "LR tuning: accuracy on the tuning split (carved from the training set) against the learning rate, mean "
+              "over seeds with its 95 % CI; the ringed point is the LR the final stage uses.",
+}
+
+
+def _num(v: float, digits: int = 1, unit: float = 1.0) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v / unit:,.{digits}f}"
+
+
+def _pct(v: float) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f} %"
+
+
+def _lr(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values if math.isfinite(v)) or "–"
+
+
+def _table(head: list[str], align: str, rows: list[list[str]]) -> str:
+    """A markdown table; `align` has one letter per column: l(eft) or r(ight)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def comparison_cells(r: pd.Series) -> list[str]:
+    """Δ vs best with its CI, d_z, adjusted p, verdict."""
+    if r["verdict"] in ("**best**", "no completed seed"):
+        return ["", "", "", r["verdict"]]
+    diff = _num(100 * r["diff"], 2) + ("" if not math.isfinite(r["diff_ci95"]) or r["diff_ci95"] == 0 else
+                                       f" [{100 * (r['diff'] - r['diff_ci95']):.2f}, {100 * (r['diff'] + r['diff_ci95']):.2f}]")
+    p = "–" if not math.isfinite(r["p_holm"]) else f"{r['p_holm']:.3f}" + (f" ({r['p']:.3f})" if r["p"] != r["p_holm"] else "")
+    return [diff, _num(r["d_z"], 2), p, r["verdict"]]
+
+
+def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
+    """The stem table; an lr column where stems trained at different LRs (a tuned study)."""
+    tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
+    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "Δ vs best (pp, 95 % CI)", "d_z",
+            "p (Holm; raw)", "verdict", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
+            "ms / train step", "img/s"]
+    rows = []
+    for _, r in table.iterrows():
+        acc = ("–" if not math.isfinite(r["acc_mean"]) else f"{100 * r['acc_mean']:.2f} %"
+               + ("" if not math.isfinite(r["acc_ci95"]) else f" ± {100 * r['acc_ci95']:.2f}"))
+        seeds = f"{r['n']}" + (f" of {r['points']}" if r["points"] != r["n"] else "")
+        ms = _num(r["ms_step"], 1) + (" †" if r["ms_step_source"] == "throughput" else "")
+        name = f"**`{r['stem']}`**" if r["verdict"] == "**best**" else f"`{r['stem']}`"
+        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), *comparison_cells(r),
+                     _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
+                     _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0)])
+    return _table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 7, rows)
+
+
+def depth_table(study: Study, order: list[str]) -> str:
+    """Share of FLOPs → share of time per stage, means over seeds; – for time where layers were not timed."""
+    labels = stem_labels(study.runs)
+    rows = []
+    for stem in order:
+        shares = depth_shares(completed([r for r in study.runs if labels[id(r)] == stem]))
+        rows.append([f"`{stem}`"] + [("–" if s not in shares.index else
+                                      f"{100 * shares.at[s, 'share_flops']:.1f} → " + _num(100 * shares.at[s, "share_time"], 1))
+                                     for s in STAGES])
+    return _table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
+
+
+def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
+    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), and the curve."""
+    chosen = tuning[tuning["chosen"]].set_index("stem")
+    final_lr = dict(zip(table["stem"], table["lr"]))
+    rows = []
+    for stem, g in tuning.groupby("stem", sort=True):
+        cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %") + f" ({n})"
+                           for lr, m, n in zip(g["lr"], g["acc_mean"], g["n"]))
+        rows.append([f"`{stem}`", f"**{chosen.at[stem, 'lr']:g}**" if stem in chosen.index else "–",
+                     _lr(final_lr.get(stem, [])), cells])
+    grid = sorted({lr for lr in tuning["lr"] if math.isfinite(lr)})
+    out = ["### LR tuning", "",
+           f"Each stem's LR is chosen by its mean accuracy on the tuning split (carved from the training set with a "
+           f"fixed seed, never the validation set above) over the grid {_lr(grid)}; ties go to the smaller LR. "
+           f"{len(study.tuning)} tuning runs.", "",
+           _table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean over seeds; completed seeds)"],
+                  "lrrl", rows), ""]
+    if figure:
+        out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]
+    return out
+
+
+def distinct(values: list[Any]) -> str:
+    counts = Counter(str(v) for v in values if v is not None)
+    if not counts:
+        return "–"
+    return next(iter(counts)) if len(counts) == 1 else "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.most_common())
+
+
+def provenance(runs: list) -> list[str]:
+    envs = [r.record.get("environment") or {} for r in runs]
+    hws = [r.record.get("hardware") or {} for r in runs]
+    lines = [f"- hardware: device {distinct([h.get('device') for h in hws])}, precision {distinct([h.get('precision') for h in hws])}, "
+             f"channels_last {distinct([h.get('channels_last') for h in hws])}; GPU {distinct([e.get('gpu') for e in envs])}; "
+             f"CPU {distinct([e.get('cpu') for e in envs])} × {distinct([e.get('cpu_count') for e in envs])} logical cores; "
+             f"{distinct([e.get('platform') for e in envs])}",
+             "- software: " + ", ".join(f"{k} {distinct([e.get(k) for e in envs])}" for k in
+                                         ("python", "torch", "torchvision", "fastai", "hydra", "cuda") if any(e.get(k) for e in envs)),
+             f"- code: git commit {distinct([e.get('git_commit') for e in envs])}"]
+    walls = [float(r.record["wall_s"]) for r in runs if isinstance(r.record.get("wall_s"), (int, float))]
+    starts = sorted(str(r.record["started"]) for r in runs if r.record.get("started"))
+    ends = sorted(str(r.record["finished"]) for r in runs if r.record.get("finished"))
+    if walls:
+        lines.append(f"- wall time: {sum(walls) / 60:.1f} min summed over {len(walls)} runs (median {np.median(walls):.0f} s per run)"
+                     + (f"; first start {starts[0][:19]} UTC, last finish {ends[-1][:19]} UTC" if starts and ends else ""))
+    return lines
+
+
+def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str]) -> list[str]:
+    out = ["", f"## {study.label}", ""]
+    if len(table):
+        out += [markdown_table(table, show_lr=bool(study.tuning)), ""]
+    else:
+        out += ["No records of the final stage yet (only its LR tuning).", ""]
+    notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]
+    if notes:
+        out += ["Not completed (excluded from the statistics): " + "; ".join(notes) + ".", ""]
+    for key in ("pareto", "depth", "curves"):
+        if key in figs:
+            out += [f"![{key}]({figs[key]})", "", CAPTIONS[key], ""]
+    if len(table) and "curves" not in figs:
+        epochs = max((r.history["epoch"].nunique() for r in study.runs if r.history is not None and "epoch" in r.history), default=0)
+        out += ["No training curves: " + ("these runs have one epoch each (the table holds its values)."
+                                          if epochs == 1 else "these records have no per-epoch history."), ""]
+    if len(table):
+        out += ["Compute by depth, share of FLOPs → share of time per stage (%, training step):", "",
+                depth_table(study, list(table["stem"])), ""]
+    if tuning is not None:
+        out += tuning_section(study, tuning, table, figs.get("tuning"))
+    varies = "stem and seed vary" + ("; each stem trains at its chosen LR" if study.tuning else "")
+    return out + ["### Provenance", "", *provenance(study.runs + study.tuning), "",
+                  f"Config shared by every run of this study ({varies}):", "", "```yaml",
+                  OmegaConf.to_yaml(OmegaConf.create(study.config)).rstrip(), "```"]
+
+
+def render(inputs: Inputs, studies: list[Study], tables: list[pd.DataFrame], tunings: list[pd.DataFrame | None],
+           figures: list[dict[str, str]], command: str) -> str:
+    sweeps = sorted(set(inputs.sweep_commands))
+    out = ["# Stem study report", "",
+           f"Generated by `{command}` from {len(inputs.runs)} result records"
+           + (f" ({len(inputs.skipped)} skipped)" if inputs.skipped else "") + "."]
+    if len(sweeps) == 1:  # the sweep skips completed points, so this re-reads the records unless some are missing
+        out.append(f"Sweep and report in one command: `{sweeps[0]} && {command}`.")
+    else:
+        out += [f"Sweep command (from Hydra's multirun.yaml): `{c}`." for c in sweeps]
+    out += ["", METHOD]
+    for study, table, tuning, figs in zip(studies, tables, tunings, figures):
+        out += study_section(study, table, tuning, figs)
+    if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
+        out += ["", "## Missing, unfinished and skipped points", ""]
+        out += [f"- missing (asked for by the sweep, no record): stem `{s}`, seed {seed} in {d}" for d, s, seed in inputs.missing]
+        out += [f"- unfinished (started, no record: killed or still running): {d}" for d in inputs.unfinished]
+        out += [f"- skipped: {p} {why}" for p, why in inputs.skipped]
+        out += [f"- incomplete: {p} {why}; its run is reported without it" for p, why in inputs.incomplete]
+    return "\n".join(out) + "\n"

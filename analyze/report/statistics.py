@@ -1,0 +1,208 @@
+"""The report's numbers: accuracy over seeds with t confidence intervals, paired comparisons with the best
+stem (effect size, its CI, Holm-corrected p-values, and no p-value where the data cannot carry one), the
+Pareto front, compute by depth, and the LR tuning curve of a tuned study."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .data import Run
+from .studies import Study, stem_labels
+
+ALPHA = 0.05
+MIN_PAIRED_SEEDS = 3  # below this a paired t-test has 1 degree of freedom or none: no p-value is given
+EXACT = 1e-12         # accuracy differences below this are float noise: accuracies are multiples of 1/N
+STAGES = ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd")  # reported as medians over seeds
+
+
+def finite(values) -> np.ndarray:
+    x = np.asarray(list(values), dtype=float)
+    return x[np.isfinite(x)]
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the two-sided Student-t confidence interval (NaN half-width for n < 2)."""
+    x = finite(values)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) < 2:
+        return float(x.mean()), math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A stem against the best, over the seeds both completed: differences are stem − best (fractions)."""
+
+    n: int
+    mean_diff: float
+    ci95: float           # half-width of the 95 % t-interval of the mean difference
+    d_z: float            # Cohen's d_z: mean difference / standard deviation of the differences
+    p: float              # two-sided paired t-test; NaN when untested
+    untested: str = ""    # why there is no p-value
+
+
+def paired_comparison(best: dict[Any, float], other: dict[Any, float]) -> Paired:
+    seeds = sorted((s for s in set(best) & set(other) if math.isfinite(best[s]) and math.isfinite(other[s])), key=str)
+    d = np.array([other[s] - best[s] for s in seeds], dtype=float)
+    n = len(d)
+    if n == 0:
+        return Paired(0, math.nan, math.nan, math.nan, math.nan, "no shared seed")
+    if np.all(np.abs(d) <= EXACT):
+        return Paired(n, 0.0, 0.0, math.nan, math.nan, "identical on every seed")
+    mean, half = t_interval(d)
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    if n > 1 and np.ptp(d) <= EXACT:  # t = mean / 0: no test, but the difference is plain to state
+        return Paired(n, mean, 0.0, math.nan, math.nan, "the same difference on every seed")
+    d_z = mean / sd if n > 1 else math.nan
+    if n < MIN_PAIRED_SEEDS:
+        return Paired(n, mean, half, d_z, math.nan, f"too few seeds ({n} paired)")
+    return Paired(n, mean, half, d_z, float(stats.ttest_1samp(d, 0.0).pvalue))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment for testing every stem against the best at once (NaN stays NaN: untested).
+
+    Sorted ascending, the k-th smallest of m p-values becomes max over j <= k of min(1, (m - j + 1) p_(j)).
+    Written out because scipy has only Benjamini-Hochberg (false_discovery_control), a different error rate,
+    and statsmodels is not a dependency for these few lines."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def step_ms(run: Run) -> tuple[float, str]:
+    """Time per training step: the profiled end-to-end step when the run timed layers, else batch / img/s."""
+    ms = run.metric("ms_train_step")
+    if math.isfinite(ms):
+        return ms, "profiled"
+    img_s, bs = run.metric("train_img_s"), (run.config.get("train") or {}).get("bs")
+    return (1000 * bs / img_s if isinstance(bs, (int, float)) and img_s > 0 else math.nan), "throughput"
+
+
+def completed(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if r.status == "completed" and math.isfinite(r.metric("valid_acc"))]
+
+
+def stem_table(study: Study) -> pd.DataFrame:
+    """One row per stem: accuracy over seeds, the paired comparison with the best, and cost metrics."""
+    labels = stem_labels(study.runs)
+    rows, acc_by_stem = [], {}
+    for label in sorted(set(labels.values())):
+        rs = [r for r in study.runs if labels[id(r)] == label]
+        done = completed(rs)
+        accs = {r.seed: r.metric("valid_acc") for r in done}
+        acc_by_stem[label] = accs
+        mean, half = t_interval(accs.values())
+        steps = [step_ms(r) for r in done]
+
+        def avg(key: str) -> float:
+            vals = finite(r.metric(key) for r in done)
+            # timings: the median, since a busy machine slows some runs a lot and others not at all
+            return (float(np.median(vals)) if key in TIMED else float(np.mean(vals))) if len(vals) else math.nan
+
+        rows.append({"stem": label, "acc_mean": mean, "acc_ci95": half, "n": len(done), "points": len(rs),
+                     "not_completed": ", ".join(f"seed {r.seed}: {r.status}" for r in rs if r not in done),
+                     "seeds": sorted(accs, key=str), "lr": sorted({r.lr for r in rs}), "params": avg("params"),
+                     "gflops_fwd": avg("flops_fwd_per_image") / 1e9, "gflops_train": avg("flops_train_per_image") / 1e9,
+                     "stem_share_flops": avg("stem_share_flops"), "stem_share_time": avg("stem_share_time"),
+                     "ms_step": float(np.median([s for s, _ in steps])) if steps else math.nan,
+                     "ms_step_source": ",".join(sorted({src for _, src in steps})),
+                     "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc")})
+    table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
+                                        "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
+                                        "ms_step", "ms_step_source", "img_s", "best_acc"])
+    return compare_with_best(table, acc_by_stem).sort_values(
+        ["acc_mean", "stem"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def compare_with_best(table: pd.DataFrame, acc_by_stem: dict[str, dict[Any, float]]) -> pd.DataFrame:
+    """Adds the paired comparison with the best stem and a verdict: ≈ best / worse by Holm-adjusted p."""
+    table = table.assign(diff=math.nan, diff_ci95=math.nan, d_z=math.nan, pairs=0, p=math.nan, p_holm=math.nan,
+                         verdict="")
+    ranked = table[table["n"] > 0].sort_values(["acc_mean", "stem"], ascending=[False, True])
+    if not len(ranked):
+        return table
+    best = ranked.iloc[0]["stem"]
+    for i, row in table.iterrows():
+        if row["stem"] == best:
+            table.at[i, "verdict"] = "**best**"
+        elif row["n"] == 0:
+            table.at[i, "verdict"] = "no completed seed"
+        else:
+            c = paired_comparison(acc_by_stem[best], acc_by_stem[row["stem"]])
+            table.loc[i, ["diff", "diff_ci95", "d_z", "pairs", "p"]] = [c.mean_diff, c.ci95, c.d_z, c.n, c.p]
+            table.at[i, "verdict"] = c.untested
+    table["p_holm"] = holm(list(table["p"]))
+    tested = table["p_holm"].notna()
+    table.loc[tested, "verdict"] = np.where(table.loc[tested, "p_holm"] >= ALPHA, "≈ best", "worse")
+    return table
+
+
+def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (lower cost, higher accuracy), by cost."""
+    ok = [i for i in range(len(cost)) if math.isfinite(cost[i]) and math.isfinite(acc[i])]
+    front = [i for i in ok if not any((cost[j] <= cost[i] and acc[j] >= acc[i]) and (cost[j] < cost[i] or acc[j] > acc[i])
+                                      for j in ok)]
+    return np.array(sorted(front, key=lambda i: cost[i]), dtype=int)
+
+
+def run_depth_shares(layers: pd.DataFrame) -> pd.DataFrame:
+    """One run's share of a training step's FLOPs and time per stage; time NaN unless every stage was timed."""
+    flops = layers["flops_fwd"] + layers["flops_bwd"] if "flops_bwd" in layers else layers["flops_fwd"]
+    ms = (layers["ms_fwd"] + layers["ms_bwd"] if "ms_bwd" in layers else layers["ms_fwd"]) if "ms_fwd" in layers \
+        else pd.Series(math.nan, index=layers.index)
+    g = pd.DataFrame({"group": layers["group"], "flops": flops, "ms": ms}).groupby("group", sort=False)
+    flops, ms = g["flops"].sum(), g["ms"].sum(min_count=1)
+    timed = bool(ms.notna().all()) and ms.sum() > 0
+    order = [s for s in STAGES if s in flops.index] + [s for s in flops.index if s not in STAGES]
+    return pd.DataFrame({"share_flops": flops / flops.sum(), "share_time": ms / ms.sum() if timed else math.nan}).reindex(order)
+
+
+def depth_shares(runs: list[Run]) -> pd.DataFrame:
+    """Per stage: mean, lowest and highest share of FLOPs and of time over the runs with a layers table
+    (`*_lo`, `*_hi`), and how many runs timed their layers (`timed`); time shares NaN when none did."""
+    frames = [run_depth_shares(r.layers) for r in runs
+              if r.layers is not None and {"group", "flops_fwd"} <= set(r.layers.columns)]
+    columns = ["share_flops", "share_flops_lo", "share_flops_hi", "share_time", "share_time_lo", "share_time_hi", "timed"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    g = pd.concat(frames).groupby(level=0, sort=False)
+    out = pd.DataFrame({"share_flops": g["share_flops"].mean(), "share_flops_lo": g["share_flops"].min(),
+                        "share_flops_hi": g["share_flops"].max(), "share_time": g["share_time"].mean(),
+                        "share_time_lo": g["share_time"].min(), "share_time_hi": g["share_time"].max(),
+                        "timed": g["share_time"].count()})
+    return out[columns]
+
+
+def tuning_table(study: Study) -> pd.DataFrame:
+    """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, n),
+    and `chosen`: the LR with the best mean for that stem (the smaller LR on a tie)."""
+    labels = stem_labels(study.tuning)
+    rows = []
+    for (stem, lr), rs in _group(study.tuning, lambda r: (labels[id(r)], r.lr)).items():
+        accs = [r.metric("valid_acc") for r in completed(rs)]
+        mean, half = t_interval(accs)
+        rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "n": len(accs), "points": len(rs)})
+    table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "n", "points"]).sort_values(["stem", "lr"])
+    table["chosen"] = False
+    ranked = table[table["n"] > 0].sort_values(["stem", "acc_mean", "lr"], ascending=[True, False, True])
+    table.loc[ranked.groupby("stem").head(1).index, "chosen"] = True
+    return table.reset_index(drop=True)
+
+
+def _group(runs: list[Run], key) -> dict[Any, list[Run]]:
+    out: dict[Any, list[Run]] = {}
+    for r in runs:
+        out.setdefault(key(r), []).append(r)
+    return out

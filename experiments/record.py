@@ -1,0 +1,160 @@
+"""The result record: the one module that writes and reads a run's result.json, layers.csv and history.csv.
+
+A run directory holds a complete record when it has a result.json: the tables are written first and
+result.json last, each atomically (stems.base.atomic_write). result.json is strict JSON: a missing or
+non-finite number is `null`, never `NaN`/`Infinity`, so jq, JavaScript and every JSON library read it.
+
+Reading is tolerant: a file that is not UTF-8, not JSON, or not shaped like a record comes back as an
+`Unreadable` with the reason, for the caller to name (a sweep re-runs the point, the report skips it);
+nothing here raises on a bad file. Older records written with `NaN` literals are still read.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+
+from stems.base import atomic_write
+
+RECORD_FORMAT = 1  # bump when result.json changes shape; readers accept older ones and name newer ones unreadable
+RESULT_FILE, LAYERS_FILE, HISTORY_FILE = "result.json", "layers.csv", "history.csv"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file the reader could not use, and why (one phrase; the caller names the file)."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def strict(value: Any) -> Any:
+    """`value` as strict JSON stores it: NaN and ±inf become None at any depth, tuples become lists,
+    numpy scalars become Python numbers, anything else JSON has no type for becomes its str."""
+    if isinstance(value, Mapping):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, (bool, str, type(None))):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON text; allow_nan=False makes any non-finite number that slipped through an error, not `NaN`."""
+    return json.dumps(strict(value), indent=2, allow_nan=False)
+
+
+def write_record(out_dir: Path, result: Mapping[str, Any], layers: pd.DataFrame | None = None,
+                 history: pd.DataFrame | None = None) -> Path:
+    """layers.csv, history.csv, then result.json, each atomically; returns result.json's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in ((LAYERS_FILE, layers), (HISTORY_FILE, history)):
+        if table is not None:
+            atomic_write(out_dir / name, table.to_csv(index=False))
+    return atomic_write(out_dir / RESULT_FILE, to_json({"format": RECORD_FORMAT, **result}))
+
+
+# ---------------------------------------------------------------------------------------------
+# the fields runs share
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """stem-trunk-data-sSEED: the run's name in W&B and in its record."""
+    return "-".join(str(config[k]["name"]) for k in ("stem", "trunk", "data")) + f"-s{config['seed']}"
+
+
+def failure(error: BaseException) -> dict[str, str]:
+    """The fields a `failed` record adds: status, the error and its traceback (call inside `except`)."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Software and hardware versions, for the record (a study must be comparable years later)."""
+    cuda = torch.cuda.is_available()
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": _version("torchvision"),
+           "fastai": _version("fastai"), "hydra": _version("hydra-core"), "platform": platform.platform(),
+           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "cuda": torch.version.cuda if cuda else None, "gpu": torch.cuda.get_device_name() if cuda else None}
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                           cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        env["git_commit"] = None
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_record(path: Path) -> dict[str, Any] | Unreadable:
+    """result.json as a dict (non-finite numbers of old records as None), or why it cannot be used."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        return Unreadable(path, f"cannot be read ({e.strerror or type(e).__name__})")
+    except UnicodeDecodeError as e:
+        return Unreadable(path, f"is not UTF-8 text (byte {e.start})")
+    try:
+        record = json.loads(text)  # Python's json accepts the NaN literals older records hold
+    except json.JSONDecodeError as e:
+        return Unreadable(path, f"is not JSON ({e.msg} at line {e.lineno})")
+    if not isinstance(record, dict):
+        return Unreadable(path, f"is not a result record (a JSON {type(record).__name__}, not an object)")
+    missing = [k for k in ("config", "status") if k not in record]
+    if missing:
+        return Unreadable(path, f"is not a result record (no {' or '.join(missing)})")
+    config = record["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("stem"), dict) or "name" not in config["stem"]:
+        return Unreadable(path, "is not a result record (no config.stem.name)")
+    fmt = record.get("format", RECORD_FORMAT)  # records from before the format number have format 1's fields
+    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+        return Unreadable(path, f"has record format {fmt}, newer than this reader's {RECORD_FORMAT} (update stemlab)")
+    return strict(record)
+
+
+def read_table(path: Path) -> pd.DataFrame | Unreadable | None:
+    """A record's layers.csv or history.csv; None when the run wrote none."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        return Unreadable(path, f"is not a readable CSV table ({type(e).__name__})")
+
+
+def metric(record: Mapping[str, Any]) -> float:
+    """What a sweeper optimises: the final validation accuracy (NaN when the run has none)."""
+    value = (record.get("metrics") or {}).get("valid_acc")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
