@@ -28,9 +28,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 import stems
 from stems.base import StemlabError
 
-from .schema import StemConf, register_configs
+from .schema import StemConf, register_configs, stem_node
 
-__all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "to_dict"]
+__all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "stem_node", "to_dict"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("stem", "trunk", "data", "train", "logger")
