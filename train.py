@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from experiments.config import ConfigError, check_overrides, register_configs, to_dict
+from experiments.config import ConfigError, check_command_line, register_configs, to_dict
 
 log = logging.getLogger("stemlab")
 register_configs()
@@ -63,9 +63,13 @@ if __name__ == "__main__":
     # submitit's workers (hydra/launcher=local_queue|slurm) unpickle main() in a fresh interpreter: give them
     # this project's packages even when it is not pip-installed
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
-    try:
-        check_overrides(hydra._internal.utils.get_args_parser().parse_args().overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    # Hydra creates the run directory before it calls main(): every setting (of every point of a sweep) is
+    # checked first, so that a refused command writes nothing
+    args = hydra._internal.utils.get_args_parser().parse_args()
+    if not (args.help or args.hydra_help):
+        try:
+            check_command_line(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     main()

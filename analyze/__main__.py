@@ -46,16 +46,10 @@ def add_profile_parser(sub: Any) -> None:
 
 
 def compose(overrides: Sequence[str]) -> Any:
-    """The config train.py would run with these overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The config train.py would run with these overrides (checked: a bad setting raises ConfigError)."""
+    from experiments.config import compose as compose_checked
 
-    from experiments.config import CONF_DIR, check_overrides, register_configs
-
-    register_configs()
-    check_overrides(list(overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_checked(list(overrides))
 
 
 def build_for_profile(cfg: Any) -> tuple[Any, tuple[int, int, int, int]]:

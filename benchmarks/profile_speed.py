@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 def build(stem: str, trunk: str, in_channels: int = 3, num_classes: int = 10) -> torch.nn.Module:
     """The project's model (registered stem + fixed trunk), as train.py would build it."""
-    from omegaconf import OmegaConf
+    from dataclasses import asdict
 
-    from experiments.config import CONF_DIR, stem_node
     from experiments.model import build_model
+    from experiments.schema import TRUNKS, stem_node
 
-    trunk_cfg = OmegaConf.load(CONF_DIR / "trunk" / f"{trunk}.yaml")
+    trunk_cfg = asdict(next(t for t in TRUNKS if t.name == trunk))
     return build_model(stem_node(stem), trunk_cfg, in_channels, num_classes)
 
 

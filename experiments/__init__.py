@@ -2,6 +2,16 @@
 
     experiments.run(cfg, out_dir) -> validation accuracy
 """
-from .runner import RunFailed, run
+from importlib import import_module
+
+import stems  # noqa: F401  (first of all: stems' import of fastai.layers is where fastai's torch.jit warning is filtered)
 
 __all__ = ["RunFailed", "run"]
+
+
+def __getattr__(name: str):
+    # experiments.run loads fastai and torchvision (seconds): resolved on first use (PEP 562), so that
+    # `train.py --help` and the config checks, which import only experiments.config, start fast
+    if name in __all__:
+        return getattr(import_module(".runner", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,75 +1,236 @@
-"""Hydra configuration: the stem group filled from the registry, and command-line checks that turn a
-bad choice into one sentence before Hydra starts."""
+"""Hydra configuration: compose the config of a command line and check it before anything runs.
+
+Hydra creates a run's directory before it calls the task, so train.py calls `check_command_line` first: it
+composes the config of the run, or of every point of a sweep (expanded as Hydra's BasicSweeper expands it),
+and refuses a bad one with a ConfigError whose message is one sentence naming the key and the values it
+accepts. The types and keys come from the structured configs of experiments.schema; the accepted values
+from their `Rule`s; a few checks span groups (the stem's stride, the memory a batch needs)."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
+import os
 from pathlib import Path
+from typing import Any, Iterator
 
-from hydra.core.config_store import ConfigStore
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 import stems
+from stems.base import StemlabError
 
-from .model import STEM_KEYS
+from .schema import StemConf, register_configs, stem_node
+
+__all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "stem_node", "to_dict"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("stem", "trunk", "data", "train", "logger")
+# A batch of fp32 input images may take at most this share of RAM: the activations of a CNN are many times
+# the size of its input, so a larger batch cannot train on this machine (and would fail after minutes).
+MEMORY_SHARE = 16
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
-class ConfigError(ValueError):
-    """A command-line override that names something that does not exist."""
+class ConfigError(StemlabError):
+    """A setting that cannot run; the message is one sentence naming the key and the values it accepts."""
 
 
-def stem_node(name: str) -> dict:
-    """A stem's config node: its name, the contract's out_channels, `match`, and its parameters' defaults."""
-    s = stems.spec(name)
-    return {"name": name, "out_channels": s.out_channels, "match": None, **s.defaults}
+def check_command_line(overrides: list[str], multirun: bool = False, config_name: str = "config") -> int:
+    """Check the config of `python train.py [-m] OVERRIDES` (every point of a sweep); returns the number of
+    configs checked. Raises ConfigError before anything is written."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        check_choices(overrides)
+        if not multirun:
+            check_config(compose_job(config_name, overrides), overrides)
+            return 1
+        checked = 0
+        for point, cfg in sweep_points(config_name, overrides):
+            check_config(cfg, point)
+            checked += 1
+        return checked
 
 
-def register_configs() -> None:
-    """Put every registered stem in Hydra's `stem` group (registering a stem is the only step needed)."""
-    cs = ConfigStore.instance()
-    for name in stems.available():
-        cs.store(group="stem", name=name, node=stem_node(name))
+def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """The checked config of a single run with these overrides (what train.py would run)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        check_choices(overrides)
+        cfg = compose_job(config_name, overrides)
+    check_config(cfg, overrides)
+    return cfg
 
 
-def options(group: str) -> list[str]:
-    """The choices of a config group: registered stems, or the YAML files of conf/<group>/."""
-    if group == "stem":
-        return stems.available()
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def compose_job(config_name: str, overrides: list[str]) -> DictConfig:
+    try:
+        return hydra_compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(explain(e, overrides)) from None
 
 
-def default_choice(group: str) -> str:
-    """The choice conf/config.yaml's defaults list makes for `group`."""
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").defaults)
-    return next(d[group] for d in defaults if isinstance(d, dict) and group in d)
+def check_choices(overrides: list[str]) -> None:
+    """Unknown group choices (stem=nope, trunk=…, data=…), swept or not, in one sentence each.
 
-
-def check_overrides(overrides: list[str]) -> None:
-    """Unknown group choices (stem=nope, trunk=…, data=…) and unknown stem parameters, in one sentence each.
-
-    Hydra would also refuse them, but in several lines and without the stem's parameter list."""
+    Hydra would also refuse them, but in several lines."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return  # a syntax error: Hydra's own message says where
-    choices = {}
+    except HydraException:
+        return  # a syntax error: composing reports it
+    loader = GlobalHydra.instance().config_loader()
     for o in parsed:
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        if o.key_or_group in ("stem", "trunk", "data", "train", "logger"):
-            valid = options(o.key_or_group)
+        if o.key_or_group in GROUPS:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            valid = loader.get_group_options(o.key_or_group)
             bad = [v for v in values if v not in valid]
             if bad:
                 raise ConfigError(f"unknown {o.key_or_group} {', '.join(map(repr, bad))}; choose one of: {', '.join(valid)}.")
-            choices[o.key_or_group] = values
-    for o in parsed:
-        key = o.key_or_group
-        if key.startswith("stem.") and not o.is_add() and not o.is_delete():
-            param = key.split(".")[1]
-            for name in choices.get("stem", [default_choice("stem")]):
-                valid = [*STEM_KEYS[1:], *stems.spec(name).defaults]
-                if param not in valid:
-                    raise ConfigError(f"stem {name!r} has no parameter {param!r}; its parameters are: {', '.join(valid)}.")
+
+
+def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[str], DictConfig]]:
+    """Every point of a sweep with its job config, as Hydra's BasicSweeper expands the sweep and as its config
+    loader composes a point: group choices first (composed once per distinct combination), then the values.
+
+    Another sweeper (e.g. a search over an interval) has no list of points: its fixed settings are checked."""
+    gh = GlobalHydra.instance()
+    try:
+        sweep_cfg = gh.hydra.compose_config(config_name, overrides, run_mode=RunMode.MULTIRUN, from_shell=True,
+                                            with_log_configuration=False)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(explain(e, overrides)) from None
+    sweeper = sweep_cfg.hydra.sweeper
+    if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        yield overrides, compose_job(config_name, [o for o in overrides if not is_sweep(o)])
+        return
+    # what BasicSweeper.sweep does: the preset's hydra.sweeper.params, then the command line's task overrides
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create(config_loader=gh.config_loader())
+    repository = gh.config_loader().repository
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    for batch in BasicSweeper.split_arguments(parser.parse_overrides([*params, *sweep_cfg.hydra.overrides.task]), None):
+        for point in batch:
+            parsed = parser.parse_overrides(point)
+            # Hydra's own split (defaults_list.Overrides): a group's choice selects configs, anything else is a value
+            choices = tuple(o.input_line for o in parsed
+                            if repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
+            if choices not in composed:
+                composed[choices] = compose_job(config_name, list(choices))
+            cfg = copy.deepcopy(composed[choices])
+            values = [o for o in parsed if o.input_line not in choices and not o.is_hydra_override()]
+            try:  # the values are applied after composing, as Hydra's config loader does
+                ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            except (HydraException, OmegaConfBaseException) as e:
+                raise ConfigError(explain(e, point)) from None
+            yield point, cfg
+
+
+def is_sweep(override: str) -> bool:
+    return OverridesParser.create().parse_override(override).is_sweep_override()
+
+
+def check_config(cfg: DictConfig, overrides: list[str]) -> None:
+    """Every key against its schema and rule, then the checks that span groups."""
+    check_node(cfg, "")
+    for group in ("stem", "data"):  # the name selects the code that builds it: it must be the chosen option's
+        chosen = OmegaConf.get_type(cfg[group]).name
+        if cfg[group].name != chosen:
+            raise ConfigError(f"{group}.name={cfg[group].name} differs from the chosen {group} {chosen!r}; "
+                              f"choose another {group} with {group}=NAME, not {group}.name.")
+    check_image_size(cfg)
+
+
+def check_node(node: DictConfig, path: str) -> None:
+    """Unknown keys, missing values and values outside a key's rule, recursively (OmegaConf checks only types)."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in fields and not (path == "" and key == "hydra"):
+            raise ConfigError(unknown_key(path, str(key), schema))
+    for key, f in fields.items():
+        full = f"{path}.{key}" if path else key
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{full} has no value; set it with {full}=VALUE ({accepted(f)}).")
+        value = node[key]
+        rule = f.metadata.get("rule")
+        if isinstance(value, DictConfig):
+            check_node(value, full)
+        elif rule and value is not None and not rule.test(value):
+            raise ConfigError(f"{full}={shown(value)} is not valid; use {rule.text}.")
+
+
+def check_image_size(cfg: DictConfig) -> None:
+    """The stem divides the image by its stride exactly, and a batch of input images fits the machine."""
+    channels, size = OmegaConf.to_object(cfg.data).image_shape()
+    try:
+        stems.check_image_size(cfg.stem.name, size)
+    except ValueError as e:
+        raise ConfigError(f"data.image_size={size}: {e}") from None
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    bs, need = cfg.train.bs, cfg.train.bs * channels * size * size * 4
+    if need <= ram / MEMORY_SHARE:
+        return
+    key, fix = f"train.bs={bs}", f"train.bs ≤ {max(1, int(ram / MEMORY_SHARE / (channels * size * size * 4)))}"
+    stride = stems.spec(cfg.stem.name).stride
+    largest = math.isqrt(int(ram / MEMORY_SHARE / (bs * channels * 4))) // stride * stride
+    if "image_size" in cfg.data and largest >= stride:
+        key, fix = f"data.image_size={size} with train.bs={bs}", f"data.image_size ≤ {largest} or {fix}"
+    raise ConfigError(f"{key} is too large for this machine: a batch of {bs}×{channels}×{size}×{size} fp32 images "
+                      f"needs {need / 2**30:,.1f} GiB, more than 1/{MEMORY_SHARE} of its {ram / 2**30:.0f} GiB of RAM; "
+                      f"use {fix}.")
+
+
+def unknown_key(path: str, key: str, schema: type) -> str:
+    keys = [f.name for f in dataclasses.fields(schema)]
+    if issubclass(schema, StemConf):
+        return f"stem {schema.name!r} has no parameter {key!r}; its parameters are: {', '.join(keys[1:])}."
+    return f"{path or 'the config'} has no key {key!r}; its keys are: {', '.join(keys)}."
+
+
+def accepted(f: dataclasses.Field) -> str:
+    """What a field accepts, in words: its rule, else its type."""
+    rule = f.metadata.get("rule")
+    return rule.text if rule else TYPE_WORDS.get(f.type, "a value of its type")
+
+
+def shown(value: Any) -> str:
+    return str(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
+
+
+def explain(error: Exception, overrides: list[str]) -> str:
+    """One sentence for an error Hydra or OmegaConf raised while composing: an unknown key or a value of the
+    wrong type, named with the values it accepts; anything else, Hydra's own message on one line."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+            schema, key = cause.object_type, str(cause.key)
+            if dataclasses.is_dataclass(schema) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+                return unknown_key(cause.full_key.rpartition(".")[0], key, schema)
+            if dataclasses.is_dataclass(schema) and isinstance(cause, ValidationError):
+                field = next(f for f in dataclasses.fields(schema) if f.name == key)
+                return f"{given(cause.full_key, overrides)} is not valid; use {accepted(field)}."
+            if isinstance(cause, ValidationError):  # an element of a list: OmegaConf's sentence names the type
+                listed = cause.full_key.partition("[")[0]
+                return f"{given(listed, overrides)} is not valid: {str(cause).splitlines()[0].rstrip('.')}."
+        cause = cause.__cause__ or cause.__context__
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def given(key: str, overrides: list[str]) -> str:
+    """`key=value` as the command line gave it."""
+    for o in reversed(OverridesParser.create().parse_overrides(overrides)):  # the last one wins, as in Hydra
+        if o.key_or_group == key:
+            return f"{key}={o.get_value_element_as_str()}"
+    return key
 
 
 def to_dict(cfg) -> dict:

@@ -15,7 +15,7 @@ from torch import nn
 import stems
 from stems.match import match_params
 
-STEM_KEYS = ("name", "out_channels", "match")  # config keys of a stem node that are not factory params
+from .schema import STEM_KEYS
 
 
 class TrunkError(ValueError):

@@ -87,8 +87,15 @@ def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, args, message):
     assert not (tmp_path / "run" / "result.json").exists()
 
 
-def test_multirun_over_stems(tmp_path):
+def test_multirun_over_stems_resumes_in_any_order(tmp_path):
     proc = run_cli("-m", *TINY, "stem=resnet_7x7,patchify_4x4", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    records = sorted(tmp_path.glob("*/result.json"))
-    assert [json.loads(p.read_text())["config"]["stem"]["name"] for p in records] == ["resnet_7x7", "patchify_4x4"]
+    # each point's directory is its overrides, sorted, without the logger choice (hydra.job.override_dirname)
+    shared = "data.image_size=16,data.n_train=32,data.n_valid=16,data=synthetic,{},train.bs=8,train.epochs=1"
+    records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")}
+    assert {k: r["config"]["stem"]["name"] for k, r in records.items()} == \
+        {shared.format("stem=resnet_7x7"): "resnet_7x7", shared.format("stem=patchify_4x4"): "patchify_4x4"}
+    # the same sweep with its values in the other order finds both points done
+    proc = run_cli("-m", *TINY, "stem=patchify_4x4,resnet_7x7", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (proc.stdout + proc.stderr).count("already completed") == 2
