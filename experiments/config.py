@@ -91,6 +91,10 @@ def check_choices(overrides: list[str]) -> None:
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
             valid = loader.get_group_options(o.key_or_group)
             bad = [v for v in values if v not in valid]
+            alias = next((v for v in bad if o.key_or_group == "stem" and v in stems.aliases()), None)
+            if alias:
+                raise ConfigError(f"stem {alias!r} is an alias of {stems.aliases()[alias]!r} (one network, one name "
+                                  f"in a study); use stem={stems.aliases()[alias]}.")
             if bad:
                 raise ConfigError(f"unknown {o.key_or_group} {', '.join(map(repr, bad))}; choose one of: {', '.join(valid)}.")
 

@@ -83,6 +83,7 @@ def test_valid_command_lines_pass_the_checks():
     ("data.image_size=30", "data.image_size=30: input size 30 is not divisible by stem 'xresnet_3conv''s stride 4; "
                            "use a multiple of 4 such as 28 or 32."),
     ("stem=nope", "unknown stem 'nope'; choose one of: conv2_s2, "),
+    ("stem=deep", "stem 'deep' is an alias of 'xresnet_3conv' (one network, one name in a study); use stem=xresnet_3conv."),
     ("trunk=nope", "unknown trunk 'nope'; choose one of: xresnet18, xresnet34, xresnet50."),
     ("data=nope", "unknown data 'nope'; choose one of: imagenette, mnist, mnist5k, synthetic."),
     ("stem.widht=[1]", "stem 'xresnet_3conv' has no parameter 'widht'; its parameters are: out_channels, match, widths, "
