@@ -135,7 +135,7 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_outputs(profile: Any, out: Path) -> list[Path]:
     """layers.csv, groups.csv, totals.json and the two plots; each file written whole or not at all."""
-    from analyze.plots import plot_roofline, plot_shares
+    from analyze.profile.plots import plot_roofline, plot_shares
 
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "layers.csv", lambda p: profile.layers.to_csv(p, index=False))

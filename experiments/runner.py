@@ -12,8 +12,8 @@ import pandas as pd
 from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
-from analyze.plots import save_plots
 from analyze.profile import profile_model
+from analyze.profile.plots import save_plots
 
 from .config import to_dict
 from .data import build_data

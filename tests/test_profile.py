@@ -221,7 +221,7 @@ def test_roofline_columns_use_cached_peaks(tmp_path, monkeypatch):
 
 
 def test_plots_are_written(tmp_path, monkeypatch):
-    from analyze.plots import save_plots
+    from analyze.profile.plots import save_plots
 
     monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
     untimed = profile_model(_named_model(), (2, 1, 28, 28), latency=False)

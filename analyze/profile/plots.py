@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from analyze.profile import Profile
+    from analyze.profile.tables import Profile
 
 __all__ = ["plot_shares", "plot_roofline", "save_plots"]
 
