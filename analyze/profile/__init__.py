@@ -23,6 +23,7 @@ Counting rules
 
   ======================================  =============================================
   any ``pointwise``-tagged aten op         1 per output element (relu, add, mul, gelu, ...)
+  activation backward (leaky_relu, ...)    1 per output element
   batch/layer/group norm, forward          4 per element training (stats 2 + scale-shift 2),
                                            2 per element in eval (scale-shift only)
   norm backward                            6 per input element

@@ -57,7 +57,12 @@ _ZERO_COST = frozenset(
     _local_scalar_dense item is_same_size lift_fresh_copy slice_backward select_backward
     expand_copy view_copy permute_copy t_copy transpose_copy unsqueeze_copy squeeze_copy
     _to_dense detach_ arange rand randn rand_like randn_like bernoulli_ normal_ uniform_
-    _has_compatible_shallow_copy_type""".split()
+    _has_compatible_shallow_copy_type pixel_shuffle pixel_unshuffle""".split()
+)
+# activation backward ops that torch does not tag `pointwise` (their forward ops are): 1 per element
+_ACTIVATION_BWD = frozenset(
+    """leaky_relu_backward hardtanh_backward hardswish_backward hardsigmoid_backward elu_backward
+    mish_backward softplus_backward""".split()
 )
 _NORM_FWD = frozenset(
     """native_batch_norm _native_batch_norm_legit _native_batch_norm_legit_functional
@@ -125,7 +130,7 @@ def elementwise_flops(func: torch._ops.OpOverload, args: tuple, out: Any) -> int
     name = func._overloadpacket.__name__
     if name in _ZERO_COST:
         return 0
-    if torch.Tag.pointwise in func.tags:
+    if torch.Tag.pointwise in func.tags or name in _ACTIVATION_BWD:
         return _first_numel(out)
     if name in _NORM_FWD:
         return (4 if _norm_is_training(name, args) else 2) * _numel(args[0])
