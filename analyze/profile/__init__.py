@@ -111,11 +111,12 @@ def profile_model(
     The model is profiled on a private copy moved to `device` (in its current train/eval mode),
     so its weights, BN statistics and gradients are left as they were.  `dtype` turns on autocast
     (e.g. ``torch.bfloat16``).  With ``latency=False`` only counts are made (fast; time columns NaN).
-    Timing: `warmup` untimed steps, then profiled and end-to-end steps alternating, `repeats` of
-    each at most; once `budget_s` seconds of timing are spent (None: no limit) it stops after 2 of
-    each.  `threads` sets torch's CPU threads while timing (1 gives steady CPU figures on a machine
-    shared with other work); None keeps the current setting.  With latency and `roofline`, the
-    device's achieved peaks (``calibrate.peaks``, cached) give the columns
+    Timing: `warmup` untimed steps (the first also starts the profiler up), then profiled and
+    end-to-end steps alternating, `repeats` of each at most; once `budget_s` seconds of timing are
+    spent (None: no limit) it stops at 2 of each.  `threads` sets torch's CPU threads while timing
+    (1 gives steady CPU figures on a machine shared with other work); None keeps the current
+    setting.  With latency and `roofline`, the device's achieved peaks (``calibrate.peaks``,
+    cached) give the columns
     ``tflops, gbps, roofline_ms, efficiency``.  `progress` receives one line per stage.
     """
     if not isinstance(model, nn.Module):

@@ -1,39 +1,64 @@
 """The profile's two pictures, as PNG files.
 
-1. ``shares.png`` — each layer's share of FLOPs next to its share of time along the depth, for the
-   forward pass and for a training step (forward + backward): the seed question ("most of the
-   computation is in the early layers") answered in one picture.  Without timings, the share of
-   bytes moved stands in for time.
-2. ``roofline.png`` — every layer as a point (arithmetic intensity, achieved FLOP/s) under the
-   device's two ceilings (peak FLOP/s, peak bandwidth × intensity), coloured by group.
+1. ``shares.png`` — each layer's (or, on deep models, each block's) share of FLOPs next to its share
+   of time along the depth, for the forward pass and for a training step (forward + backward): the
+   seed question ("most of the computation is in the early layers") answered in one picture.  An
+   untimed profile gets one panel, share of FLOPs vs share of bytes moved, titled so.
+2. ``roofline.png`` — every timed layer as a point (arithmetic intensity, achieved FLOP/s) under the
+   device's two ceilings (peak FLOP/s, peak bandwidth × intensity), coloured by group, the layers
+   that take the most time named (labels placed without overlap by ``adjustText``).
 
 Matplotlib's object API with the Agg canvas: no display and no global pyplot state are needed.
+Every file is written atomically (``stems.base.atomic_write``).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+from adjustText import adjust_text
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+from stems.base import atomic_write
 
-    from analyze.profile.tables import Profile
+from .tables import Profile
 
-__all__ = ["plot_shares", "plot_roofline", "save_plots"]
+__all__ = ["plot_shares", "plot_roofline", "save_plots", "depth_units"]
+
+MAX_LAYER_BARS = 40  # more leaves than this: one bar per block (stage2.0, stage2.1, ...)
+NAMED_ON_ROOFLINE = 8  # the layers taking the most forward time get their names on the roofline
+_DPI = 130
 
 
-def _figure(width: float, height: float, rows: int = 1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    return fig, axes
+    return fig, list(axes)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png"))
+
+
+def depth_units(layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers summed per drawn unit along the depth: each leaf on small models, each block on deep ones.
+
+    A block is the first two parts of a layer's name (``stage2.1.convpath.0.0`` → ``stage2.1``); the
+    columns are the sums of the shares and bytes of its leaves, in execution order.
+    """
+    cols = ["share_flops", "share_time", "share_flops_train", "share_time_train", "bytes_moved"]
+    units = layers["name"].astype(str)
+    if len(layers) > MAX_LAYER_BARS:
+        units = units.map(lambda n: ".".join(n.split(".")[:2]))
+    frame = layers[cols].assign(unit=units.to_numpy(), group=layers["group"].astype(str).to_numpy())
+    out = frame.groupby("unit", sort=False).agg({**{c: lambda s: s.sum(min_count=1) for c in cols}, "group": "first"})
+    return out.reset_index()
 
 
 def _group_spans(groups: list[str]) -> list[tuple[str, int, int]]:
@@ -54,12 +79,12 @@ def _shade_groups(ax: Axes, groups: list[str]) -> None:
         ax.text((a + b) / 2, 1.0, g, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
 
 
-def _shares_panel(ax: Axes, flops: np.ndarray, other: np.ndarray, other_label: str, title: str,
+def _shares_panel(ax: Axes, flops: pd.Series, other: pd.Series, other_label: str, title: str,
                   groups: list[str]) -> None:
     x = np.arange(len(flops))
     w = 0.42
-    ax.bar(x - w / 2, 100 * flops, w, label="share of FLOPs", color="tab:blue")
-    ax.bar(x + w / 2, 100 * other, w, label=other_label, color="tab:orange")
+    ax.bar(x - w / 2, 100 * flops.fillna(0).to_numpy(float), w, label="share of FLOPs", color="tab:blue")
+    ax.bar(x + w / 2, 100 * other.fillna(0).to_numpy(float), w, label=other_label, color="tab:orange")
     ax.set_ylabel("% of model")
     ax.set_title(title, fontsize=9, loc="left", pad=12)
     ax.legend(fontsize=7, loc="upper right")
@@ -67,30 +92,35 @@ def _shares_panel(ax: Axes, flops: np.ndarray, other: np.ndarray, other_label: s
 
 
 def plot_shares(profile: Profile, path: str | Path) -> Path:
-    """Bars of FLOPs share vs time share per layer, forward (top) and training step (bottom)."""
-    layers = profile.layers
-    groups = [str(g) for g in layers["group"]]
-    timed = layers["ms_fwd"].notna().any()
-    fig, (top, bottom) = _figure(max(8.0, 0.12 * len(layers)), 6.5, rows=2)
+    """Bars of FLOPs share vs time share per layer or block: forward and training step; untimed: FLOPs vs bytes."""
+    units = depth_units(profile.layers)
+    groups = units["group"].tolist()
+    timed = profile.layers["ms_fwd"].notna().any()
+    rows = 2 if timed else 1
+    width = min(max(6.0, 0.28 * len(units) + 2.0), 16.0)
+    fig, axes = _figure(width, 2.2 + 2.6 * rows, rows=rows)
     if timed:
-        other_fwd, other_train, label = layers["share_time"], layers["share_time_train"], "share of time"
+        _shares_panel(axes[0], units["share_flops"], units["share_time"], "share of time", "forward", groups)
+        _shares_panel(axes[1], units["share_flops_train"], units["share_time_train"], "share of time",
+                      "training step (forward + backward)", groups)
+        what = "FLOPs vs time"
     else:
-        bytes_share = layers["bytes_moved"] / layers["bytes_moved"].sum()
-        other_fwd, other_train, label = bytes_share, bytes_share, "share of bytes moved (no timing)"
-    _shares_panel(top, layers["share_flops"].to_numpy(float), other_fwd.fillna(0).to_numpy(float), label,
-                  "forward", groups)
-    _shares_panel(bottom, layers["share_flops_train"].to_numpy(float), other_train.fillna(0).to_numpy(float),
-                  label, "training step (forward + backward)", groups)
-    bottom.set_xlabel("layer (execution order)")
+        bytes_share = units["bytes_moved"] / units["bytes_moved"].sum()
+        _shares_panel(axes[0], units["share_flops"], bytes_share, "share of bytes moved",
+                      "forward (not timed: bytes moved stand in for time)", groups)
+        what = "FLOPs vs bytes moved"
+    per = "block" if len(units) < len(profile.layers) else "layer"
+    bottom = axes[-1]
+    bottom.set_xticks(np.arange(len(units)), units["unit"].tolist(), rotation=60, ha="right", fontsize=7)
+    bottom.set_xlim(-0.6, len(units) - 0.4)
+    bottom.set_xlabel(f"{per} (execution order)")
     meta = profile.meta
-    fig.suptitle(f"FLOPs vs time per layer — input {meta.get('input_shape')}, {meta.get('device')}", fontsize=10)
-    path = Path(path)
-    fig.savefig(path, dpi=130)
-    return path
+    fig.suptitle(f"{what} per {per} — input {meta.get('input_shape')}, {meta.get('device')}", fontsize=10)
+    return _save(fig, path)
 
 
 def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
-    """Roofline scatter of the timed layers; None when the profile has no timings or peaks."""
+    """Roofline scatter of the timed layers, the slowest named; None when the profile has no timings or peaks."""
     layers = profile.layers
     peak = profile.meta.get("peaks")
     if peak is None or "tflops" not in layers or not layers["ms_fwd"].notna().any():
@@ -98,7 +128,7 @@ def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
     pts = layers[(layers["flops_fwd"] > 0) & (layers["ms_fwd"] > 0) & (layers["bytes_moved"] > 0)]
     intensity = pts["intensity"].to_numpy(float)
     achieved = (pts["flops_fwd"] / (pts["ms_fwd"] / 1e3)).to_numpy(float)
-    fig, (ax,) = _figure(7.5, 5.0)
+    fig, (ax,) = _figure(9.0, 5.5)
     lo = min(intensity.min(initial=1.0), 0.05)
     hi = max(intensity.max(initial=1.0), 4 * peak["flops_per_s"] / peak["bytes_per_s"])
     xs = np.logspace(math.log10(lo), math.log10(hi), 200)
@@ -111,12 +141,16 @@ def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (forward FLOPs / byte moved)")
     ax.set_ylabel("achieved FLOP/s (forward)")
-    ax.set_title(f"roofline — {peak['device']}, {peak['dtype']}", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"roofline — {peak['device']}, {peak['dtype']}; the {NAMED_ON_ROOFLINE} slowest layers named",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points and names stay clear
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
-    path = Path(path)
-    fig.savefig(path, dpi=130)
-    return path
+    slowest = np.argsort(-pts["ms_fwd"].to_numpy(float), kind="stable")[:NAMED_ON_ROOFLINE]
+    labels = [ax.text(intensity[i], achieved[i], f"{pts['name'].iloc[i]} {pts['ms_fwd'].iloc[i]:.3g} ms",
+                      fontsize=6.5) for i in slowest]
+    adjust_text(labels, x=intensity, y=achieved, ax=ax, expand=(1.3, 1.9), force_text=(0.3, 0.6),
+                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+    return _save(fig, path)
 
 
 def save_plots(profile: Profile, out_dir: str | Path) -> list[Path]:

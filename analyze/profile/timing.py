@@ -217,10 +217,10 @@ def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device
     cuda = dev.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     started = time.perf_counter()
-    progress(f"timing: warm-up ({max(warmup, 1)} step(s) + the profiler's start-up)")
+    progress(f"timing: {max(warmup, 1)} warm-up step(s), the first under the profiler's start-up")
     with profile(activities=activities):  # the first session pays the profiler's start-up
         _step(model, x, backward, dev, dtype)
-    for _ in range(max(warmup, 1)):
+    for _ in range(max(warmup, 1) - 1):
         _step(model, x, backward, dev, dtype)
     fwd_ms: list[list[float]] = [[] for _ in leaves]
     bwd_ms: list[list[float]] = [[] for _ in leaves]
