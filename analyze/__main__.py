@@ -30,13 +30,13 @@ from rich.table import Table
 
 from analyze.profile import Profile
 from analyze.profile.plots import save_plots
-from analyze.report import add_report_parser
+from analyze.report import add_report_parser, run_report
 from experiments.config import CONF_DIR, check_overrides, register_configs
 from experiments.data import build_data
 from experiments.fit import resolve_hardware
 from experiments.model import build_model, resolve_stem
 from experiments.runner import profile_run
-from stems.base import StemlabError, atomic_write
+from stems.base import atomic_write
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -55,7 +55,6 @@ def add_profile_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (1 = steadiest on a shared machine)")
     p.add_argument("--layers", action="store_true", help="also print the per-layer table")
     p.add_argument("--out", default=None, help="output directory (default: outputs/profile/STEM_TRUNK_DATA_SIZE)")
-    p.set_defaults(func=run_profile)
 
 
 def compose(overrides: Sequence[str]) -> Any:
@@ -144,7 +143,6 @@ def write_outputs(profile: Profile, out: Path) -> list[Path]:
 
 def run_profile(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)
-    _progress("composing the config")
     cfg = compose(args.overrides)
     t0 = time.perf_counter()
     profile = profile_configured(cfg, args.threads)
@@ -168,6 +166,9 @@ def run_profile(args: argparse.Namespace) -> int:
 # entry point
 
 
+COMMANDS = {"profile": run_profile, "report": run_report}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ValueError as e:  # ProfileError, ConfigError, DataError, StemError, TrunkError: one sentence each
+        return COMMANDS[args.command](args)
+    except ValueError as e:  # StemlabError (ProfileError, ...) and the config/data errors: one sentence each
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -95,10 +95,12 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
     shape = (batch, data.in_channels, data.image_size, data.image_size)
     log.info("Profiling the model (input %s on %s%s).", shape, hw.device,
              f", timing within about {cfg.profile.budget_s} s" if latency and cfg.profile.budget_s else "")
+    t0 = time.perf_counter()
     profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
                             dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(hw.precision),  # fp32: none
                             channels_last=hw.channels_last,
                             budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
+    log.info("Profiled in %.1f s.", time.perf_counter() - t0)
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
     return profile, per_image

@@ -85,6 +85,7 @@ def _shares_panel(ax: Axes, flops: pd.Series, other: pd.Series, other_label: str
     w = 0.42
     ax.bar(x - w / 2, 100 * flops.fillna(0).to_numpy(float), w, label="share of FLOPs", color="tab:blue")
     ax.bar(x + w / 2, 100 * other.fillna(0).to_numpy(float), w, label=other_label, color="tab:orange")
+    ax.set_ylim(0, 1.25 * max(100 * flops.max(), 100 * other.max(), 1e-9))  # headroom for the legend
     ax.set_ylabel("% of model")
     ax.set_title(title, fontsize=9, loc="left", pad=12)
     ax.legend(fontsize=7, loc="upper right")
