@@ -1,27 +1,15 @@
-"""The profile's plots: which files, which units along the depth (layers or blocks), honest panels."""
+"""The profile's plots: which files are written, and which units (layers or blocks) run along the depth."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import pytest
 from omegaconf import OmegaConf
-from torch import nn
 
 from analyze.profile import profile_model
 from analyze.profile.plots import depth_units, save_plots
 from experiments.config import CONF_DIR, stem_node
 from experiments.model import build_model
-
-
-def _named_model() -> nn.Sequential:
-    return nn.Sequential(
-        OrderedDict(
-            stem=nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
-            stage1=nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
-            head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)),
-        )
-    )
+from tests.test_profile import _named_model
 
 
 def _is_png(path) -> bool:
