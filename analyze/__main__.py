@@ -30,7 +30,7 @@ from rich.table import Table
 
 from analyze.profile import Profile
 from analyze.profile.plots import save_plots
-from analyze.report import add_report_parser, run_report
+from analyze.report.cli import add_report_parser, run_report
 from experiments.config import CONF_DIR, check_overrides, register_configs
 from experiments.data import build_data
 from experiments.fit import resolve_hardware
