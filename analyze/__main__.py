@@ -1,14 +1,14 @@
 """``python -m analyze COMMAND …``
 
-``profile``: the per-layer cost profile of the model a training run would build, from the same
-Hydra config as ``train.py``::
+``profile``: the per-layer cost profile of the model a training run would build, made as the run
+makes it (same Hydra config and overrides as ``train.py``: model, data, batch, device, precision)::
 
     python -m analyze profile stem=resnet_7x7 trunk=xresnet50 data=synthetic data.image_size=128 \\
-        profile.batch_size=8 [--device cpu] [--threads 1] [--out DIR]
+        train.bs=8 [train.device=cpu] [profile.budget_s=10] [--threads 1] [--layers] [--out DIR]
 
-prints a grouped table (with shares) and writes ``layers.csv``, ``groups.csv``, ``totals.json``,
-``shares.png`` and ``roofline.png`` to the output directory.  Each command is one subparser
-(``add_<command>_parser``), so another (``report``) plugs in the same way.
+says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes
+``layers.csv``, ``groups.csv``, ``totals.json``, ``shares.png`` and ``roofline.png`` to the output
+directory.  Each command is one subparser (``add_<command>_parser``), so ``report`` plugs in the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +16,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from analyze.profile import Profile
+from analyze.profile.plots import save_plots
+from analyze.report.cli import add_report_parser, run_report
+from experiments.config import compose as compose_checked
+from experiments.data import build_data
+from experiments.fit import resolve_hardware
+from experiments.model import build_model, resolve_stem
+from experiments.runner import profile_run
+from stems.base import atomic_write
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -31,38 +44,35 @@ def add_profile_parser(sub: Any) -> None:
     p = sub.add_parser(
         "profile",
         help="per-layer FLOPs, bytes and time of a configured model",
-        description="Per-layer cost profile of the model `python train.py OVERRIDES` would build. "
-        "Times the layers unless profile.latency=false (the CLI treats 'auto' as true).",
+        description="Per-layer cost profile of the model `python train.py OVERRIDES` would build, on its "
+        "training device, batch size and precision. Times the layers unless profile.latency=false.",
     )
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py (stem=… trunk=… data=… profile.batch_size=…)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp16"], help="autocast precision (default: none, fp32)")
-    p.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
+    p.add_argument("overrides", nargs="*",
+                   help="Hydra overrides, as for train.py (stem=… trunk=… data=… data.image_size=… train.bs=… "
+                        "train.device=… profile.batch_size=… profile.budget_s=…)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (1 = steadiest on a shared machine)")
-    p.add_argument("--repeats", type=int, default=5, help="profiled steps (per-layer medians)")
     p.add_argument("--layers", action="store_true", help="also print the per-layer table")
     p.add_argument("--out", default=None, help="output directory (default: outputs/profile/STEM_TRUNK_DATA_SIZE)")
-    p.set_defaults(func=run_profile)
 
 
 def compose(overrides: Sequence[str]) -> Any:
     """The config train.py would run with these overrides (checked: a bad setting raises ConfigError)."""
-    from experiments.config import compose as compose_checked
-
     return compose_checked(list(overrides))
 
 
-def build_for_profile(cfg: Any) -> tuple[Any, tuple[int, int, int, int]]:
-    """The run's model and the profiled input shape (batch: profile.batch_size, else train.bs)."""
-    import torch
+def _progress(message: str) -> None:
+    print(f"[profile] {message}", file=sys.stderr, flush=True)
 
-    from experiments.data import build_data
-    from experiments.model import build_model
 
-    batch = int(cfg.profile.batch_size or cfg.train.bs)
-    data = build_data(cfg.data, bs=batch, seed=int(cfg.seed), device=torch.device("cpu"))
-    model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
-    return model, (batch, data.in_channels, data.image_size, data.image_size)
+def profile_configured(cfg: Any, threads: int | None = None) -> Profile:
+    """The profile a training run with `cfg` makes of its model, saying each step on stderr."""
+    hw = resolve_hardware(cfg.train)
+    _progress(f"building data {cfg.data.name!r} and model {cfg.stem.name} + {cfg.trunk.name}")
+    data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=torch.device("cpu"))
+    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size)
+    model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
+    profile, _ = profile_run(model, cfg, data, hw, threads=threads, progress=_progress)
+    return profile
 
 
 def _fmt(v: float, unit: float = 1.0, digits: int = 1) -> str:
@@ -73,10 +83,8 @@ def _pct(v: float) -> str:
     return "–" if v is None or math.isnan(v) else f"{100 * v:.1f} %"
 
 
-def render_groups(profile: Any, title: str) -> Any:
+def render_groups(profile: Profile, title: str) -> Table:
     """A rich table: one row per group, FLOPs and time with their shares, forward and train."""
-    from rich.table import Table
-
     t = Table(title=title, title_justify="left")
     for col in ["group", "params", "MFLOPs fwd", "FLOPs %", "FLOPs % train", "MB moved", "FLOP/B",
                 "ms fwd", "time %", "ms bwd", "time % train"]:
@@ -90,9 +98,7 @@ def render_groups(profile: Any, title: str) -> Any:
     return t
 
 
-def render_layers(profile: Any) -> Any:
-    from rich.table import Table
-
+def render_layers(profile: Profile) -> Table:
     t = Table(title="layers", title_justify="left")
     for col in ["#", "name", "kind", "out", "MFLOPs fwd", "MFLOPs bwd", "FLOPs %", "ms fwd", "ms bwd", "time %"]:
         t.add_column(col, justify="left" if col in ("name", "kind", "out") else "right")
@@ -119,56 +125,33 @@ def summary_lines(totals: dict[str, float]) -> list[str]:
     return lines
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
-def write_outputs(profile: Any, out: Path) -> list[Path]:
+def write_outputs(profile: Profile, out: Path) -> list[Path]:
     """layers.csv, groups.csv, totals.json and the two plots; each file written whole or not at all."""
-    from analyze.plots import plot_roofline, plot_shares
-
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "layers.csv", lambda p: profile.layers.to_csv(p, index=False))
-    _write_atomic(out / "groups.csv", lambda p: profile.groups.to_csv(p, index=False))
-    _write_atomic(out / "totals.json", lambda p: p.write_text(json.dumps(
-        {"totals": profile.totals, "meta": profile.meta}, indent=1, default=str)))
-    made = [out / "layers.csv", out / "groups.csv", out / "totals.json"]
-    for name, plot in [("shares.png", plot_shares), ("roofline.png", plot_roofline)]:
-        tmp = out / f".{os.getpid()}.{name}"
-        if plot(profile, tmp) is not None:
-            tmp.replace(out / name)
-            made.append(out / name)
-    return made
+    made = [
+        atomic_write(out / "layers.csv", profile.layers.to_csv(index=False)),
+        atomic_write(out / "groups.csv", profile.groups.to_csv(index=False)),
+        atomic_write(out / "totals.json", json.dumps({"totals": profile.totals, "meta": profile.meta}, indent=1, default=str)),
+    ]
+    return made + save_plots(profile, out)
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-    from rich.console import Console
-
-    from analyze.profile import profile_model
-
     console = Console(width=None if sys.stdout.isatty() else 150)
     cfg = compose(args.overrides)
-    model, shape = build_for_profile(cfg)
-    latency = str(cfg.profile.latency).lower() != "false"
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.dtype]
     t0 = time.perf_counter()
-    profile = profile_model(model, shape, device=device, latency=latency, backward=True, dtype=dtype,
-                            channels_last=args.channels_last, threads=args.threads, repeats=args.repeats)
+    profile = profile_configured(cfg, args.threads)
     took = time.perf_counter() - t0
-    title = (f"{cfg.stem.name} + {cfg.trunk.name} · input {shape} · {profile.meta['device']}"
-             + (f" · {args.dtype}" if args.dtype else "") + (f" · {args.threads} thread(s)" if args.threads else ""))
+    meta = profile.meta
+    title = (f"{cfg.stem.name} + {cfg.trunk.name} · input {meta['input_shape']} · {meta['device']}"
+             + (f" · {meta['dtype']}" if meta["dtype"] else "") + f" · {meta['threads']} thread(s)")
     if args.layers:
         console.print(render_layers(profile))
     console.print(render_groups(profile, title))
     for line in summary_lines(profile.totals):
         console.print(line)
-    out = Path(args.out or Path("outputs") / "profile" / f"{cfg.stem.name}_{cfg.trunk.name}_{cfg.data.name}_{shape[-1]}")
+    out = Path(args.out or Path("outputs") / "profile" / f"{cfg.stem.name}_{cfg.trunk.name}_{cfg.data.name}_{meta['input_shape'][-1]}")
+    _progress(f"writing tables and plots to {out}")
     made = write_outputs(profile, out)
     console.print(f"profiled in {took:.1f} s; wrote {', '.join(p.name for p in made)} to {out}")
     return 0
@@ -178,12 +161,13 @@ def run_profile(args: argparse.Namespace) -> int:
 # entry point
 
 
+COMMANDS = {"profile": run_profile, "report": run_report}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_profile_parser(sub)
-    from analyze.report.cli import add_report_parser
-
     add_report_parser(sub)
     return parser
 
@@ -191,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ValueError as e:  # ProfileError, ConfigError, DataError, StemError, TrunkError: one sentence each
+        return COMMANDS[args.command](args)
+    except ValueError as e:  # StemlabError (ProfileError, ...) and the config/data errors: one sentence each
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
-from analyze.plots import save_plots
 from analyze.profile import profile_model
+from analyze.profile.plots import save_plots
 
 from .config import to_dict
 from .data import build_data
@@ -86,14 +87,21 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     return float(summary["valid_acc"]) if finite else math.nan
 
 
-def profile_run(model, cfg: DictConfig, data, hw):
-    """The cost profile of the run's model at its input size (profile_model works on its own copy of the model)."""
-    latency = hw.device.type == "cuda" if cfg.profile.latency == "auto" else bool(cfg.profile.latency)
+def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log.debug):
+    """The cost profile of the run's model at its input size, timed per layer on the training device, at the
+    training batch size and precision, unless profile.latency=false (profile_model works on its own copy)."""
+    latency = bool(cfg.profile.latency)
     # FLOPs are linear in the batch; 2, not 1, because BatchNorm in training mode needs two values per channel
     batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
     shape = (batch, data.in_channels, data.image_size, data.image_size)
+    log.info("Profiling the model (input %s on %s%s).", shape, hw.device,
+             f", timing within about {cfg.profile.budget_s} s" if latency and cfg.profile.budget_s else "")
+    t0 = time.perf_counter()
     profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
-                            channels_last=hw.channels_last)
+                            dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(hw.precision),  # fp32: none
+                            channels_last=hw.channels_last,
+                            budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
+    log.info("Profiled in %.1f s.", time.perf_counter() - t0)
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
     return profile, per_image

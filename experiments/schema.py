@@ -91,6 +91,7 @@ class DataConf:
     # validation set is not used
     tune_split: bool = False
     tune_pct: float = setting(0.1, "a number in (0, 0.5)", lambda v: 0 < v < 0.5)  # share of the training set
+    split_seed: int = setting(0, **at_least(0))  # fixes the dataset's splits (valid, tune) for every run of a study
 
     def image_shape(self) -> tuple[int, int]:
         """(channels, side) of the square images the stem receives."""
@@ -103,7 +104,6 @@ class Mnist5kConf(DataConf):
 
     name: str = setting("mnist5k", **name_rule())
     valid_pct: float = setting(0.2, "a number in (0, 1)", lambda v: 0 < v < 1)
-    split_seed: int = setting(0, **at_least(0))  # fixes the stratified split for every run of a study
 
     def image_shape(self) -> tuple[int, int]:
         return 1, 28
@@ -136,6 +136,7 @@ class ImagenetteConf(DataConf):
     flip: bool = True  # random horizontal flip (p = 0.5)
     workers: Optional[int] = setting(None, **at_least(1))  # processes decoding the cache; null = all cores
     preload: Any = setting("auto", **auto_or_bool())  # copy the cache into GPU memory (auto: if < 1/4 of free memory)
+    cache_verify: str = setting("sample", **one_of("sample", "full"))  # checksum a fixed sample of blocks, or all
 
     def image_shape(self) -> tuple[int, int]:
         return 3, self.image_size
@@ -184,8 +185,9 @@ class WandbConf(LoggerConf):
 class ProfileConf:
     """The run's cost profile; the values are set in conf/config.yaml."""
 
-    latency: Any = setting(MISSING, "true, false or auto", lambda v: v == "auto" or isinstance(v, bool))
+    latency: bool = MISSING  # time every layer on the training device (false: FLOPs and bytes only)
     batch_size: Optional[int] = setting(MISSING, **at_least(1))  # null: 2 for FLOPs only, train.bs when timing
+    budget_s: Optional[float] = setting(MISSING, "a number > 0, or null for no budget", lambda v: v > 0)  # timing stops adding steps after this
 
 
 @dataclass

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from experiments.data import DataError, build_data, tune_split
 
-from test_data import CLASSES, CONF, imagenette_cfg, solid, write_idx
+from experiments.schema import Mnist5kConf
+from test_data import CLASSES, imagenette_cfg, solid, write_idx
 
 
 def test_tune_split_is_stratified_disjoint_and_fixed_by_its_seed():
@@ -67,7 +68,7 @@ def configs(tmp_path: Path) -> dict:
     return {
         "synthetic": {"name": "synthetic", "n_train": 40, "n_valid": 8, "image_size": 8, "in_channels": 1,
                       "num_classes": 4, "data_seed": 0},
-        "mnist5k": OmegaConf.to_container(OmegaConf.load(CONF / "mnist5k.yaml")),
+        "mnist5k": OmegaConf.to_container(OmegaConf.structured(Mnist5kConf)),
         "mnist": {"name": "mnist", "root": str(tmp_path), "download": False},
         "imagenette": OmegaConf.to_container(imagenette_cfg(folder, tmp_path / "cache")),
     }

@@ -137,6 +137,7 @@ def test_elementwise_rules():
     p = profile_model(_named_model(), (4, 1, 28, 28), latency=False)
     r = p.layers.set_index("name")
     n = 4 * 8 * 14 * 14
+    assert r.loc["stem.2", "flops_bwd"] == n  # ReLU's backward (threshold_backward): 1 per element
     assert r.loc["stem.2", "flops_fwd"] == n  # ReLU: 1 per element
     # BN (training): 4 per element, + 1 for the num_batches_tracked increment
     assert r.loc["stem.1", "flops_fwd"] == 4 * n + 1
@@ -220,16 +221,21 @@ def test_roofline_columns_use_cached_peaks(tmp_path, monkeypatch):
     assert math.isnan(p.totals["ms_bwd"]) or p.totals["ms_bwd"] == 0
 
 
-def test_plots_are_written(tmp_path, monkeypatch):
-    from analyze.plots import save_plots
+def test_profile_error_is_the_projects_error():
+    from stems.base import StemlabError
 
-    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
-    untimed = profile_model(_named_model(), (2, 1, 28, 28), latency=False)
-    assert [p.name for p in save_plots(untimed, tmp_path / "a")] == ["shares.png"]
-    timed = profile_model(_named_model(), (2, 1, 28, 28), threads=1, repeats=2)
-    made = save_plots(timed, tmp_path / "b")
-    assert [p.name for p in made] == ["shares.png", "roofline.png"]
-    assert all(p.stat().st_size > 10_000 and p.read_bytes()[:4] == b"\x89PNG" for p in made)
+    assert issubclass(ProfileError, StemlabError)
+
+
+def test_timing_stops_at_two_steps_each_once_the_budget_is_spent():
+    said: list[str] = []
+    p = profile_model(_two_convs(), (1, 3, 8, 8), threads=1, repeats=4, budget_s=0.0, roofline=False,
+                      progress=said.append)
+    assert p.totals["timed_steps"] == 2
+    assert said[0].startswith("counting FLOPs")
+    assert [s for s in said if s.startswith("timing: step")] == [f"timing: step {k}/8" for k in (1, 2, 3, 4)]
+    unbounded = profile_model(_two_convs(), (1, 3, 8, 8), threads=1, repeats=3, roofline=False)
+    assert unbounded.totals["timed_steps"] == 3
 
 
 def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
@@ -244,8 +250,27 @@ def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
     layers = pd.read_csv(out / "layers.csv")
     assert list(dict.fromkeys(layers.group)) == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
     assert (out / "shares.png").exists() and (out / "totals.json").exists()
-    printed = capsys.readouterr().out
-    assert "stage4" in printed and "GFLOPs" in printed
+    printed = capsys.readouterr()
+    assert "stage4" in printed.out and "GFLOPs" in printed.out
+    assert "[profile] counting FLOPs" in printed.err and "[profile] writing tables" in printed.err
+
+
+def test_cli_profile_times_at_the_training_batch_like_a_run(tmp_path, capsys, monkeypatch):
+    import json
+
+    from analyze.__main__ import main
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    out = tmp_path / "prof"
+    rc = main(["profile", "stem=resnet_7x7", "data=synthetic", "data.image_size=16", "train.bs=3",
+               "train.device=cpu", "profile.budget_s=0", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    saved = json.loads((out / "totals.json").read_text())
+    assert saved["meta"]["input_shape"] == [3, 3, 16, 16]  # train.bs × synthetic's 3 channels × 16 px
+    assert saved["meta"]["threads"] == 1 and saved["totals"]["timed_steps"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "layers.csv", "roofline.png", "shares.png",
+                                                      "totals.json"]
+    assert "[profile] timing: step 4/10" in capsys.readouterr().err
 
 
 def test_cli_bad_stem_is_one_sentence(capsys):
@@ -254,3 +279,9 @@ def test_cli_bad_stem_is_one_sentence(capsys):
     assert main(["profile", "stem=nope", "profile.latency=false"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown stem 'nope'") and "\n" not in err
+
+
+def test_leaky_relu_backward_is_one_flop_per_element():
+    p = profile_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU()), (1, 1, 5, 5), latency=False)
+    assert _row(p, "1").flops_fwd == 2 * 3 * 3  # 2 channels × 3×3 outputs
+    assert _row(p, "1").flops_bwd == 2 * 3 * 3

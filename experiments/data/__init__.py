@@ -9,10 +9,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders
+from omegaconf import OmegaConf
 from sklearn.model_selection import train_test_split
 
 from stems.base import StemlabError
 
+from ..schema import DATASETS
 from .loader import TensorLoader
 
 
@@ -46,10 +48,11 @@ def dataset(name: str):
 
 
 def build_data(cfg: Mapping[str, Any], *, bs: int, seed: int, device: torch.device | str = "cpu") -> DataBundle:
-    """Build the dataset named by `cfg.name`."""
+    """Build the dataset named by `cfg.name`; keys `cfg` lacks take their schema's defaults (experiments.schema)."""
     if cfg["name"] not in BUILDERS:
         raise DataError(f"unknown dataset {cfg['name']!r}; choose one of: {', '.join(sorted(BUILDERS))}.")
-    return BUILDERS[cfg["name"]](cfg, bs, seed, torch.device(device))
+    schema = next(d for d in DATASETS if d.name == cfg["name"])
+    return BUILDERS[cfg["name"]](OmegaConf.merge(OmegaConf.structured(schema), cfg), bs, seed, torch.device(device))
 
 
 @dataclass
@@ -71,9 +74,8 @@ class TuneSplit:
 
 
 def tune_settings(cfg: Mapping[str, Any]) -> TuneSplit:
-    """The one place reading `data.tune_split`, `data.tune_pct` and the dataset's split seed.
-    (.get with defaults until every data schema declares these keys; plain key access after that.)"""
-    return TuneSplit(bool(cfg.get("tune_split", False)), float(cfg.get("tune_pct", 0.1)), int(cfg.get("split_seed", 0)))
+    """The one place reading `data.tune_split`, `data.tune_pct` and `data.split_seed` (every data schema has them)."""
+    return TuneSplit(bool(cfg["tune_split"]), float(cfg["tune_pct"]), int(cfg["split_seed"]))
 
 
 def tune_split(labels: np.ndarray, pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

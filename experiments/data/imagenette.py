@@ -94,7 +94,7 @@ def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     root = find_root(cfg)
     side = cache_side(image_size, cfg.get("val_xtra", 0.14))
     opts = dict(dataset="imagenette", side=side, cache_dir=cfg.get("cache_dir"), workers=cfg.get("workers"),
-                verify=cfg.get("cache_verify", "sample"))
+                verify=cfg["cache_verify"])
     splits = {"train": cached_split(root / "train", split="train", **opts)}
 
     def load_valid() -> Part:  # not called when a tuning split is validated on: val/ is then never read

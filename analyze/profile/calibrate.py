@@ -19,7 +19,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import platformdirs
 import torch
+
+from stems.base import atomic_write
+
+from .runtime import sync
 
 __all__ = ["Peaks", "peaks", "cache_path", "device_name"]
 
@@ -33,21 +38,9 @@ class Peaks:
     flops_per_s: float
     bytes_per_s: float
 
-    @property
-    def ridge(self) -> float:
-        """Arithmetic intensity (FLOPs/byte) where the two ceilings meet."""
-        return self.flops_per_s / self.bytes_per_s
-
 
 def cache_path() -> Path:
-    root = os.environ.get("STEMLAB_CACHE_DIR")
-    if root is None:
-        try:
-            import platformdirs
-
-            root = platformdirs.user_cache_dir("stemlab")
-        except ImportError:
-            root = str(Path.home() / ".cache" / "stemlab")
+    root = os.environ.get("STEMLAB_CACHE_DIR") or platformdirs.user_cache_dir("stemlab")
     return Path(root) / "calibration.json"
 
 
@@ -65,20 +58,15 @@ def device_name(dev: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _best_seconds(fn, dev: torch.device, min_total_s: float = 0.3, max_runs: int = 50) -> float:
     """Fastest of repeated runs of `fn` (the least disturbed one), after one warm-up."""
     fn()
-    _sync(dev)
+    sync(dev)
     best, spent, runs = float("inf"), 0.0, 0
     while (spent < min_total_s or runs < 3) and runs < max_runs:
         t0 = time.perf_counter()
         fn()
-        _sync(dev)
+        sync(dev)
         dt = time.perf_counter() - t0
         best, spent, runs = min(best, dt), spent + dt, runs + 1
     return best
@@ -131,9 +119,7 @@ def peaks(dev: torch.device | str, dtype: torch.dtype | None = None, refresh: bo
     cache[key] = asdict(result)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(path)  # atomic: concurrent runs never read half a file
+        atomic_write(path, json.dumps(cache, indent=1))  # concurrent runs never read half a file
     except OSError:
         pass  # a read-only home still gets the figures, just not cached
     return result
