@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from analyze.dashboard import add_dashboard_parser
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -193,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analyze.report import add_report_parser
 
     add_report_parser(sub)
+    add_dashboard_parser(sub)
     return parser
 
 

@@ -85,18 +85,18 @@ class WandbLogger:
 
             self.wandb = wandb
             self.run, online_error = self._start(logger_cfg, config, tags)
+            # per-epoch metrics are charted against the epoch, not W&B's step (every log() call advances the step)
+            self.run.define_metric("epoch")
+            self.run.define_metric("*", step_metric="epoch")
+            where = f"{self.run.sync_dir}; upload later with: wandb sync {self.run.sync_dir}"
         except Exception as e:  # a broken install, an unwritable directory: the local record still gets everything
             log.warning("W&B could not start (%s); continuing with the local result record only.", _first_line(e))
+            self.run = None
             return
-        # per-epoch metrics are charted against the epoch, not W&B's step (every log() call advances the step)
-        self.run.define_metric("epoch")
-        self.run.define_metric("*", step_metric="epoch")
-        if self.run.offline:
-            where = f"{self.run.sync_dir}; upload later with: wandb sync {self.run.sync_dir}"
-            if online_error:
-                log.warning("W&B could not start (%s); logging offline to %s", online_error, where)
-            else:
-                log.info("W&B logs offline to %s", where)
+        if online_error:
+            log.warning("W&B could not start (%s); logging offline to %s", online_error, where)
+        elif self.run.offline:
+            log.info("W&B logs offline to %s", where)
 
     def _start(self, logger_cfg: Mapping[str, Any], config: dict, tags: list[str]):
         """The run, and why it is offline when online was asked for (None otherwise)."""
