@@ -7,6 +7,7 @@ import math
 import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,9 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import wandb
+from wandb.proto import wandb_internal_pb2
 
 import experiments
 from experiments.tracking import WandbLogger, stage_summary
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LOGGER_CFG = {"name": "wandb", "mode": "offline", "project": "stemlab", "entity": None, "group": None,
               "job_type": "train", "tags": [], "init_timeout": 30}
@@ -35,8 +40,6 @@ def transaction_log(run_dir: Path, timeout: float = 60) -> dict[str, list]:
 def _read_records(path: Path) -> dict[str, list]:
     """A LevelDB log: a 7-byte file header, then 32 KiB blocks of chunks (crc32 u32, length u16, kind u8:
     1 full, 2 first, 3 middle, 4 last) holding serialised `wandb.proto.wandb_internal_pb2.Record`s."""
-    from wandb.proto import wandb_internal_pb2
-
     block, header = 32768, 7
     raw = path.read_bytes()
     assert raw[:4] == b":W&B"
@@ -81,9 +84,7 @@ def offline_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_SILENT", "true")
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    import wandb
-
-    wandb.teardown()  # wandb reads the environment once per process setup: start from this test's
+    wandb.teardown()  # wandb reads the environment once per process setup: start from this test's environment
     yield
     wandb.teardown()
 
@@ -97,11 +98,16 @@ def test_a_run_gives_wandb_what_ran_per_stage_scalars_and_epoch_curves(make_cfg,
     records = transaction_log(run_dir)
 
     config = run_config(records)
-    assert cfg.train.device == "auto" and config["train"]["device"] == "cpu"  # resolved, not `auto` (no GPU here)
-    assert config["train"]["precision"] == "fp32" and config["train"]["channels_last"] is False
+    gpu = torch.cuda.is_available()  # `auto`: CUDA + bf16 + channels_last on a GPU, else CPU + fp32
+    assert (cfg.train.device, cfg.train.precision, cfg.train.channels_last) == ("auto", "auto", "auto")
+    assert {k: config["train"][k] for k in ("device", "precision", "channels_last")} == \
+        ({"device": "cuda", "precision": "bf16", "channels_last": True} if gpu else
+         {"device": "cpu", "precision": "fp32", "channels_last": False})
     assert {k: config["data"][k] for k in ("n_train", "n_valid", "image_size", "in_channels", "num_classes")} == \
         {"n_train": 32, "n_valid": 16, "image_size": 16, "in_channels": 3, "num_classes": 10}
-    assert re.fullmatch(r"[0-9a-f]{40}", config["code"]["git_commit"]) and config["code"]["stemlab"] == "0.1.0"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert config["code"] == {"git_commit": head or None, "stemlab": version}
 
     # per-stage scalars: each group's share of the layers' forward FLOPs and time, summed here from layers.csv
     layers = pd.read_csv(tmp_path / "layers.csv")
