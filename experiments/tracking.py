@@ -129,7 +129,7 @@ class WandbLogger:
             weights = self.out_dir / "model.pt"
             if weights.is_file():
                 artifact = self.wandb.Artifact(f"model-{self.name}", type="model",
-                                               description="final weights (torch.save of the model's state_dict)")
+                                               description="the run's final weights (model.pt in its run directory)")
                 artifact.add_file(str(weights))
                 self.run.log_artifact(artifact, aliases=["final"])
             self.run.finish()
