@@ -8,7 +8,8 @@ makes it (same Hydra config and overrides as ``train.py``: model, data, batch, d
 
 says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes
 ``layers.csv``, ``groups.csv``, ``totals.json``, ``shares.png`` and ``roofline.png`` to the output
-directory.  Each command is one subparser (``add_<command>_parser``), so ``report`` plugs in the same way.
+directory.  ``report`` (analyze.report.cli) and ``dashboard`` (analyze.dashboard) plug in the same way:
+each command is one subparser (``add_<command>_parser``) whose ``func`` runs it.
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from analyze.dashboard import add_dashboard_parser
 from analyze.profile import Profile
 from analyze.profile.plots import save_plots
-from analyze.report.cli import add_report_parser, run_report
+from analyze.report.cli import add_report_parser
 from experiments.config import compose as compose_checked
 from experiments.data import build_data
 from experiments.fit import resolve_hardware
 from experiments.model import build_model, resolve_stem
 from experiments.runner import profile_run
-from stems.base import atomic_write
+from stems.base import StemlabError, atomic_write
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -53,6 +55,7 @@ def add_profile_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (1 = steadiest on a shared machine)")
     p.add_argument("--layers", action="store_true", help="also print the per-layer table")
     p.add_argument("--out", default=None, help="output directory (default: outputs/profile/STEM_TRUNK_DATA_SIZE)")
+    p.set_defaults(func=run_profile)
 
 
 def compose(overrides: Sequence[str]) -> Any:
@@ -161,7 +164,6 @@ def run_profile(args: argparse.Namespace) -> int:
 # entry point
 
 
-COMMANDS = {"profile": run_profile, "report": run_report}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,14 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_profile_parser(sub)
     add_report_parser(sub)
+    add_dashboard_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except ValueError as e:  # StemlabError (ProfileError, ...) and the config/data errors: one sentence each
+        return args.func(args)
+    except StemlabError as e:  # bad input (config, data, profile, report, dashboard): one sentence each
         print(f"error: {e}", file=sys.stderr)
         return 2
 

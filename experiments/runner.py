@@ -21,7 +21,7 @@ from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
 from .record import RESULT_FILE, environment, failure, run_name, write_record
-from .tracking import WandbLogger
+from .tracking import WandbLogger, wandb_config
 
 log = logging.getLogger("stemlab")
 
@@ -48,11 +48,11 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     config = to_dict(cfg)
     name = run_name(config)
     tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
-    wb = WandbLogger(cfg.logger, {**config, "stem_match": stem_match}, name, tags, out_dir) if cfg.logger.name == "wandb" else None
-    learn = make_learner(model, data, cfg.train, hw, wb.callbacks() if wb else [])
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
                               "stem_match": stem_match, "started": started.isoformat()}
+    wb = WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir) if cfg.logger.name == "wandb" else None
+    learn = make_learner(model, data, cfg.train, hw, wb.callbacks() if wb else [])
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
     try:
         finite = fit(learn, cfg.train)
@@ -80,7 +80,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     plots = save_plots(profile, out_dir)  # FLOPs vs time (or bytes) share per layer; roofline when timed
     path = write_record(out_dir, record, layers, history)
     if wb:
-        wb.finish(summary, layers, history, plots)
+        wb.finish(summary, profile.groups, layers, history, plots)
     log.info("%s | valid acc %.2f%% | %.2f M params | %.3f GFLOPs fwd/img | stem %.1f%% of FLOPs | %.0f img/s train | %.0f s | %s",
              record["status"], 100 * summary["valid_acc"], summary["params"] / 1e6, summary["flops_fwd_per_image"] / 1e9,
              100 * summary["stem_share_flops"], summary["train_img_s"], record["wall_s"], path)

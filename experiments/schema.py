@@ -179,6 +179,8 @@ class WandbConf(LoggerConf):
     project: str = "stemlab"
     entity: Optional[str] = None
     job_type: str = "train"
+    # seconds for an online run to reach W&B; then it logs offline (`wandb sync` uploads it later)
+    init_timeout: float = setting(30.0, "a number > 0", lambda v: v > 0)
 
 
 @dataclass

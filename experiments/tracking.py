@@ -3,6 +3,7 @@ run writes whatever happens here, is experiments.record's."""
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,37 +15,96 @@ log = logging.getLogger("stemlab")
 
 
 class WandbLogger:
-    """One W&B run; every failure to start or to log becomes a warning, never a failed training run."""
+    """One W&B run; every failure to start or to log becomes a warning, never a failed training run.
+
+    An online run that cannot start within `logger.init_timeout` seconds (no network, a stalled proxy, no
+    login) is started offline instead, so nothing is lost: the log names its directory and the `wandb sync`
+    command that uploads it."""
 
     def __init__(self, logger_cfg: Mapping[str, Any], config: dict, name: str, tags: list[str], out_dir: Path):
-        self.run = None
+        self.run, self.name, self.out_dir = None, name, Path(out_dir)
         try:
             import wandb  # imported only when W&B logging is on (the GPU machines travel without it)
 
             self.wandb = wandb
-            self.run = wandb.init(project=logger_cfg["project"], entity=logger_cfg["entity"], mode=logger_cfg["mode"],
-                                  group=logger_cfg["group"], job_type=logger_cfg["job_type"], name=name,
-                                  tags=[*tags, *logger_cfg["tags"]], config=config, dir=str(out_dir),
-                                  settings=wandb.Settings(console="off", silent=True), reinit="finish_previous")
-        except Exception as e:  # no login, no network, a broken install: the local record still gets everything
+            self.run, online_error = self._start(logger_cfg, config, tags)
+            # per-epoch metrics are charted against the epoch, not W&B's step (every log() call advances the step)
+            self.run.define_metric("epoch")
+            self.run.define_metric("*", step_metric="epoch")
+            where = f"{self.run.sync_dir}; upload later with: wandb sync {self.run.sync_dir}"
+        except Exception as e:  # a broken install, an unwritable directory: the local record still gets everything
             log.warning("W&B could not start (%s); continuing with the local result record only.", _first_line(e))
+            self.run = None
+            return
+        if online_error:
+            log.warning("W&B could not start (%s); logging offline to %s", online_error, where)
+        elif self.run.offline:
+            log.info("W&B logs offline to %s", where)
+
+    def _start(self, logger_cfg: Mapping[str, Any], config: dict, tags: list[str]):
+        """The run, and why it is offline when online was asked for (None otherwise)."""
+        settings = self.wandb.Settings(console="off", silent=True, init_timeout=float(logger_cfg["init_timeout"]))
+        init = dict(project=logger_cfg["project"], entity=logger_cfg["entity"], group=logger_cfg["group"],
+                    job_type=logger_cfg["job_type"], name=self.name, tags=[*tags, *logger_cfg["tags"]], config=config,
+                    dir=str(self.out_dir), settings=settings, reinit="finish_previous")
+        try:
+            return self.wandb.init(mode=logger_cfg["mode"], **init), None
+        except Exception as e:
+            if logger_cfg["mode"] != "online":
+                raise
+            return self.wandb.init(mode="offline", **init), _first_line(e)
 
     def callbacks(self) -> list:
         return [] if self.run is None else [WandbEpochs(self.run)]
 
-    def finish(self, summary: Mapping[str, Any], layers: pd.DataFrame | None, history: pd.DataFrame | None,
-               images: list[Path] = ()) -> None:
+    def finish(self, summary: Mapping[str, Any], groups: pd.DataFrame, layers: pd.DataFrame | None,
+               history: pd.DataFrame | None, images: list[Path] = ()) -> None:
+        """Summary scalars (with per-stage ones), the tables and plots, the final weights when saved; then finish.
+
+        Tables and plots go into the summary, not the history, so the history holds epochs only."""
         if self.run is None:
             return
         try:
-            self.run.summary.update(dict(summary))
-            for key, table in (("layers", layers), ("history", history)):
-                if table is not None:
-                    self.run.log({key: self.wandb.Table(dataframe=table.astype({c: str for c in table.columns if table[c].dtype == object}))})
-            self.run.log({p.stem: self.wandb.Image(str(p)) for p in images})
+            tables = {key: self.wandb.Table(dataframe=table.astype({c: str for c in table.columns if table[c].dtype == object}))
+                      for key, table in (("layers", layers), ("history", history)) if table is not None}
+            plots = {p.stem: self.wandb.Image(str(p)) for p in images}
+            self.run.summary.update({**summary, **stage_summary(groups), **tables, **plots})
+            weights = self.out_dir / "model.pt"
+            if weights.is_file():
+                artifact = self.wandb.Artifact(f"model-{self.name}", type="model",
+                                               description="the run's final weights (model.pt in its run directory)")
+                artifact.add_file(str(weights))
+                self.run.log_artifact(artifact, aliases=["final"])
             self.run.finish()
         except Exception as e:
             log.warning("W&B logging failed at the end of the run (%s); the local result record is complete.", _first_line(e))
+
+
+STAGE_COLUMNS = ("share_flops", "share_time", "ms_fwd", "ms_bwd")
+
+
+def stage_summary(groups: pd.DataFrame) -> dict[str, float]:
+    """`depth/<group>/<column>` scalars for stem, stage1..4 and head: W&B charts compare runs on summary
+    scalars, not on a Table's cells. Unmeasured values (NaN) are left out, so no chart reads them as 0."""
+    stages = groups[groups["group"] != "total"]
+    return {f"depth/{row['group']}/{col}": float(row[col])
+            for _, row in stages.iterrows() for col in STAGE_COLUMNS if col in row and pd.notna(row[col])}
+
+
+def wandb_config(record: Mapping[str, Any], data) -> dict[str, Any]:
+    """The run's config as W&B shows it: what ran, not what was asked. `train.device|precision|channels_last`
+    resolved (not `auto`), the data's sizes, and the code version (git commit, stemlab version)."""
+    config = record["config"]
+    try:
+        stemlab_version = version("stemlab")
+    except PackageNotFoundError:  # run from a checkout that was never pip-installed
+        stemlab_version = None
+    return {**config,
+            "train": {**config["train"], **record["hardware"]},
+            "data": {**config["data"], "n_train": data.info.get("n_train"), "n_valid": data.info.get("n_valid"),
+                     "image_size": data.image_size, "in_channels": data.in_channels, "num_classes": data.num_classes},
+            "stem_match": record["stem_match"],
+            "code": {"git_commit": record["environment"].get("git_commit"), "stemlab": stemlab_version}}
 
 
 class WandbEpochs(Callback):
