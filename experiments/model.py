@@ -13,12 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import stems
+from stems.base import StemlabError
 from stems.match import match_params
 
 from .schema import STEM_KEYS
 
 
-class TrunkError(ValueError):
+class TrunkError(StemlabError):
     """A trunk configuration that cannot be built; the message is one sentence naming the fix."""
 
 
