@@ -20,8 +20,8 @@ from experiments.data import imagenette as imagenette_mod
 from experiments.data import mnist as mnist_mod
 from experiments.data.augment import CenterCrop, RandomResizedCropFlip, cache_side
 from experiments.data.imagenette import IMAGENET_MEAN, IMAGENET_STD
+from experiments.schema import ImagenetteConf, MnistConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 CLASSES = ["n01440764", "n02102040", "n03000684"]
 COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]  # one solid colour per class: pixels reveal the label
 IMAGE_SIZE = 32  # cached at cache_side(32) = 40 px
@@ -51,7 +51,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def imagenette_cfg(root: Path, cache: Path, **over):
-    cfg = OmegaConf.load(CONF / "imagenette.yaml")  # the shipped defaults, pointed at the generated folder
+    cfg = OmegaConf.structured(ImagenetteConf)  # the shipped defaults, pointed at the generated folder
     return OmegaConf.merge(cfg, {"root": str(root), "cache_dir": str(cache), "image_size": IMAGE_SIZE,
                                  "download": False, "workers": 1, **over})
 
@@ -200,7 +200,7 @@ def test_mnist_reads_torchvision_layout(tmp_path):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
         sets[prefix] = images, labels
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "mnist.yaml"), {"root": str(tmp_path), "download": False})
+    cfg = OmegaConf.merge(OmegaConf.structured(MnistConf), {"root": str(tmp_path), "download": False})
     data = build_data(cfg, bs=8, seed=0)
     assert (data.in_channels, data.num_classes, data.image_size) == (1, 10, 28)
     assert (data.info["n_train"], data.info["n_valid"]) == (40, 12)
