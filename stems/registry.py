@@ -5,7 +5,9 @@ The output width rule, for every stem: `out_channels` is the width the stem hand
 whose parameters include `widths` lists the widths of its layers with the output width last, and
 out_channels replaces that last entry: the inner widths keep the values given (the source's by default)
 and do not scale with it. So `stems.build(name, 3, 96)` or `stem.out_channels=96` widens every stem's
-output, and `stem.widths=[24, 32, 64]` changes the inner widths (its last entry is always out_channels)."""
+output, and `stem.widths=[24, 32, 64]` changes the inner widths. A last width that is neither
+out_channels nor the default output width (64, where every stem's default widths end) contradicts
+out_channels and is refused, rather than silently replaced."""
 from __future__ import annotations
 
 import inspect
@@ -111,6 +113,10 @@ def make(s: StemSpec, in_channels: int, out_channels: int, params: dict[str, Any
     if unknown:
         valid = ", ".join(s.defaults) or "none"
         raise StemError(f"stem {s.name!r} has no parameter {', '.join(unknown)}; its parameters are: {valid}.")
+    widths = params.get("widths")
+    if isinstance(widths, (list, tuple)) and widths and widths[-1] not in (out_channels, s.out_channels):
+        raise StemError(f"the widths of stem {s.name!r} end in {widths[-1]}, but the last width is the output width, "
+                        f"out_channels={out_channels}; set stem.out_channels={widths[-1]} or end the widths in {out_channels}.")
     if in_channels <= 0 or out_channels <= 0:
         raise StemError(f"stem {s.name!r} needs positive channel counts, got in_channels={in_channels}, "
                         f"out_channels={out_channels}.")

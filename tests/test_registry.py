@@ -53,9 +53,19 @@ def test_unknown_parameter_is_named_with_the_valid_ones():
         stems.build("xresnet_3conv", 3, widht=[1])
 
 
-def test_out_channels_replaces_the_last_width():
-    convs = [m for m in stems.build("xresnet_3conv", 3, 96, widths=[24, 40, 48]).modules() if isinstance(m, nn.Conv2d)]
+def test_out_channels_replaces_the_default_last_width():
+    convs = [m for m in stems.build("xresnet_3conv", 3, 96, widths=[24, 40, 64]).modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 24), (24, 40), (40, 96)]
+    convs = [m for m in stems.build("xresnet_3conv", 3, 48, widths=[24, 40, 48]).modules() if isinstance(m, nn.Conv2d)]
+    assert convs[-1].out_channels == 48
+
+
+@pytest.mark.parametrize("out", [None, 96])
+def test_a_last_width_contradicting_out_channels_is_refused(out):
+    # 48 is neither out_channels nor the default output width 64: the user meant it, so it is not replaced silently
+    with pytest.raises(stems.StemError, match=rf"stem .xresnet_3conv. end in 48, but .* out_channels={out or 64}; "
+                                              rf"set stem.out_channels=48 or end the widths in {out or 64}\.$"):
+        stems.build("xresnet_3conv", 3, out, widths=[24, 32, 48])
 
 
 def test_a_stem_that_ignores_out_channels_is_refused():

@@ -93,6 +93,8 @@ def test_every_stem_has_a_hand_count_and_its_source():
     for name in ALL:
         s = stems.spec(name)
         assert s.source and s.family and {"norm", "act"} <= set(s.defaults), name
+        # the output width rule (stems/registry.py) relies on default widths ending in the default output width
+        assert s.defaults.get("widths", [s.out_channels])[-1] == s.out_channels == 64, name
 
 
 def test_anchor_counts_from_the_issue():
@@ -270,6 +272,7 @@ def test_unknown_parameter_names_it_and_lists_the_valid_ones():
 
 
 @pytest.mark.parametrize("name, params, words", [
+    ("xresnet_3conv", {"widths": [32, 32, 48]}, "end in 48, but the last width is the output width, out_channels=64"),
     ("xresnet_3conv", {"widths": [-32, 32, 64]}, "positive"),
     ("conv_stack", {"widths": [32, 0, 64]}, "positive"),
     ("resnet_7x7", {"kernel_size": 0}, "kernel size"),

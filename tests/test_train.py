@@ -77,7 +77,7 @@ def test_cli_run_logs_to_wandb_offline(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["stem=nope"], "error: unknown stem 'nope'; choose one of:"),
     (["stem.widht=3"], "error: stem 'xresnet_3conv' has no parameter 'widht'"),
-    (["stem.widths=[24,32,48]"], "breaks the stem contract"),
+    (["stem.widths=[24,32,48]"], "end in 48, but the last width is the output width"),
     (["train.device=cuda"], "train.device=cuda but no CUDA GPU is visible"),
 ])
 def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, args, message):
