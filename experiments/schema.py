@@ -189,7 +189,8 @@ class ProfileConf:
 
     latency: bool = MISSING  # time every layer on the training device (false: FLOPs and bytes only)
     batch_size: Optional[int] = setting(MISSING, **at_least(1))  # null: 2 for FLOPs only, train.bs when timing
-    budget_s: Optional[float] = setting(MISSING, "a number > 0, or null for no budget", lambda v: v > 0)  # timing stops adding steps after this
+    # seconds of timing after which no step is added (0: the fewest, 2 profiled + 2 plain; null: no budget)
+    budget_s: Optional[float] = setting(MISSING, "a number ≥ 0, or null for no budget", lambda v: v >= 0)
 
 
 @dataclass

@@ -72,7 +72,7 @@ def test_valid_command_lines_pass_the_checks():
     ("train.precision=fp8", "train.precision=fp8 is not valid; use one of auto, fp32, bf16, fp16."),
     ("train.channels_last=1", "train.channels_last=1 is not valid; use auto, true or false."),
     ("profile.latency=maybe", "profile.latency=maybe is not valid"),
-    ("profile.budget_s=0", "profile.budget_s=0.0 is not valid; use a number > 0, or null for no budget."),
+    ("profile.budget_s=-1", "profile.budget_s=-1.0 is not valid; use a number ≥ 0, or null for no budget."),
     ("data.tune_pct=0.5", "data.tune_pct=0.5 is not valid; use a number in (0, 0.5)."),
     ("seed=-1", "seed=-1 is not valid; use an integer ≥ 0."),
     ("trunk.name=my/trunk", "trunk.name=my/trunk is not valid; use a name made of letters, digits, _ and - only."),
