@@ -18,6 +18,7 @@ import logging
 import random
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -175,6 +176,7 @@ class Checkpoint(Callback):
                  keep: bool = False):
         self.run_dir, self.config, self.resume, self.keep = Path(run_dir), config, resume, keep
         self.start_epoch = resume["epoch"] if resume else 0
+        self.save_s: list[float] = []  # seconds per save: the record's checkpoint cost
 
     def _loaders(self):
         return [dl for dl in self.dls.loaders if hasattr(dl, "generator")]
@@ -193,7 +195,7 @@ class Checkpoint(Callback):
     def after_epoch(self):
         if self.epoch < self.start_epoch:
             return  # skipped by fit_one_cycle(start_epoch=...): nothing new to save
-        finished = self.epoch + 1
+        t0, finished = time.perf_counter(), self.epoch + 1
         state = {"format": CHECKPOINT_FORMAT, "epoch": finished, "n_epochs": self.n_epoch,
                  "config": json.dumps(training_config(self.config)), "config_hash": config_hash(self.config),
                  "model": get_model(self.model).state_dict(), "opt": self.opt.state_dict(),
@@ -206,6 +208,7 @@ class Checkpoint(Callback):
             if not self.keep:
                 for old in checkpoint_paths(self.run_dir)[1:]:
                     old.unlink(missing_ok=True)
+        self.save_s.append(time.perf_counter() - t0)
 
 
 def save_weights(run_dir: Path, model: nn.Module) -> Path:

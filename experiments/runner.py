@@ -78,7 +78,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     history = learn.epoch_history.table()
     summary = summarize(history, profile, per_image)
     record.update(status="completed" if finite else "diverged", metrics=summary, profile_totals=profile.totals,
-                  epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
+                  epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat(),
+                  checkpoint_s=checkpoint.save_s)  # seconds per epoch-end checkpoint (this session's epochs)
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
     record["model"] = {"weights": None, "stem": stem_cfg, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
