@@ -26,6 +26,17 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    from experiments.checkpoint import Interrupted, interruptible  # heavy: after Hydra has parsed the command line
+
+    try:
+        with interruptible():  # SIGINT/SIGTERM/SIGUSR1: checkpoint kept, `interrupted` record, exit 128 + signal
+            return run_job(cfg)
+    except Interrupted as e:
+        log.warning("interrupted by %s %s.", e.signal_name, e.note)
+        sys.exit(e.exit_code)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+
+
+def run_job(cfg: DictConfig) -> float:
     import experiments  # heavy imports after Hydra has parsed the command line (--help stays fast)
 
     hc = HydraConfig.get()

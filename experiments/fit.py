@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping
 
+import pandas as pd
 import torch
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
@@ -16,7 +17,7 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.tracker import TerminateOnNaNCallback
-from fastai.learner import Learner
+from fastai.learner import Learner, Recorder
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
@@ -90,11 +91,35 @@ class Throughput(Callback):
         self.valid_s.append(self._sync() - self.t0)
 
 
+class EpochHistory(Callback):
+    """One row per finished epoch: fastai's Recorder values plus the Throughput callback's timings. A resumed
+    run's Checkpoint callback puts back the rows of the epochs finished before (fastai's Recorder starts empty)."""
+
+    order = Recorder.order + 1
+    timings = ("train_img_s", "train_s", "valid_s")
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def after_epoch(self):
+        values = self.recorder.values[-1]
+        if not values:
+            return  # an epoch skipped by fit_one_cycle(start_epoch=...): cancelled before it began
+        names = [n for n in self.recorder.metric_names[1:] if n != "time"]
+        tp = self.learn.throughput  # fastai exposes each callback as an attribute named after its class
+        self.rows.append({"epoch": self.epoch, **dict(zip(names, map(float, values))),
+                          "train_img_s": tp.img_s[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1]})
+
+    def table(self) -> pd.DataFrame:
+        names = [n for n in self.recorder.metric_names[1:] if n != "time"]
+        return pd.DataFrame(self.rows, columns=["epoch", *names, *self.timings])
+
+
 def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any], hw: Hardware,
                  cbs: list[Callback] = ()) -> Learner:
     """A fastai Learner with torch's AdamW (fused on CUDA: fastai's own Adam steps parameter by parameter)."""
     adamw = partial(torch.optim.AdamW, fused=True) if hw.device.type == "cuda" else torch.optim.AdamW
-    callbacks = [Throughput(), TerminateOnNaNCallback(), *cbs]
+    callbacks = [Throughput(), EpochHistory(), TerminateOnNaNCallback(), *cbs]
     if hw.precision != "fp32":
         callbacks.append(MixedPrecision(amp_mode=hw.precision))
     if hw.channels_last:
@@ -110,11 +135,14 @@ def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any
 
 def _log_epoch(recorder, values: list) -> None:
     """fastai's Recorder hands each epoch's [epoch, losses..., metrics..., time] to learn.logger."""
+    if len(values) <= 2:
+        return  # [epoch, time]: an epoch skipped on resume
     log.info("  ".join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(recorder.metric_names, values)))
 
 
-def fit(learn: Learner, train_cfg: Mapping[str, Any]) -> bool:
-    """fit_one_cycle; returns False when the loss became NaN/inf (the fit was stopped there)."""
-    learn.fit_one_cycle(train_cfg["epochs"], lr_max=train_cfg["lr"])
-    epochs = learn.recorder.values  # TerminateOnNaNCallback cancels the fit mid-epoch: that epoch is missing
-    return len(epochs) == train_cfg["epochs"] and all(math.isfinite(v) for v in epochs[-1])
+def fit(learn: Learner, train_cfg: Mapping[str, Any], start_epoch: int = 0) -> bool:
+    """fit_one_cycle (from `start_epoch` when resuming: fastai skips the epochs before it and sets the schedule
+    there); returns False when the loss became NaN/inf (the fit was stopped there)."""
+    learn.fit_one_cycle(train_cfg["epochs"], lr_max=train_cfg["lr"], start_epoch=start_epoch)
+    rows = learn.epoch_history.rows  # TerminateOnNaNCallback cancels the fit mid-epoch: that epoch is missing
+    return len(rows) == train_cfg["epochs"] and all(math.isfinite(v) for k, v in rows[-1].items() if k not in EpochHistory.timings)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from analyze.profile import profile_model
 from analyze.profile.plots import save_plots
 
+from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
 from .config import to_dict
 from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
@@ -48,43 +49,80 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     config = to_dict(cfg)
     name = run_name(config)
     tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
+    resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
+    start_epoch = resume["epoch"] if resume else 0
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
-                              "stem_match": stem_match, "started": started.isoformat()}
+                              "stem_match": stem_match, "started": started.isoformat(),
+                              "resumed_from_epoch": resume["epoch"] if resume else None,
+                              "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
     wb = WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir) if cfg.logger.name == "wandb" else None
-    learn = make_learner(model, data, cfg.train, hw, wb.callbacks() if wb else [])
+    checkpoint = Checkpoint(out_dir, config, resume, keep=cfg.train.keep_checkpoints)
+    learn = make_learner(model, data, cfg.train, hw, [*(wb.callbacks() if wb else []), checkpoint])
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
     try:
-        finite = fit(learn, cfg.train)
+        finite = fit(learn, cfg.train, start_epoch)
+    except Interrupted as e:  # a stop signal: the finished epochs are in checkpoints/, the record says so
+        history = learn.epoch_history.table()
+        record.update(status="interrupted", metrics=summarize(history, profile, per_image), epochs_run=len(history),
+                      wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
+        with signals_deferred():
+            path = write_record(out_dir, record, layers, history)
+        e.note = (f"after epoch {len(history)} of {cfg.train.epochs} (the partial epoch is lost); record: {path}; "
+                  "re-run the same command to resume")
+        raise
     except Exception as e:
         record.update(failure(e), wall_s=time.perf_counter() - t0)
         write_record(out_dir, record, layers)
         raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"see {out_dir / RESULT_FILE}") from e
 
-    history = epoch_history(learn)
-    final = history.iloc[-1].to_dict() if len(history) else {}
-    summary = {
-        "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
-        "train_loss": final.get("train_loss", math.nan),
-        "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
-        "train_img_s": history["train_img_s"].iloc[-1] if len(history) else math.nan,
-        "params": int(profile.totals["params"]), **per_image,
-        "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
-        "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],
-    }
+    history = learn.epoch_history.table()
+    summary = summarize(history, profile, per_image)
     record.update(status="completed" if finite else "diverged", metrics=summary, profile_totals=profile.totals,
-                  epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
+                  epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat(),
+                  checkpoint_s=checkpoint.save_s)  # seconds per epoch-end checkpoint (this session's epochs)
+    # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
+    record["model"] = {"weights": None, "stem": stem_cfg, "in_channels": data.in_channels,
+                       "num_classes": data.num_classes, "image_size": data.image_size}
+    if finite and cfg.train.save_model:
+        record["model"]["weights"] = save_weights(out_dir, learn.model).name
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
-    plots = save_plots(profile, out_dir)  # FLOPs vs time (or bytes) share per layer; roofline when timed
-    path = write_record(out_dir, record, layers, history)
+    path = write_record(out_dir, record, layers, history)  # the record first: nothing after it can lose the run
+    if not cfg.train.keep_checkpoints:
+        drop_checkpoints(out_dir)
+    plots = extra_plots(profile, out_dir)
     if wb:
         wb.finish(summary, profile.groups, layers, history, plots)
     log.info("%s | valid acc %.2f%% | %.2f M params | %.3f GFLOPs fwd/img | stem %.1f%% of FLOPs | %.0f img/s train | %.0f s | %s",
              record["status"], 100 * summary["valid_acc"], summary["params"] / 1e6, summary["flops_fwd_per_image"] / 1e9,
              100 * summary["stem_share_flops"], summary["train_img_s"], record["wall_s"], path)
     return float(summary["valid_acc"]) if finite else math.nan
+
+
+def extra_plots(profile, out_dir: Path) -> list[Path]:
+    """The profile's plots beside the record (FLOPs vs time share per layer; roofline when timed). A failure here
+    (a full disk, a plotting error) is a warning: the record is already complete."""
+    try:
+        return save_plots(profile, out_dir)
+    except Exception as e:
+        log.warning("The profile plots could not be written (%s: %s); the result record is complete.", type(e).__name__, e)
+        return []
+
+
+def summarize(history: pd.DataFrame, profile, per_image: dict[str, float]) -> dict[str, Any]:
+    """The record's metrics: the last epoch's, the best accuracy, and the profile's totals."""
+    final = history.iloc[-1].to_dict() if len(history) else {}
+    return {
+        "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
+        "train_loss": final.get("train_loss", math.nan),
+        "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
+        "train_img_s": final.get("train_img_s", math.nan),
+        "params": int(profile.totals["params"]), **per_image,
+        "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
+        "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],
+    }
 
 
 def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log.debug):
@@ -105,13 +143,3 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
     return profile, per_image
-
-
-def epoch_history(learn) -> pd.DataFrame:
-    """One row per epoch: fastai's Recorder values plus the Throughput callback's timings."""
-    names = [n for n in learn.recorder.metric_names[1:] if n != "time"]
-    rows = [dict(zip(names, map(float, values))) for values in learn.recorder.values]
-    tp = learn.throughput  # fastai exposes each callback as an attribute named after its class
-    for i, row in enumerate(rows):
-        row.update(epoch=i, train_img_s=tp.img_s[i], train_s=tp.train_s[i], valid_s=tp.valid_s[i])
-    return pd.DataFrame(rows, columns=["epoch", *names, "train_img_s", "train_s", "valid_s"])

@@ -66,6 +66,8 @@ class TrainConf:
     device: str = setting("auto", **one_of("auto", "cpu", "cuda"))  # auto: cuda when visible
     precision: str = setting("auto", **one_of("auto", "fp32", "bf16", "fp16"))  # auto: bf16 on cuda, fp32 on cpu
     channels_last: Any = setting("auto", **auto_or_bool())  # auto: true on cuda
+    save_model: bool = True  # a completed run keeps model.pt (rebuild: experiments.checkpoint.load_trained_model)
+    keep_checkpoints: bool = False  # true: keep checkpoints/epoch_N.pt of every epoch (else dropped at the end)
 
 
 @dataclass

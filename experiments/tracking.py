@@ -117,6 +117,8 @@ class WandbEpochs(Callback):
         self.run = run
 
     def after_epoch(self):
+        if not self.recorder.values[-1]:
+            return  # an epoch skipped on resume (fit_one_cycle(start_epoch=...)): nothing was trained
         names, values = self.recorder.metric_names[1:], self.recorder.log[1:]
         metrics = {n: v for n, v in zip(names, values) if isinstance(v, float)}
         tp = getattr(self.learn, "throughput", None)

@@ -61,9 +61,9 @@ def test_valid_command_lines_pass_the_checks():
     ("train.lr=-1", "train.lr=-1.0 is not valid; use a number > 0."),
     ("train.wd=-0.1", "train.wd=-0.1 is not valid; use a number ≥ 0."),
     ("+train.epoch=5", "train has no key 'epoch'; its keys are: epochs, lr, bs, wd, label_smoothing, device, precision, "
-                       "channels_last."),
+                       "channels_last, save_model, keep_checkpoints."),
     ("train.epoch=5", "train has no key 'epoch'; its keys are: epochs, lr, bs, wd, label_smoothing, device, precision, "
-                      "channels_last."),
+                      "channels_last, save_model, keep_checkpoints."),
     ("+foo=1", "the config has no key 'foo'; its keys are: stem, trunk, data, train, logger, seed, profile, study."),
     ("train.epochs=abc", "train.epochs=abc is not valid; use an integer ≥ 1."),
     ("train.bs=0", "train.bs=0 is not valid; use an integer ≥ 1."),

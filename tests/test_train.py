@@ -35,7 +35,7 @@ def test_divergence_is_recorded_not_crashed(make_cfg, tmp_path):
 def test_an_error_during_training_leaves_a_failed_record(make_cfg, tmp_path, monkeypatch):
     from experiments import runner
 
-    def broken_fit(learn, train_cfg):
+    def broken_fit(learn, *args):
         raise RuntimeError("CUDA error: an illegal memory access")
 
     monkeypatch.setattr(runner, "fit", broken_fit)

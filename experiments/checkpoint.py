@@ -1,0 +1,231 @@
+"""Runs that survive: a checkpoint at every epoch end, resume from it, interruption by a signal, final weights.
+
+A run directory holds `checkpoints/epoch_N.pt` (N = epochs finished): model and optimizer state (what fastai's
+`learn.save(with_opt=True)` writes), the epoch, every RNG state (python, numpy, torch, cuda, the data loaders'
+generators), fastai's smoothed train loss, the history rows so far, and the training config they belong to.
+Re-running the command in the same directory resumes from the newest one whose config matches; fastai's
+`fit_one_cycle(start_epoch=N)` skips the finished epochs and puts the one-cycle schedule where it was, so the
+resumed run ends with the same record an uninterrupted run writes.
+
+Why one file and not `learn.save`: fastai's file holds only {model, opt}; a second file for the rest could
+disagree with it after a kill between the two writes."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+from fastai.learner import Recorder, save_model
+from fastai.torch_core import get_model
+from torch import nn
+
+from stems.base import atomic_write
+
+from .model import build_model
+
+log = logging.getLogger("stemlab")
+
+CHECKPOINT_DIR = "checkpoints"
+WEIGHTS = "model.pt"
+CHECKPOINT_FORMAT = 1
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# keys that change where results go or what is kept, not what is trained
+NOT_TRAINING = {"logger": None, "profile": None, "train": ("save_model", "keep_checkpoints")}
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way
+    (W&B's, fastai's) swallows it. Exit status 128 + signal number, the shell's convention (130, 143, 138)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        self.note = "before training started; nothing was written"  # the runner replaces it once epochs ran
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGUSR1 raise Interrupted while the block runs (the previous handlers come back after:
+    under submitit they are its own)."""
+    def handle(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handle) for s in INTERRUPT_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold stop signals back while a checkpoint or record is written; one that came meanwhile is raised after."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPT_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPT_SIGNALS)
+
+
+def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without the keys that do not change training (JSON round-trip: as a record stores it)."""
+    plain = json.loads(json.dumps(config, default=str))
+    for key, sub in NOT_TRAINING.items():
+        if sub is None:
+            plain.pop(key, None)
+        elif key in plain:
+            plain[key] = {k: v for k, v in plain[key].items() if k not in sub}
+    return plain
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(training_config(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """`key: old -> new` for every leaf that differs (for the one line saying why a checkpoint is not used)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} -> {b}")
+    return out
+
+
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, newest (most epochs) first."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]), reverse=True)
+
+
+def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The newest readable checkpoint written for this config, or None (one log line says why it is not used).
+
+    Checkpoints of another config are deleted: this run replaces them."""
+    wanted = training_config(config)
+    for path in checkpoint_paths(run_dir):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: try the one before it
+            log.warning("not resuming from %s: unreadable (%s).", path, type(e).__name__)
+            continue
+        if state.get("config_hash") != config_hash(config):
+            why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
+            log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0.", path, why)
+            break
+        log.info("resuming %s from epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
+        return state
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return None
+
+
+def rng_states(loaders) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loaders": [dl.generator.get_state() for dl in loaders]}
+
+
+def set_rng_states(states: Mapping[str, Any], loaders) -> None:
+    random.setstate(states["python"])
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for dl, state in zip(loaders, states["loaders"]):
+        dl.generator.set_state(state)
+
+
+def plain_state(obj):
+    """numpy scalars (fastai's scheduled lr and betas) as Python numbers and fastai's tensor subclasses as plain
+    tensors: torch.load(weights_only=True) refuses both."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.as_subclass(torch.Tensor)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map(plain_state, obj))
+    if isinstance(obj, dict):
+        return {k: plain_state(v) for k, v in obj.items()}
+    return obj
+
+
+class Checkpoint(Callback):
+    """Saves the state after every finished epoch; restores a resumed run's state when the fit starts.
+
+    Ordered after fastai's Recorder (whose before_fit resets the smoothed loss this restores) and after the
+    EpochHistory callback (whose rows it saves)."""
+
+    order = Recorder.order + 2
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], resume: dict[str, Any] | None = None,
+                 keep: bool = False):
+        self.run_dir, self.config, self.resume, self.keep = Path(run_dir), config, resume, keep
+        self.start_epoch = resume["epoch"] if resume else 0
+        self.save_s: list[float] = []  # seconds per save: the record's checkpoint cost
+
+    def _loaders(self):
+        return [dl for dl in self.dls.loaders if hasattr(dl, "generator")]
+
+    def before_fit(self):
+        if not self.resume:
+            return
+        state = self.resume
+        get_model(self.model).load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.recorder.smooth_loss.count = state["smooth_loss"]["count"]
+        self.recorder.smooth_loss.val = state["smooth_loss"]["val"].to(self.dls.device)
+        self.learn.epoch_history.rows[:] = state["history"]
+        set_rng_states(state["rng"], self._loaders())
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch:
+            return  # skipped by fit_one_cycle(start_epoch=...): nothing new to save
+        t0, finished = time.perf_counter(), self.epoch + 1
+        state = {"format": CHECKPOINT_FORMAT, "epoch": finished, "n_epochs": self.n_epoch,
+                 "config": json.dumps(training_config(self.config)), "config_hash": config_hash(self.config),
+                 "model": get_model(self.model).state_dict(), "opt": self.opt.state_dict(),
+                 "smooth_loss": {"count": self.recorder.smooth_loss.count, "val": self.recorder.smooth_loss.val},
+                 "history": list(self.learn.epoch_history.rows), "rng": rng_states(self._loaders())}
+        folder = self.run_dir / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        with signals_deferred():  # a stop signal now would lose this epoch: take it once the file is complete
+            atomic_write(folder / f"epoch_{finished}.pt", lambda tmp: torch.save(plain_state(state), tmp))
+            if not self.keep:
+                for old in checkpoint_paths(self.run_dir)[1:]:
+                    old.unlink(missing_ok=True)
+        self.save_s.append(time.perf_counter() - t0)
+
+
+def save_weights(run_dir: Path, model: nn.Module) -> Path:
+    """The final weights alone (fastai's save_model without the optimizer); `load_trained_model` rebuilds them."""
+    return atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: save_model(tmp, model, None, with_opt=False))
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    shutil.rmtree(Path(run_dir) / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def load_trained_model(run_dir: Path | str) -> nn.Module:
+    """The model of a completed run: rebuilt from its result.json, with the weights of its model.pt."""
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    spec = record["model"]
+    model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
+                        image_size=spec["image_size"])
+    model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    return model
