@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from experiments.config import ConfigError, check_command_line, register_configs, to_dict
+from stems.base import StemlabError
 
 log = logging.getLogger("stemlab")
 register_configs()
@@ -60,8 +61,8 @@ def run_job(cfg: DictConfig) -> float:
         if multirun:
             return math.nan  # one failing point never stops a sweep; its record says why
         sys.exit(1)
-    except Exception as e:  # stemlab's bad-input errors are ValueErrors whose message names the fix
-        if not multirun and not isinstance(e, ValueError):
+    except Exception as e:  # stemlab's bad-input errors are StemlabErrors whose message names the fix
+        if not multirun and not isinstance(e, StemlabError):
             raise  # a bug, not bad input: its traceback is the useful message
         log.error("error: %s", e)
         if not multirun:

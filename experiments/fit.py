@@ -23,12 +23,14 @@ from fastai.metrics import accuracy
 from fastai.optimizer import OptimWrapper
 from torch import nn
 
+from stems.base import StemlabError
+
 from .data import DataBundle
 
 log = logging.getLogger("stemlab")
 
 
-class FitError(ValueError):
+class FitError(StemlabError):
     """A training setting this machine cannot honour; the message is one sentence naming the fix."""
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from analyze.profile import profile_model
 from analyze.profile.plots import save_plots
+from stems.base import StemlabError
 
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
 from .config import to_dict
@@ -30,8 +31,8 @@ PROFILE_COLUMNS = ["name", "kind", "group", "out_shape", "params", "macs", "flop
                    "bytes_moved", "ms_fwd", "ms_bwd", "share_flops", "share_time"]
 
 
-class RunFailed(RuntimeError):
-    """Training raised; the record (status `failed`) says why."""
+class RunFailed(StemlabError):
+    """Training raised; the record (status `failed`) says why. train.py exits 1 for it (2 is for bad input)."""
 
 
 def run(cfg: DictConfig, out_dir: Path) -> float:
