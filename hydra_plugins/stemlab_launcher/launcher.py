@@ -22,7 +22,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf, open_dict
 
 from experiments.config import to_dict
-from experiments.tracking import run_name, write_record
+from experiments.record import run_name, write_record
 
 log = logging.getLogger(__name__)
 
