@@ -13,8 +13,10 @@ from hydra.core.global_hydra import GlobalHydra
 from experiments.config import CONF_DIR, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
+# profile.latency=false: these runs test the loop, the records and the sweeps; per-layer timing, on by default in
+# every run, is tested where it is the subject (test_train's first test, test_profile, test_wandb)
 TINY = ["data=synthetic", "data.n_train=32", "data.n_valid=16", "data.image_size=16", "train.bs=8",
-        "train.epochs=1", "logger=none"]
+        "train.epochs=1", "logger=none", "profile.latency=false"]
 
 
 @pytest.fixture

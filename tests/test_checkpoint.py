@@ -73,7 +73,7 @@ def test_checkpoint_of_another_config_is_not_used(make_cfg, tmp_path, caplog):
     assert record(tmp_path / "b")["resumed_from_epoch"] is None and len(history(tmp_path / "b")) == 2
 
 
-SIGNAL_ARGS = [*TINY, "train.epochs=4", "profile.latency=false"]
+SIGNAL_ARGS = [*TINY, "train.epochs=4"]
 
 
 def start_run(run_dir) -> subprocess.Popen:

@@ -83,7 +83,7 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
     sweep = tmp_path / "study"
     lrs = [0.001, 0.01]
     # stem.out_channels=0 breaks a stem at build time: every tuning run of those arms fails, so they get no LR
-    args = ["-m", "+experiment=stem_study_mnist5k_tuned", *TINY, "profile.latency=false", "stem=resnet_7x7,patchify_4x4",
+    args = ["-m", "+experiment=stem_study_mnist5k_tuned", *TINY, "data.num_classes=2", "stem=resnet_7x7,patchify_4x4",
             "stem.out_channels=64,0", "seed=0,1", f"hydra.sweeper.lrs=[{lrs[1]},{lrs[0]}]", f"hydra.sweep.dir={sweep}"]
     proc = run_cli(*args, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]

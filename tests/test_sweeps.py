@@ -18,7 +18,7 @@ from experiments.config import CONF_DIR, register_configs
 from experiments.record import write_record
 from tests.conftest import TINY, run_cli
 
-TINY_SWEEP = [*TINY, "profile.latency=false", "stem=resnet_7x7,patchify_4x4", "seed=0,1"]
+TINY_SWEEP = [*TINY, "stem=resnet_7x7,patchify_4x4", "seed=0,1"]
 
 
 def records(sweep):

@@ -11,7 +11,8 @@ from tests.conftest import TINY, run_cli
 
 
 def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
-    acc = experiments.run(make_cfg("stem=resnet_7x7"), tmp_path)
+    # the default profile: every layer timed on the training device (the fewest timed steps, to stay quick)
+    acc = experiments.run(make_cfg("stem=resnet_7x7", "profile.latency=true", "profile.budget_s=0"), tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "completed" and result["format"] == record.RECORD_FORMAT
     assert result["config"]["stem"]["name"] == "resnet_7x7" and result["metrics"]["valid_acc"] == pytest.approx(acc)
@@ -22,7 +23,10 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     assert list(history["epoch"]) == [0] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert layers["group"].iloc[0] == "stem" and layers["flops_fwd"].sum() > 0
-    assert (tmp_path / "shares.png").stat().st_size > 0  # FLOPs share vs bytes share (no timing on the CPU by default)
+    metrics = result["metrics"]
+    assert 0 < metrics["stem_share_time"] < 1 and metrics["ms_fwd"] > 0 and metrics["ms_train_step"] > 0
+    assert layers["ms_fwd"].notna().all() and layers["ms_bwd"].notna().all()
+    assert (tmp_path / "shares.png").stat().st_size > 0 and (tmp_path / "roofline.png").stat().st_size > 0
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files behind
 
 

@@ -97,6 +97,8 @@ class TunedSweeper(BasicSweeper):
         """Every job of a stage through the configured launcher, `max_batch_size` at a time."""
         jobs = [[*job, *self.stage_overrides(stage, unnamed)] for job in jobs]
         returns: list[JobReturn] = []
+        if not jobs:  # e.g. no final runs: every stem's tuning failed (their failed records say why)
+            return returns
         for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
             self.validate_batch_is_legal(batch)  # composition errors before anything runs, as the basic sweeper
             results = self.launcher.launch(batch, initial_job_idx=self.next_job_idx)
