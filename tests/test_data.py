@@ -172,12 +172,17 @@ def test_bad_folders_are_refused(folder, tmp_path):
         build_data(imagenette_cfg(folder, tmp_path / "cache", size=200), bs=4, seed=0)
 
 
-def test_a_class_with_no_readable_image_is_refused(tmp_path):
-    root = tmp_path / "bad"
+def two_class_folder(root: Path, side: int) -> Path:
+    """train/ and val/ with one solid-colour JPEG in each of two classes."""
     for split in ("train", "val"):
         for label, wnid in enumerate(CLASSES[:2]):
             (root / split / wnid).mkdir(parents=True)
-            solid(label, 40, 40).save(root / split / wnid / "a.JPEG")
+            solid(label, side, side).save(root / split / wnid / "a.JPEG")
+    return root
+
+
+def test_a_class_with_no_readable_image_is_refused(tmp_path):
+    root = two_class_folder(tmp_path / "bad", 40)
     (root / "train" / CLASSES[1] / "a.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(DataError, match="no readable image"):
         build_data(imagenette_cfg(root, tmp_path / "cache"), bs=2, seed=0)

@@ -22,7 +22,7 @@ from experiments.data import integrity
 from experiments.data.cache import HOST, cached_split, to_8bit
 from stems.base import StemlabError
 
-from test_data import CLASSES, imagenette_cfg, solid
+from test_data import CLASSES, imagenette_cfg, solid, two_class_folder
 
 SIDE = 16  # cached image side: 16 x 16 x 3 = 768 bytes a row
 
@@ -199,11 +199,7 @@ def test_interrupted_build_leaves_no_temp_folder(split_dir, tmp_path, monkeypatc
 # --- folders that cannot take the cache ------------------------------------------------------------------------------
 
 def test_cache_dir_under_a_file_is_one_sentence(tmp_path):
-    folder = tmp_path / "imagenette"
-    for split in ("train", "val"):
-        for label, wnid in enumerate(CLASSES[:2]):
-            (folder / split / wnid).mkdir(parents=True)
-            solid(label, 24, 24).save(folder / split / wnid / "a.JPEG")
+    folder = two_class_folder(tmp_path / "imagenette", 24)
     (tmp_path / "a_file").write_text("")
     for cache in (tmp_path / "a_file" / "sub", tmp_path / "a_file"):  # not a folder (ENOTDIR), a file (EEXIST)
         with pytest.raises(DataError) as err:
