@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -194,6 +195,27 @@ def test_interrupted_build_leaves_no_temp_folder(split_dir, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         open_split(split_dir, tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"test-train-{SIDE}px-lock"]
+
+
+def test_parallel_builds_inside_a_run_neither_hang_nor_raise_in_workers(tmp_path):
+    # a run builds its caches inside interruptible(): forked decoders that kept its handlers raised Interrupted at
+    # the pool's shutdown SIGTERM, once while holding the task queue's lock, and the next build hung in join
+    # (40 files: with 4, the workers were rarely still waiting for tasks at the shutdown)
+    split_dir = tmp_path / "train"
+    for label, wnid in enumerate(CLASSES[:2]):
+        (split_dir / wnid).mkdir(parents=True)
+        for i in range(20):
+            solid(label, 24, 24).save(split_dir / wnid / f"{i}.JPEG")
+    script = (
+        "import sys; from pathlib import Path; from experiments.checkpoint import interruptible\n"
+        "from experiments.data.cache import cached_split\n"
+        "with interruptible():\n"
+        "    for k in range(12):\n"
+        f"        cached_split(Path(sys.argv[1]), dataset='test', split='train', side={SIDE}, "
+        "cache_dir=Path(sys.argv[2]) / str(k), workers=2)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(split_dir), str(tmp_path / 'caches')], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "Interrupted" not in proc.stderr, proc.stderr[-2000:]
 
 
 # --- folders that cannot take the cache ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -131,6 +132,16 @@ def _open_output(path: str, n: int, side: int) -> None:
     _worker_out = np.memmap(path, dtype=np.uint8, mode="r+", shape=(n, side, side, 3))
 
 
+def _start_worker(path: str, n: int, side: int) -> None:
+    """A forked worker drops the run's stop-signal handlers (experiments.checkpoint.interruptible): with them, the
+    pool's own SIGTERM at shutdown raised in a worker holding the task queue's lock, and the pool hung in join.
+    Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end a worker at once, as Pool.terminate expects."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_DFL)
+    _open_output(path, n, side)
+
+
 def _decode_row(job: tuple[int, str, int]) -> tuple[int, str | None]:
     """Decode one file into its row of the shared output; a failure is returned, never raised."""
     i, path, side = job
@@ -154,7 +165,7 @@ def _decode_all(files: list[Path], out: Path, side: int, workers: int, desc: str
     else:
         # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-        pool = ctx.Pool(workers, initializer=_open_output, initargs=(str(out), n, side))
+        pool = ctx.Pool(workers, initializer=_start_worker, initargs=(str(out), n, side))
         results = pool.imap_unordered(_decode_row, jobs, chunksize=32)
     with pool, bar:
         for i, err in results:
