@@ -72,7 +72,7 @@ def profile_configured(cfg: Any, threads: int | None = None) -> Profile:
     hw = resolve_hardware(cfg.train)
     _progress(f"building data {cfg.data.name!r} and model {cfg.stem.name} + {cfg.trunk.name}")
     data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=torch.device("cpu"))
-    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size)
+    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs)
     model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     profile, _ = profile_run(model, cfg, data, hw, threads=threads, progress=_progress)
     return profile

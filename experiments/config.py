@@ -27,8 +27,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import stems
 from stems.base import StemlabError
+from stems.match import cost
 
-from .schema import StemConf, register_configs, stem_node
+from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 
 __all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "stem_node", "to_dict"]
 
@@ -149,6 +150,18 @@ def check_config(cfg: DictConfig, overrides: list[str]) -> None:
             raise ConfigError(f"{group}.name={cfg[group].name} differs from the chosen {group} {chosen!r}; "
                               f"choose another {group} with {group}=NAME, not {group}.name.")
     check_image_size(cfg)
+    check_stem(cfg)
+
+
+def check_stem(cfg: DictConfig) -> None:
+    """The stem's parameters build a stem (on the meta device: shapes only), so a bad point of a stem's parameter
+    space is refused before Hydra writes anything, not when the run builds its model."""
+    channels, size = OmegaConf.to_object(cfg.data).image_shape()
+    node = {k: v for k, v in OmegaConf.to_container(cfg.stem, resolve=True).items() if k not in STEM_KEYS}
+    try:
+        cost(cfg.stem.name, channels, size, cfg.stem.out_channels, node)
+    except StemlabError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_node(node: DictConfig, path: str) -> None:

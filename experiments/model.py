@@ -16,7 +16,7 @@ import stems
 from stems.base import StemlabError
 from stems.match import match_params
 
-from .schema import STEM_KEYS
+from .schema import STEM_KEYS, TrainConf
 
 
 class TrunkError(StemlabError):
@@ -33,9 +33,12 @@ def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plain(stem_cfg).items() if k not in STEM_KEYS}
 
 
-def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None, device: str = "cpu",
+                 batch_size: int = TrainConf.bs) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The stem node with `stem.match` applied: widths scaled to the target cost (stems.match) and match
-    cleared, plus the match record for result.json (None without a match)."""
+    cleared, plus the match record for result.json (None without a match).
+
+    A `time:` match times the stem on `device` at `batch_size`: a run passes its training device and train.bs."""
     node = plain(stem_cfg)
     match = node.get("match")
     if not match:
@@ -44,7 +47,8 @@ def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int 
         raise stems.StemError(f"stem.match={match} needs the run's input size; pass image_size to build_model.")
     name = node["name"]
     out = node.get("out_channels") or stems.spec(name).out_channels
-    params, info = match_params(name, in_channels, out, image_size, str(match), stem_params(node))
+    params, info = match_params(name, in_channels, out, image_size, str(match), stem_params(node),
+                                device=device, batch_size=batch_size)
     return {**node, **params, "match": None}, {**info, "widths": params["widths"], "image_size": image_size}
 
 

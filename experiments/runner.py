@@ -43,7 +43,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     hw = resolve_hardware(cfg.train)
     set_seed(cfg.seed)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=hw.device)
-    stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size)  # stem.match: iso-cost widths
+    # stem.match: iso-cost widths; a time match is timed where and at the batch size the run trains
+    stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs)
     model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     profile, per_image = profile_run(model, cfg, data, hw)
 

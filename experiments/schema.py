@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 import stems
+from stems.match import MATCH_SPEC, MATCH_TEXT
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
 
@@ -201,8 +202,8 @@ class StemConf:
 
     name: str = setting(MISSING, **name_rule())
     out_channels: int = MISSING  # the stem contract's width, handed to the trunk
-    match: Optional[str] = setting(None, "flops:<stem or number> or params:<stem or number>",
-                                   lambda v: bool(re.fullmatch(r"(flops|params):\S+", v)))  # iso-cost widths
+    # iso-cost widths (stems.match): equal FLOPs, params or measured train-step time
+    match: Optional[str] = setting(None, MATCH_TEXT, lambda v: bool(MATCH_SPEC.fullmatch(v)))
 
 
 STEM_KEYS = ("name", "out_channels", "match")  # the keys of a stem node that are not factory parameters

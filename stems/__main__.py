@@ -63,16 +63,20 @@ def run(argv: list[str] | None) -> int:
     group = t.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="replace the table between the markers in FILE")
     group.add_argument("--check", metavar="FILE", help="exit 1 when the table in FILE is stale")
-    m = sub.add_parser("match", help="scale a stem's widths to a FLOPs or params target")
+    m = sub.add_parser("match", help="scale a stem's widths to a FLOPs, params or measured-time target")
     m.add_argument("name")
-    m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G)")
+    m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G), "
+                                "or time:<stem or milliseconds like 2.5ms> (timed on the CPU at --batch-size)")
     m.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
     m.add_argument("--in-channels", type=int, default=IN_CHANNELS)
+    m.add_argument("--batch-size", type=int, default=64, help="images per timed step (time: only; default 64)")
     args = parser.parse_args(argv)
     if args.command == "match":
-        params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {})
+        params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {},
+                                    batch_size=args.batch_size)
+        value = (lambda v: f"{v * 1e3:.2f} ms") if info["target_kind"] == "time" else (lambda v: f"{v:,.0f}")
         print(f"stem={args.name} stem.widths=[{','.join(map(str, params['widths']))}]  # {info['target_kind']} "
-              f"{info['achieved_value']:,} for a target of {info['target_value']:,.0f} ({args.spec}) at {args.size} px")
+              f"{value(info['achieved_value'])} for a target of {value(info['target_value'])} ({args.spec}) at {args.size} px")
         return 0
     if not (args.write or args.check):
         print(table())

@@ -60,14 +60,16 @@ def output_widths(widths, out_channels: int, length: int | None = None) -> list[
 
 
 def conv_norm_act(ni: int, nf: int, ks: int = 3, stride: int = 1, norm: str = "bn", act: str = "relu",
-                  padding: int | None = None, groups: int = 1) -> nn.Sequential:
-    """Conv (no bias before a norm) + norm + activation; `padding` defaults to 'same' for odd kernels."""
+                  padding: int | None = None, groups: int = 1, ln_eps: float = LN_EPS,
+                  bias: bool | None = None) -> nn.Sequential:
+    """Conv + norm + activation; `padding` defaults to 'same' for odd kernels, `bias` to none before a norm."""
     if ni <= 0 or nf <= 0:
         raise ValueError(f"channel counts must be positive, got {ni} -> {nf}")
     if ks <= 0 or stride <= 0:
         raise ValueError(f"kernel size and stride must be positive, got ks={ks}, stride={stride}")
-    conv = nn.Conv2d(ni, nf, ks, stride, ks // 2 if padding is None else padding, bias=norm == "none", groups=groups)
-    return nn.Sequential(conv, norm_layer(norm, nf), act_layer(act))
+    conv = nn.Conv2d(ni, nf, ks, stride, ks // 2 if padding is None else padding,
+                     bias=norm == "none" if bias is None else bias, groups=groups)
+    return nn.Sequential(conv, norm_layer(norm, nf, ln_eps), act_layer(act))
 
 
 def conv_stack(ni: int, widths, kernel_sizes, strides, norm: str, act: str) -> list[nn.Module]:

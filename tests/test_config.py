@@ -77,7 +77,8 @@ def test_valid_command_lines_pass_the_checks():
     ("seed=-1", "seed=-1 is not valid; use an integer ≥ 0."),
     ("trunk.name=my/trunk", "trunk.name=my/trunk is not valid; use a name made of letters, digits, _ and - only."),
     ("stem.widths=[a]", "stem.widths=[a] is not valid: Value 'a' of type 'str' could not be converted to Integer."),
-    ("stem.match=flops", "stem.match=flops is not valid; use flops:<stem or number> or params:<stem or number>."),
+    ("stem.match=flops", "stem.match=flops is not valid; use flops:<stem or number>, params:<stem or number> or "
+                         "time:<stem or milliseconds like 2.5ms>."),
     ("stem.name=resnet_7x7", "stem.name=resnet_7x7 differs from the chosen stem 'xresnet_3conv'; choose another stem "
                              "with stem=NAME, not stem.name."),
     # 30 px is not a multiple of the stem's stride 4: the nearest multiples are 28 and 32
