@@ -10,16 +10,21 @@ space-to-depth: s2d x prod(strides) x (2 with the pool) must be 4. Odd kernels p
 patch embedding (kernel = stride, no padding, as ConvNeXt's). `norm` and `act` apply to every layer."""
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from torch import nn
 
 from .layers import ACTS, CONVNEXT_LN_EPS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
 from .match import cost
 from .registry import StemError, register, spec
+
+POINTS_DIR = Path(__file__).with_name("points")  # named points (python -m analyze space exports them): stems by name
 
 CONTRACT_STRIDE = 4
 MAX_LAYERS = 4
@@ -103,7 +108,6 @@ POINTS = {
     "patchify_4x4": lambda p: _patch(4, 4, p),
     "patchify_2x2_s2": lambda p: _patch(2, 2, p, pool="max") if p["pool"] == "max" else None,
     "patchify_overlap": lambda p: _patch(p["kernel_size"], 4, p, ln_eps=LN_EPS),
-    "space": lambda p: p,
     "space_to_depth": lambda p: dict(widths=[64], kernels=[p["kernel_size"]], strides=[1], pool="none",
                                      s2d=p["block_size"], norm=p["norm"], act=p["act"]) if p["block_size"] == 4 else None,
 }
@@ -120,7 +124,7 @@ def point_of(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `space` parameters that build the same network as stem `name` with `params` (its defaults otherwise)."""
     s = spec(name)
     p = {**s.defaults, **(params or {})}
-    point = POINTS[s.name](p) if s.name in POINTS else None
+    point = p if s.family == "space" else POINTS[s.name](p) if s.name in POINTS else None
     if point is None:
         why = OUTSIDE.get(s.name, "these parameters are outside the space")
         raise StemError(f"stem {s.name!r} is not a point of the stem space: {why}.")
@@ -214,3 +218,45 @@ def code(p: dict[str, Any]) -> str:
     if p["pool"] == "max" and p["pool_at"] in (None, len(p["widths"])):
         parts.append("max")
     return " ".join([*parts, str(p["norm"]), str(p["act"])])
+
+
+# --- named points: a sampled stem worth keeping, registered under its own name -------------------------------------
+
+def register_point(name: str, params: dict[str, Any], source: str) -> None:
+    """Register stem `name`: the `space` stem whose defaults are `params` (so `stem=name` runs that point, and its
+    parameters stay overridable like any stem's). The point is checked here: a bad one never reaches a run."""
+    sig = inspect.signature(space)
+    unknown = sorted(set(params) - set(sig.parameters))
+    if unknown:
+        raise StemError(f"stem point {name!r} has unknown parameters {', '.join(unknown)}; "
+                        f"the space's are: {', '.join(list(sig.parameters)[2:])}.")
+
+    def point(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+        return space(in_channels, out_channels, **kw)
+
+    point.__signature__ = sig.replace(parameters=[p.replace(default=params.get(p.name, p.default))
+                                                  for p in sig.parameters.values()])
+    point.__annotations__ = space.__annotations__  # the config schema types the parameters from these
+    register(name, family="space", source=source)(point)
+    try:
+        cost(name, 3, 32)
+    except StemError as e:
+        raise StemError(f"stem point {name!r} is not a valid point: {str(e).split(': ', 1)[-1]}") from None
+
+
+def load_points(path: Path) -> list[str]:
+    """Register every point of a YAML file {name: {params: {...}, source: "..."}}; returns their names."""
+    try:
+        entries = yaml.safe_load(path.read_text())
+        named = [(str(n), dict(e["params"]), str(e.get("source", f"a named point of the stem space ({path.name})")))
+                 for n, e in entries.items()]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise StemError(f"{path} is not a stem points file ({type(e).__name__}); each entry needs "
+                        "<name>: {params: {...}, source: ...} (python -m analyze space writes one).") from None
+    for name, params, source in named:
+        register_point(name, params, source)
+    return [n for n, _, _ in named]
+
+
+for _file in sorted(POINTS_DIR.glob("*.yaml")):
+    load_points(_file)

@@ -2,6 +2,7 @@
 the cost band, the design labels, and the space sweeper end to end on a tiny synthetic sweep."""
 from __future__ import annotations
 
+import argparse
 import json
 import random
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import stems
+from analyze.report.space import run_space
 from experiments.config import ConfigError, check_command_line
 from stems import space
 from stems.match import cost
@@ -126,6 +128,12 @@ def test_space_sweep_runs_the_drawn_stems_and_refuses_a_stem_choice(tmp_path):
         stem = json.loads(record.read_text())["config"]["stem"]
         assert json.loads(record.read_text())["status"] == "completed"
         assert {k: stem[k] for k in point["params"]} == point["params"] and "seed=0" in record.parent.name
+
+    out = tmp_path / "analysis"
+    assert run_space(argparse.Namespace(dir=str(sweep), out=str(out), export=1)) == 0
+    assert "**2 completed runs** of 2 distinct stems" in (out / "space.md").read_text()
+    assert {p.name for p in out.iterdir()} == {"space.md", "stems.yaml", "space_edf.png", "space_by_choice.png",
+                                               "space_cost.png"}
 
     refused = run_cli("-m", "hydra/sweeper=space", "stem=resnet_7x7", *TINY, f"hydra.sweep.dir={tmp_path / 'no'}")
     assert refused.returncode == 2 and "hydra/sweeper=space samples the stem itself" in refused.stderr

@@ -123,13 +123,33 @@ def test_imagenette_study_preset(hydra_cfg):
     assert (cfg.trunk.name, cfg.data.name, cfg.data.size, cfg.data.image_size, cfg.train.epochs) == \
         ("xresnet50", "imagenette", 160, 128, 5)
     assert cfg.hydra.sweep.dir == "multirun/stem_study_imagenette" and cfg.logger.group == "stem_study_imagenette"
-    # the zoo, read from the registry by Hydra's glob over the stem group, and 5 seeds
+    # the zoo, read from the registry by Hydra's glob over the stem group (the design space's default point is
+    # xresnet_3conv: left out), and 5 seeds
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
-    assert params == {"stem": "glob(*)", "seed": "range(5)"}
+    assert params == {"stem": "glob(*,exclude=space)", "seed": "range(5)"}
     points, command = sweep_points({"sweeper": {"params": params},
                                            "overrides": {"task": ["+experiment=stem_study_imagenette"], "hydra": []}})
-    assert sorted(points) == sorted((s, str(i)) for s in stems.available() for i in range(5))
+    assert sorted(points) == sorted((s, str(i)) for s in stems.available() if s != "space" for i in range(5))
     assert command == "python train.py -m +experiment=stem_study_imagenette"
+
+
+def test_imagenette_cpu_study_preset_runs_at_a_tiny_size(tmp_path):
+    # the preset as committed (6 stems, xresnet18, Imagenette layout, per-layer timing on), on 2 generated images
+    # per split at 16 px, one epoch, seed 0: every stem of it builds, trains, times its layers and writes its record
+    from test_data import two_class_folder
+
+    root, sweep = two_class_folder(tmp_path / "imagenette", 24), tmp_path / "study"
+    proc = run_cli("-m", "+experiment=stem_study_imagenette_cpu", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",
+                   "data.image_size=16", "data.workers=1", "train.bs=2", "train.epochs=1", "seed=0", "logger=none",
+                   "profile.budget_s=0", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = records(sweep)
+    assert sorted(r["config"]["stem"]["name"] for r in done.values()) == sorted(
+        ["resnet_7x7", "xresnet_3conv", "resblock", "patchify_4x4", "space_to_depth", "dw_separable"])
+    for r in done.values():
+        assert r["status"] == "completed" and r["config"]["trunk"]["name"] == "xresnet18"
+        assert r["config"]["data"]["name"] == "imagenette" and r["config"]["profile"]["latency"] is True
+        assert r["metrics"]["ms_train_step"] > 0  # the layers were timed
 
 
 def test_slurm_preset_becomes_an_sbatch_script(hydra_cfg, tmp_path, monkeypatch):
