@@ -27,19 +27,20 @@ def records(sweep):
 
 def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     sweep = tmp_path / "study"
-    # stem.out_channels=0 breaks the stems at build time: those points fail, the others complete
-    args = ["-m", "+experiment=stem_study_mnist5k", *TINY_SWEEP, "stem.out_channels=64,0", f"hydra.sweep.dir={sweep}"]
+    # a 2-stage trunk against 4 stage widths fails when the model is built (the config check does not build
+    # trunks): those points fail, the others complete
+    args = ["-m", "+experiment=stem_study_mnist5k", *TINY_SWEEP, "trunk.layers=[1,1,1,1],[1,1]", f"hydra.sweep.dir={sweep}"]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = records(sweep)
     assert len(recs) == 8
     done = {k: r for k, r in recs.items() if r["status"] == "completed"}
     failed = {k: r for k, r in recs.items() if r["status"] == "failed"}
-    assert len(done) == 4 and all("stem.out_channels=64" in k for k in done)
-    assert len(failed) == 4 and all("positive channel counts" in r["error"] and r["config"]["stem"]["out_channels"] == 0
+    assert len(done) == 4 and all("trunk.layers=[1,1,1,1]" in k for k in done)
+    assert len(failed) == 4 and all("must have the same length" in r["error"] and r["config"]["trunk"]["layers"] == [1, 1]
                                     for r in failed.values())
     # the point's directory is its overrides (not a timestamp or job number): the same command finds it again
-    assert "seed=0,stem.out_channels=64,stem=resnet_7x7" in "".join(done)
+    assert "seed=0,stem=resnet_7x7,train.bs=8,train.epochs=1,trunk.layers=[1,1,1,1]" in "".join(done)
     again, garbled = sorted(done)[:2]
     (sweep / again / "result.json").write_text(json.dumps({**done[again], "status": "failed"}))
     (sweep / garbled / "result.json").write_bytes(b'{"status": "completed\xff"}')  # a non-UTF-8 byte
@@ -53,9 +54,11 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     assert records(sweep)[again]["status"] == records(sweep)[garbled]["status"] == "completed"
     assert {k: (sweep / k / "result.json").stat().st_mtime_ns for k in mtimes} == mtimes
 
-    table = stem_table(split_studies(read_records(sweep).runs)[0]).set_index("stem")
-    assert table.loc[["patchify_4x4 (out_channels=64)", "resnet_7x7 (out_channels=64)"], "n"].tolist() == [2, 2]
-    assert table.loc[["patchify_4x4 (out_channels=0)", "resnet_7x7 (out_channels=0)"], "n"].tolist() == [0, 0]
+    # the two trunks are two studies (never averaged together): the failed one reports its stems with no runs
+    tables = {len(s.runs[0].config["trunk"]["layers"]): stem_table(s).set_index("stem")
+              for s in split_studies(read_records(sweep).runs)}
+    assert tables[4].loc[["patchify_4x4", "resnet_7x7"], "n"].tolist() == [2, 2]
+    assert tables[2].loc[["patchify_4x4", "resnet_7x7"], "n"].tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("content, reason", [
