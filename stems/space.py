@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -258,5 +259,14 @@ def load_points(path: Path) -> list[str]:
     return [n for n, _, _ in named]
 
 
-for _file in sorted(POINTS_DIR.glob("*.yaml")):
-    load_points(_file)
+def load_installed_points(folder: Path = POINTS_DIR) -> None:
+    """Register the points files in stems/points/; a bad one is named in a warning and skipped (its stems are then
+    unknown names, refused as such), so that one broken file never stops every command at import."""
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            load_points(path)
+        except StemError as e:
+            warnings.warn(f"{e} Its stems are not registered.", stacklevel=2)
+
+
+load_installed_points()

@@ -80,9 +80,12 @@ def test_exported_points_run_by_name(tmp_path):
 
 def test_a_bad_points_file_is_one_sentence(tmp_path):
     from stems.base import StemlabError
-    from stems.space import load_points
+    from stems.space import load_installed_points, load_points
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("x: [1, 2]\n")
     with pytest.raises(StemlabError, match=r"bad.yaml is not a stem points file \(TypeError\)"):
         load_points(bad)
+    # installed in stems/points/, it is named in one warning and skipped: no command dies at import
+    with pytest.warns(UserWarning, match=r"bad.yaml is not a stem points file .* Its stems are not registered\."):
+        load_installed_points(tmp_path)
