@@ -149,14 +149,15 @@ def check_config(cfg: DictConfig, overrides: list[str]) -> None:
         if cfg[group].name != chosen:
             raise ConfigError(f"{group}.name={cfg[group].name} differs from the chosen {group} {chosen!r}; "
                               f"choose another {group} with {group}=NAME, not {group}.name.")
-    check_image_size(cfg)
-    check_stem(cfg)
+    shape = OmegaConf.to_object(cfg.data).image_shape()
+    check_image_size(cfg, shape)
+    check_stem(cfg, shape)
 
 
-def check_stem(cfg: DictConfig) -> None:
+def check_stem(cfg: DictConfig, shape: tuple[int, int]) -> None:
     """The stem's parameters build a stem (on the meta device: shapes only), so a bad point of a stem's parameter
     space is refused before Hydra writes anything, not when the run builds its model."""
-    channels, size = OmegaConf.to_object(cfg.data).image_shape()
+    channels, size = shape
     node = {k: v for k, v in OmegaConf.to_container(cfg.stem, resolve=True).items() if k not in STEM_KEYS}
     try:
         cost(cfg.stem.name, channels, size, cfg.stem.out_channels, node)
@@ -185,9 +186,9 @@ def check_node(node: DictConfig, path: str) -> None:
             raise ConfigError(f"{full}={shown(value)} is not valid; use {rule.text}.")
 
 
-def check_image_size(cfg: DictConfig) -> None:
+def check_image_size(cfg: DictConfig, shape: tuple[int, int]) -> None:
     """The stem divides the image by its stride exactly, and a batch of input images fits the machine."""
-    channels, size = OmegaConf.to_object(cfg.data).image_shape()
+    channels, size = shape
     try:
         stems.check_image_size(cfg.stem.name, size)
     except ValueError as e:

@@ -51,7 +51,7 @@ def _lr(values: list[float]) -> str:
     return ", ".join(f"{v:g}" for v in values if math.isfinite(v)) or "–"
 
 
-def _table(head: list[str], align: str, rows: list[list[str]]) -> str:
+def md_table(head: list[str], align: str, rows: list[list[str]]) -> str:
     """A markdown table; `align` has one letter per column: l(eft) or r(ight)."""
     lines = ["| " + " | ".join(head) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -83,7 +83,7 @@ def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
         rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), *comparison_cells(r),
                      _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
                      _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0)])
-    return _table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 7, rows)
+    return md_table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 7, rows)
 
 
 def depth_table(study: Study, order: list[str]) -> str:
@@ -95,7 +95,7 @@ def depth_table(study: Study, order: list[str]) -> str:
         rows.append([f"`{stem}`"] + [("–" if s not in shares.index else
                                       f"{100 * shares.at[s, 'share_flops']:.1f} → " + _num(100 * shares.at[s, "share_time"], 1))
                                      for s in STAGES])
-    return _table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
+    return md_table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
 
 
 def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
@@ -113,7 +113,7 @@ def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figu
            f"Each stem's LR is chosen by its mean accuracy on the tuning split (carved from the training set with a "
            f"fixed seed, never the validation set above) over the grid {_lr(grid)}; ties go to the smaller LR. "
            f"{len(study.tuning)} tuning runs.", "",
-           _table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean over seeds; completed seeds)"],
+           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean over seeds; completed seeds)"],
                   "lrrl", rows), ""]
     if figure:
         out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]

@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from adjustText import adjust_text
 
+from experiments.schema import STEM_KEYS
+from stems import spec
 from stems.base import atomic_write
 from stems.space import code, design
 
 from .data import ReportError, Run, read_records
 from .figures import new_figure, save
+from .render import md_table
 from .statistics import completed, pareto_front, step_ms, t_interval
 
 ALPHA = 0.05  # the EDF band's and the CIs' level
@@ -60,7 +64,7 @@ def space_table(runs: list[Run]) -> pd.DataFrame:
     """One row per completed run of a space point: its code, error (%), cost and design choices."""
     rows = []
     for r in completed(runs):
-        params = {k: v for k, v in (r.config.get("stem") or {}).items() if k not in ("name", "out_channels", "match")}
+        params = {k: v for k, v in (r.config.get("stem") or {}).items() if k not in STEM_KEYS}
         try:
             choices = design(params)
         except (KeyError, TypeError, ValueError):  # not a point of the space (another stem in the same directory)
@@ -81,8 +85,7 @@ def choice_table(table: pd.DataFrame, choice: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-CHOICES = list(design({"widths": [32, 64], "kernels": [3, 3], "strides": [2, 1], "pool": "max", "pool_at": None,
-                       "s2d": 1, "norm": "bn", "act": "relu"}))  # the labels design() gives, in its order
+CHOICES = list(design(spec("space").defaults))  # the labels design() gives, in its order
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
@@ -124,18 +127,14 @@ def plot_cost(table: pd.DataFrame):
         ax.scatter(cost, err, s=18, color="tab:blue", alpha=0.7)
         front = pareto_front(cost, -err)
         ax.plot(cost[front], err[front], color="tab:red", marker="o", ms=4, label="Pareto front")
-        for i in front:
-            ax.annotate(table["code"].iloc[i], (cost[i], err[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        texts = [ax.text(cost[i], err[i], table["code"].iloc[i], fontsize=6) for i in front]
+        adjust_text(texts, ax=ax)  # as the report's figures: no name overprints another
         ax.set(xlabel=label, ylabel="validation error (%)")
         ax.legend(fontsize=8)
     return fig
 
 
 # --- the report --------------------------------------------------------------------------------------------------
-
-def _md(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
-
 
 def export_points(table: pd.DataFrame, n: int, study: str) -> tuple[str, list[str]]:
     """stems.yaml (the best n stems as named points) and their names."""
@@ -179,14 +178,14 @@ def render(table: pd.DataFrame, plan: dict[str, Any] | None, figures: dict[str, 
         ct = choice_table(table, choice)
         rows = [[str(r.value), str(r.n), f"{r.mean:.2f} ± {r.ci:.2f}" if math.isfinite(r.ci) else f"{r.mean:.2f}",
                  f"{r.median:.2f}", f"{r.best:.2f}"] for r in ct.itertuples()]
-        lines += [f"**{choice}**", "", *_md(["value", "stems", "mean error %", "median", "best"], rows), ""]
+        lines += [f"**{choice}**", "", md_table(["value", "stems", "mean error %", "median", "best"], "lrrrr", rows), ""]
     lines += ["## Error against cost", "",
               "Every sampled stem in the same trunk; the red line joins the stems no other beats on both cost and error.",
               ""]
     if "cost" in figures:
         lines += [f"![error vs cost]({figures['cost']})", ""]
     best = table.sort_values("error").head(10)
-    lines += ["## Best sampled stems", "", *_md(["stem", "error %", "ms/step", "GFLOPs"], [
+    lines += ["## Best sampled stems", "", md_table(["stem", "error %", "ms/step", "GFLOPs"], "lrrr", [
         [f"`{r.code}`", f"{r.error:.2f}", f"{r.ms_step:.0f}", f"{r.gflops:.3f}"] for r in best.itertuples()]), ""]
     if names:
         lines += [f"`stems.yaml` names the best {len(names)} ({', '.join(f'`{x}`' for x in names)}); copy it into "
