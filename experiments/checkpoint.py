@@ -12,6 +12,7 @@ disagree with it after a kill between the two writes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -29,9 +30,10 @@ from fastai.learner import Recorder, save_model
 from fastai.torch_core import get_model
 from torch import nn
 
-from stems.base import atomic_write
+from stems.base import StemlabError, atomic_write
 
 from .model import build_model
+from .record import RESULT_FILE, Unreadable, disk_full, read_record
 
 log = logging.getLogger("stemlab")
 
@@ -41,6 +43,10 @@ CHECKPOINT_FORMAT = 1
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # keys that change where results go or what is kept, not what is trained
 NOT_TRAINING = {"logger": None, "profile": None, "train": ("save_model", "keep_checkpoints")}
+
+
+class NoTrainedModel(StemlabError):
+    """load_trained_model was pointed at a run directory without a readable record and weights."""
 
 
 class Interrupted(BaseException):
@@ -111,10 +117,21 @@ def checkpoint_paths(run_dir: Path) -> list[Path]:
     return sorted((run_dir / CHECKPOINT_DIR).glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]), reverse=True)
 
 
+def aside_dir(run_dir: Path, config_hash_: str) -> Path:
+    """Where the checkpoints of another config are kept when a run of this config takes the run directory."""
+    return Path(run_dir) / f"{CHECKPOINT_DIR}-{config_hash_}"
+
+
 def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     """The newest readable checkpoint written for this config, or None (one log line says why it is not used).
 
-    Checkpoints of another config are deleted: this run replaces them."""
+    Checkpoints of another config are kept aside in `checkpoints-<its config hash>/` (a mistyped setting must not
+    cost the finished epochs), and come back when a run of that config starts here again."""
+    current = run_dir / CHECKPOINT_DIR
+    kept = aside_dir(run_dir, config_hash(config))
+    if kept.is_dir() and not checkpoint_paths(run_dir):
+        kept.rename(current)
+        log.info("the checkpoints of this config kept in %s are back in %s.", kept, current)
     wanted = training_config(config)
     for path in checkpoint_paths(run_dir):
         try:
@@ -124,12 +141,26 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
             continue
         if state.get("config_hash") != config_hash(config):
             why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
-            log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0.", path, why)
-            break
+            aside = keep_aside(run_dir, str(state.get("config_hash")))
+            log.warning("not resuming from %s: it was written for a different config (%s); it is kept in %s (re-run "
+                        "with that config to resume from it); starting from epoch 0.", path, why, aside)
+            return None
         log.info("resuming %s from epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(current, ignore_errors=True)  # none readable: nothing to keep
     return None
+
+
+def keep_aside(run_dir: Path, other_hash: str) -> Path:
+    """Move checkpoints/ to checkpoints-<other_hash>/ (into it, file by file, when that folder exists: same config)."""
+    current, aside = run_dir / CHECKPOINT_DIR, aside_dir(run_dir, other_hash)
+    if not aside.exists():
+        current.rename(aside)
+        return aside
+    for path in current.iterdir():
+        path.replace(aside / path.name)
+    current.rmdir()
+    return aside
 
 
 def rng_states(loaders) -> dict[str, Any]:
@@ -203,12 +234,39 @@ class Checkpoint(Callback):
                  "history": list(self.learn.epoch_history.rows), "rng": rng_states(self._loaders())}
         folder = self.run_dir / CHECKPOINT_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"epoch_{finished}.pt"
         with signals_deferred():  # a stop signal now would lose this epoch: take it once the file is complete
-            atomic_write(folder / f"epoch_{finished}.pt", lambda tmp: torch.save(plain_state(state), tmp))
+            try:
+                atomic_write(path, lambda tmp: save_state(tmp, plain_state(state)))
+            except Exception as e:
+                if not disk_full(e):
+                    raise
+                mb = sum(t.nbytes for t in tree_tensors(state)) / 2**20
+                raise OSError(errno.ENOSPC, f"no space left for a checkpoint of about {mb:,.0f} MiB", str(path)) from e
             if not self.keep:
                 for old in checkpoint_paths(self.run_dir)[1:]:
                     old.unlink(missing_ok=True)
         self.save_s.append(time.perf_counter() - t0)
+
+
+def tree_tensors(obj) -> Iterator[torch.Tensor]:
+    """The tensors in nested dicts and lists (a checkpoint's state)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tree_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tree_tensors(v)
+
+
+def save_state(path: Path, state: Mapping[str, Any]) -> None:
+    """torch.save into a file this function opens and closes: on a full disk torch.save(path) keeps its own handle
+    open while the error travels, so the half-written file's space stays taken and the `failed` record that
+    follows finds no room; closed here, it is freed when atomic_write removes the file."""
+    with open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def save_weights(run_dir: Path, model: nn.Module) -> Path:
@@ -223,8 +281,13 @@ def drop_checkpoints(run_dir: Path) -> None:
 def load_trained_model(run_dir: Path | str) -> nn.Module:
     """The model of a completed run: rebuilt from its result.json, with the weights of its model.pt."""
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
-    spec = record["model"]
+    record = read_record(run_dir / RESULT_FILE)
+    if isinstance(record, Unreadable):
+        raise NoTrainedModel(f"{record}; re-run the command that wrote {run_dir} to rebuild it.")
+    spec = record.get("model")
+    if not spec or not spec.get("weights"):
+        raise NoTrainedModel(f"{run_dir} holds no trained weights (its record says {record['status']}, without "
+                             "model.pt); load a completed run saved with train.save_model=true.")
     model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
                         image_size=spec["image_size"])
     model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))

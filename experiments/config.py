@@ -16,18 +16,18 @@ from typing import Any, Iterator
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 import stems
 from stems.base import StemlabError
-from stems.match import cost
+from stems.match import check_match, cost
 
 from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 
@@ -113,28 +113,47 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
         raise ConfigError(explain(e, overrides)) from None
     sweeper = sweep_cfg.hydra.sweeper
     if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-        yield overrides, compose_job(config_name, [o for o in overrides if not is_sweep(o)])
+        fixed = [o for o in overrides if not is_sweep(o)]
+        check_point_dir(sweep_cfg, OverridesParser.create().parse_overrides(fixed), 0)
+        yield overrides, compose_job(config_name, fixed)
         return
     # what BasicSweeper.sweep does: the preset's hydra.sweeper.params, then the command line's task overrides
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     parser = OverridesParser.create(config_loader=gh.config_loader())
     repository = gh.config_loader().repository
     composed: dict[tuple[str, ...], DictConfig] = {}
-    for batch in BasicSweeper.split_arguments(parser.parse_overrides([*params, *sweep_cfg.hydra.overrides.task]), None):
-        for point in batch:
-            parsed = parser.parse_overrides(point)
-            # Hydra's own split (defaults_list.Overrides): a group's choice selects configs, anything else is a value
-            choices = tuple(o.input_line for o in parsed
-                            if repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
-            if choices not in composed:
-                composed[choices] = compose_job(config_name, list(choices))
-            cfg = copy.deepcopy(composed[choices])
-            values = [o for o in parsed if o.input_line not in choices and not o.is_hydra_override()]
-            try:  # the values are applied after composing, as Hydra's config loader does
-                ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-            except (HydraException, OmegaConfBaseException) as e:
-                raise ConfigError(explain(e, point)) from None
-            yield point, cfg
+    batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *sweep_cfg.hydra.overrides.task]), None)
+    for num, point in enumerate(point for batch in batches for point in batch):
+        parsed = parser.parse_overrides(point)
+        check_point_dir(sweep_cfg, parsed, num)
+        # Hydra's own split (defaults_list.Overrides): a group's choice selects configs, anything else is a value
+        choices = tuple(o.input_line for o in parsed
+                        if repository.group_exists(o.key_or_group) and not isinstance(o.value(), dict))
+        if choices not in composed:
+            composed[choices] = compose_job(config_name, list(choices))
+        cfg = copy.deepcopy(composed[choices])
+        values = [o for o in parsed if o.input_line not in choices and not o.is_hydra_override()]
+        try:  # the values are applied after composing, as Hydra's config loader does
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ConfigError(explain(e, point)) from None
+        yield point, cfg
+
+
+def check_point_dir(sweep_cfg: DictConfig, overrides: list, num: int) -> None:
+    """A sweep point's folder (hydra.sweep.subdir: by default the point's overrides) stays inside hydra.sweep.dir: a
+    value holding `/..` would put the point's record outside the sweep. Computed as Hydra's config loader does."""
+    names = sweep_cfg.hydra.job.config.override_dirname
+    task = [o for o in overrides if not o.is_hydra_override()]
+    with open_dict(sweep_cfg):
+        sweep_cfg.hydra.job.num = num
+        sweep_cfg.hydra.job.override_dirname = get_overrides_dirname(task, list(names.exclude_keys), names.item_sep,
+                                                                     names.kv_sep)
+    subdir = Path(str(sweep_cfg.hydra.sweep.subdir))
+    if subdir.is_absolute() or ".." in subdir.parts:
+        culprit = next((o.input_line for o in task if "/" in o.input_line), f"hydra.sweep.subdir={subdir}")
+        raise ConfigError(f"{culprit} would put a sweep point's folder ({subdir}) outside hydra.sweep.dir; "
+                          "use a value without '/' in it.")
 
 
 def is_sweep(override: str) -> bool:
@@ -144,7 +163,7 @@ def is_sweep(override: str) -> bool:
 def check_config(cfg: DictConfig, overrides: list[str]) -> None:
     """Every key against its schema and rule, then the checks that span groups."""
     check_node(cfg, "")
-    for group in ("stem", "data"):  # the name selects the code that builds it: it must be the chosen option's
+    for group in ("stem", "data", "logger"):  # the name selects the code that runs: it must be the chosen option's
         chosen = OmegaConf.get_type(cfg[group]).name
         if cfg[group].name != chosen:
             raise ConfigError(f"{group}.name={cfg[group].name} differs from the chosen {group} {chosen!r}; "
@@ -163,6 +182,11 @@ def check_stem(cfg: DictConfig, shape: tuple[int, int]) -> None:
         cost(cfg.stem.name, channels, size, cfg.stem.out_channels, node)
     except StemlabError as e:
         raise ConfigError(str(e)) from None
+    if cfg.stem.match:  # its target (a stem or a number) is checked now; the width search runs with the run
+        try:
+            check_match(cfg.stem.name, channels, cfg.stem.out_channels, size, cfg.stem.match, node)
+        except StemlabError as e:
+            raise ConfigError(f"stem.match={cfg.stem.match}: {e}") from None
 
 
 def check_node(node: DictConfig, path: str) -> None:
@@ -182,8 +206,16 @@ def check_node(node: DictConfig, path: str) -> None:
         rule = f.metadata.get("rule")
         if isinstance(value, DictConfig):
             check_node(value, full)
+        elif not finite(value):  # inf passes `> 0`, and a non-finite setting is erased (null) in the record
+            raise ConfigError(f"{full}={shown(value)} is not a finite number; use {accepted(f)}.")
         elif rule and value is not None and not rule.test(value):
             raise ConfigError(f"{full}={shown(value)} is not valid; use {rule.text}.")
+
+
+def finite(value: Any) -> bool:
+    """False for a float (or a list holding one) that is inf or nan."""
+    values = value if isinstance(value, ListConfig) else [value]
+    return all(not isinstance(v, float) or math.isfinite(v) for v in values)
 
 
 def check_image_size(cfg: DictConfig, shape: tuple[int, int]) -> None:

@@ -22,7 +22,7 @@ from .config import to_dict
 from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
-from .record import RESULT_FILE, environment, failure, run_name, write_record
+from .record import disk_full, environment, failure, run_name, write_record
 from .tracking import WandbLogger, wandb_config
 
 log = logging.getLogger("stemlab")
@@ -74,10 +74,23 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                   "re-run the same command to resume")
         raise
     except Exception as e:
-        record.update(failure(e), wall_s=time.perf_counter() - t0)
-        write_record(out_dir, record, layers)
+        history = learn.epoch_history.table()
+        record.update(failure(e), epochs_run=len(history), wall_s=time.perf_counter() - t0)
+        full = disk_full(e)
+        if full:
+            record["stage"] = "write"
+        try:
+            saved = f"record: {write_record(out_dir, record, layers, history)}"
+        except OSError as again:
+            if not disk_full(again):
+                raise
+            saved, full = "no record could be written", full or disk_full(again)
+        if full:  # the checkpoint's temporary file is gone: the record above had its room back
+            raise RunFailed(f"the disk holding {out_dir} is full ({full.strerror}: {full.filename or out_dir}); "
+                            f"free space there or give the run a folder on another disk, then re-run the command (it "
+                            f"resumes from the last checkpoint); {saved}") from e
         raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        f"see {out_dir / RESULT_FILE}") from e
+                        f"{saved}") from e
 
     history = learn.epoch_history.table()
     summary = summarize(history, profile, per_image)

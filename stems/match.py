@@ -196,6 +196,19 @@ def _unreachable(name: str, kind: str, target: float, match: str, image_size: in
                      f"{wmin}..{wmax}: the closest it gets is {_fmt(kind, achieved)} with widths {list(widths)}.")
 
 
+def check_match(name: str, in_channels: int, out_channels: int, image_size: int, match: str,
+                params: dict[str, Any]) -> None:
+    """What match_params refuses before any search or timing (the config check calls it before a run starts): a
+    spec of another form, a stem without widths, a target that is neither a registered stem nor a positive number."""
+    kind, _, ref = str(match).partition(":")
+    if kind not in ("flops", "params", "time") or not ref:
+        raise StemError(f"stem.match must read {MATCH_TEXT}, not {match!r}.")
+    _base_widths(name, params, out_channels)
+    target = _time_target(match, ref) if kind == "time" else target_of(kind, ref, in_channels, out_channels, image_size)
+    if target is not None and target <= 0:
+        raise StemError(f"stem.match target must be positive, got {match!r}.")
+
+
 def match_params(name: str, in_channels: int, out_channels: int, image_size: int, match: str,
                  params: dict[str, Any], *, device: str = "cpu", batch_size: int = 64,  # 64: train.bs default
                  timer: Timer | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -207,16 +220,13 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
     are scaled together by one factor, then nudged one at a time, so the search reaches targets between the
     uniform steps. `timer` times one stem on one batch (default: train_step_time; tests inject a deterministic one)."""
     params = dict(params or {})
+    check_match(name, in_channels, out_channels, image_size, match, params)
     kind, _, ref = str(match).partition(":")
-    if kind not in ("flops", "params", "time") or not ref:
-        raise StemError(f"stem.match must read {MATCH_TEXT}, not {match!r}.")
     base, d = _base_widths(name, params, out_channels)
     if kind == "time":
         clock = _Clock(timer or train_step_time, device, batch_size, in_channels, image_size, out_channels)
         return _match_time(name, image_size, match, ref, params, base, d, clock)
     target = target_of(kind, ref, in_channels, out_channels, image_size)
-    if target <= 0:
-        raise StemError(f"stem.match target must be positive, got {match!r}.")
     memo: dict[tuple[int, ...], float] = {}
     best = _search(lambda w: cost(name, in_channels, image_size, out_channels, {**params, "widths": list(w)})[kind],
                    target, base, d, memo)
@@ -230,8 +240,6 @@ def _match_time(name: str, image_size: int, match: str, ref: str, params: dict[s
                 clock: _Clock) -> tuple[dict[str, Any], dict[str, Any]]:
     """match_params for `time:<stem or number>ms`: repeatability first, a capped search, then a re-timed check."""
     fixed = _time_target(match, ref)
-    if fixed is not None and fixed <= 0:
-        raise StemError(f"stem.match target must be positive, got {match!r}.")
     # the reference: the target stem, or for a number this stem at its base widths (the search starts there)
     reference = (ref, {}) if fixed is None else (name, {**params, "widths": base})
     times = [clock(*reference) for _ in range(REPEATS)]
