@@ -36,6 +36,8 @@ import shutil
 import signal
 import socket
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # bump when the stored layout or the decoding rule changes: old caches are then ignored
 HOST = socket.gethostname()
 # what a folder that cannot take the cache raises: read-only, not a folder, no permission, disk or quota full
+CHUNK = 32  # images per task handed to a worker
+STALL_S = 30.0  # seconds without a finished chunk (about 32 images: normally under a second) that mean a stuck worker
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
 
 
@@ -135,44 +139,102 @@ def _open_output(path: str, n: int, side: int) -> None:
 def _start_worker(path: str, n: int, side: int) -> None:
     """A forked worker drops the run's stop-signal handlers (experiments.checkpoint.interruptible): with them, the
     pool's own SIGTERM at shutdown raised in a worker holding the task queue's lock, and the pool hung in join.
-    Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end a worker at once, as Pool.terminate expects."""
+    Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end a worker at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for s in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(s, signal.SIG_DFL)
     _open_output(path, n, side)
 
 
-def _decode_row(job: tuple[int, str, int]) -> tuple[int, str | None]:
-    """Decode one file into its row of the shared output; a failure is returned, never raised."""
-    i, path, side = job
-    try:
-        _worker_out[i] = decode_square(Path(path), side)
-        return i, None
-    except Exception as e:  # corrupt, truncated, not an image, too large: skip it, say why
-        return i, f"{type(e).__name__}: {e}".splitlines()[0][:200]
+def _decode_rows(jobs: list[tuple[int, str, int]]) -> list[tuple[int, str | None]]:
+    """Decode files into their rows of the shared output; a file's failure is returned, never raised."""
+    results = []
+    for i, path, side in jobs:
+        try:
+            _worker_out[i] = decode_square(Path(path), side)
+            results.append((i, None))
+        except Exception as e:  # corrupt, truncated, not an image, too large: skip it, say why
+            results.append((i, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+    return results
+
+
+def _allocate(path: Path, nbytes: int) -> None:
+    """Create `path` with all its blocks reserved: a full disk is an OSError now, not a SIGBUS later in a process
+    that writes to the memory map (a file is sparse until written)."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except (AttributeError, OSError) as e:  # no posix_fallocate (macOS), or a file system without it
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, f"{e.strerror}; it needs {nbytes / 2**20:,.0f} MiB", str(path)) from None
+            if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            f.truncate(nbytes)
 
 
 def _decode_all(files: list[Path], out: Path, side: int, workers: int, desc: str) -> dict[int, str]:
     n = len(files)
-    np.memmap(out, dtype=np.uint8, mode="w+", shape=(n, side, side, 3)).flush()  # allocate the file
+    _allocate(out, n * side * side * 3)
     jobs = [(i, str(f), side) for i, f in enumerate(files)]
     failed: dict[int, str] = {}
-    bar = tqdm(total=n, desc=desc, unit="img", mininterval=1.0)
-    if workers <= 1:
-        _open_output(str(out), n, side)
-        results = map(_decode_row, jobs)
-        pool = contextlib.nullcontext()
-    else:
-        # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-        pool = ctx.Pool(workers, initializer=_start_worker, initargs=(str(out), n, side))
-        results = pool.imap_unordered(_decode_row, jobs, chunksize=32)
-    with pool, bar:
-        for i, err in results:
-            if err is not None:
-                failed[i] = err
-            bar.update()
+    output = (str(out), n, side)
+    chunks = _in_workers(jobs, workers, output, desc) if workers > 1 else _in_process(jobs, output)
+    # closing: an exception here (a stop signal) stops the workers now, not when its traceback is freed
+    with tqdm(total=n, desc=desc, unit="img", mininterval=1.0) as bar, contextlib.closing(chunks):
+        for results in chunks:
+            for i, err in results:
+                if err is not None:
+                    failed[i] = err
+            bar.update(len(results))
     return failed
+
+
+def _in_process(jobs: list[tuple[int, str, int]], output: tuple):
+    _open_output(*output)
+    for k in range(0, len(jobs), CHUNK):
+        yield _decode_rows(jobs[k:k + CHUNK])
+
+
+def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, desc: str):
+    """Decode `jobs` in worker processes; yields each finished chunk's results. concurrent.futures notices a worker
+    that dies (multiprocessing.Pool waits forever for its task), and a chunk that takes STALL_S means a stuck
+    worker: either is a DataError naming the cause, and the workers are stopped."""
+    # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+    before = set(mp.active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=output)
+    try:
+        pending = {pool.submit(_decode_rows, jobs[k:k + CHUNK]) for k in range(0, len(jobs), CHUNK)}
+        procs = set(mp.active_children()) - before
+        while pending:
+            done, pending = wait(pending, timeout=STALL_S, return_when=FIRST_COMPLETED)
+            if not done:
+                raise DataError(f"{desc}: no image decoded for {STALL_S} s, a decoding process is stuck (a hung "
+                                "network drive?); make the images readable, or try data.workers=1.")
+            for future in done:
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    codes = [p.exitcode for p in procs if p.exitcode]
+                    raise DataError(f"{desc}: a decoding process died ({_death(codes)}); free memory or disk "
+                                    "space, or try data.workers=1.") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in set(mp.active_children()) - before:  # a stuck or busy worker: the pool cannot stop it itself
+            p.kill()
+
+
+def _death(exitcodes: list[int]) -> str:
+    """How a worker died, in words (a negative exit code is the signal that killed it)."""
+    if not exitcodes:
+        return "no exit code"
+    code = exitcodes[0]
+    if code > 0:
+        return f"exit code {code}"
+    name = signal.Signals(-code).name
+    hint = {"SIGBUS": ": the cache file could not be written, is the disk full?",
+            "SIGKILL": ": out of memory?"}.get(name, "")
+    return f"killed by {name}{hint}"
 
 
 def _compact(src: Path, dst: Path, keep: np.ndarray, side: int, n: int) -> None:
