@@ -114,6 +114,9 @@ def make(s: StemSpec, in_channels: int, out_channels: int, params: dict[str, Any
         valid = ", ".join(s.defaults) or "none"
         raise StemError(f"stem {s.name!r} has no parameter {', '.join(unknown)}; its parameters are: {valid}.")
     widths = params.get("widths")
+    if isinstance(widths, (list, tuple)) and any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise StemError(f"stem.widths={list(widths)} is not valid for stem {s.name!r}; use integers ≥ 1 "
+                        f"(its default: stem.widths={list(s.defaults['widths'])}).")
     if isinstance(widths, (list, tuple)) and widths and widths[-1] not in (out_channels, s.out_channels):
         raise StemError(f"the widths of stem {s.name!r} end in {widths[-1]}, but the last width is the output width, "
                         f"out_channels={out_channels}; set stem.out_channels={widths[-1]} or end the widths in {out_channels}.")

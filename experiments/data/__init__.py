@@ -4,6 +4,7 @@ The dataset decides in_channels, num_classes and the image size handed to the st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -53,6 +54,15 @@ def build_data(cfg: Mapping[str, Any], *, bs: int, seed: int, device: torch.devi
         raise DataError(f"unknown dataset {cfg['name']!r}; choose one of: {', '.join(sorted(BUILDERS))}.")
     schema = next(d for d in DATASETS if d.name == cfg["name"])
     return BUILDERS[cfg["name"]](OmegaConf.merge(OmegaConf.structured(schema), cfg), bs, seed, torch.device(device))
+
+
+def not_created(cfg: Mapping[str, Any]) -> str | None:
+    """Why not to download into `data.root`: a folder given there that does not exist (a mistyped path must not make
+    a folder; the default folder is created)."""
+    root = cfg.get("root")
+    if root and not Path(root).expanduser().is_dir():
+        return f"data.root={root} does not exist (it is not created for a download)"
+    return None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import DataBundle, DataError, Part, dataset, holdout
+from . import DataBundle, DataError, Part, dataset, holdout, not_created
 from .augment import CenterCrop, RandomResizedCropFlip, cache_side
 from .cache import CachedSplit, cached_split, user_cache_dir
 from .loader import TensorLoader
@@ -53,8 +53,8 @@ def find_root(cfg) -> Path:
     for path in candidates:
         if is_split_root(path):
             return path
-    why = "data.download is false"
-    if cfg.get("download", True):
+    why = "data.download is false" if not cfg.get("download", True) else not_created(cfg)
+    if why is None:
         try:
             path = download(root, size)
             if is_split_root(path):

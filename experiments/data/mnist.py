@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import DataBundle, DataError, Part, dataset, holdout, split_loaders
+from . import DataBundle, DataError, Part, dataset, holdout, not_created, split_loaders
 from .cache import user_cache_dir
 from .mnist5k import MNIST_MEAN, MNIST_STD
 
@@ -40,8 +40,8 @@ def find_or_download(cfg) -> Path:
     raw = find_raw(root)
     if raw is not None:
         return raw
-    why = "data.download is false"
-    if cfg.get("download", True):
+    why = "data.download is false" if not cfg.get("download", True) else not_created(cfg)
+    if why is None:
         try:
             download(root)
             raw = find_raw(root)
