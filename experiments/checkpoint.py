@@ -21,7 +21,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -141,9 +141,9 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
             continue
         if state.get("config_hash") != config_hash(config):
             why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
-            aside = keep_aside(run_dir, str(state.get("config_hash")))
-            log.warning("not resuming from %s: it was written for a different config (%s); it is kept in %s (re-run "
-                        "with that config to resume from it); starting from epoch 0.", path, why, aside)
+            aside = keep_aside(run_dir, str(state.get("config_hash") or "unknown"))
+            log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0; it "
+                        "is kept in %s (re-run with that config to resume from it).", path, why, aside)
             return None
         log.info("resuming %s from epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
@@ -237,7 +237,7 @@ class Checkpoint(Callback):
         path = folder / f"epoch_{finished}.pt"
         with signals_deferred():  # a stop signal now would lose this epoch: take it once the file is complete
             try:
-                atomic_write(path, lambda tmp: save_state(tmp, plain_state(state)))
+                atomic_write(path, through_handle(lambda f: torch.save(plain_state(state), f)))
             except Exception as e:
                 if not disk_full(e):
                     raise
@@ -261,17 +261,19 @@ def tree_tensors(obj) -> Iterator[torch.Tensor]:
             yield from tree_tensors(v)
 
 
-def save_state(path: Path, state: Mapping[str, Any]) -> None:
-    """torch.save into a file this function opens and closes: on a full disk torch.save(path) keeps its own handle
-    open while the error travels, so the half-written file's space stays taken and the `failed` record that
-    follows finds no room; closed here, it is freed when atomic_write removes the file."""
-    with open(path, "wb") as f:
-        torch.save(state, f)
+def through_handle(write: Callable[[BinaryIO], None]) -> Callable[[Path], None]:
+    """An atomic_write writer that saves through a file handle it closes itself: on a full disk torch.save(path)
+    keeps its own handle open while the error travels, so the half-written file's space stays taken and the
+    `failed` record that follows finds no room; closed here, the space is freed when atomic_write removes the file."""
+    def to_path(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+    return to_path
 
 
 def save_weights(run_dir: Path, model: nn.Module) -> Path:
     """The final weights alone (fastai's save_model without the optimizer); `load_trained_model` rebuilds them."""
-    return atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: save_model(tmp, model, None, with_opt=False))
+    return atomic_write(Path(run_dir) / WEIGHTS, through_handle(lambda f: save_model(f, model, None, with_opt=False)))
 
 
 def drop_checkpoints(run_dir: Path) -> None:

@@ -64,6 +64,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
     try:
         finite = fit(learn, cfg.train, start_epoch)
+        # inside the try: weights that do not fit on the disk are a failed run whose checkpoint stays for the re-run
+        weights = save_weights(out_dir, learn.model).name if finite and cfg.train.save_model else None
     except Interrupted as e:  # a stop signal: the finished epochs are in checkpoints/, the record says so
         history = learn.epoch_history.table()
         record.update(status="interrupted", metrics=summarize(history, profile, per_image), epochs_run=len(history),
@@ -74,23 +76,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                   "re-run the same command to resume")
         raise
     except Exception as e:
-        history = learn.epoch_history.table()
-        record.update(failure(e), epochs_run=len(history), wall_s=time.perf_counter() - t0)
-        full = disk_full(e)
-        if full:
-            record["stage"] = "write"
-        try:
-            saved = f"record: {write_record(out_dir, record, layers, history)}"
-        except OSError as again:
-            if not disk_full(again):
-                raise
-            saved, full = "no record could be written", full or disk_full(again)
-        if full:  # the checkpoint's temporary file is gone: the record above had its room back
-            raise RunFailed(f"the disk holding {out_dir} is full ({full.strerror}: {full.filename or out_dir}); "
-                            f"free space there or give the run a folder on another disk, then re-run the command (it "
-                            f"resumes from the last checkpoint); {saved}") from e
-        raise RunFailed(f"training failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        f"{saved}") from e
+        record.update(failure(e), wall_s=time.perf_counter() - t0)
+        raise record_failure(e, out_dir, record, layers, learn.epoch_history.table()) from e
 
     history = learn.epoch_history.table()
     summary = summarize(history, profile, per_image)
@@ -98,10 +85,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                   epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat(),
                   checkpoint_s=checkpoint.save_s)  # seconds per epoch-end checkpoint (this session's epochs)
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
-    record["model"] = {"weights": None, "stem": stem_cfg, "in_channels": data.in_channels,
+    record["model"] = {"weights": weights, "stem": stem_cfg, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
-    if finite and cfg.train.save_model:
-        record["model"]["weights"] = save_weights(out_dir, learn.model).name
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
     path = write_record(out_dir, record, layers, history)  # the record first: nothing after it can lose the run
@@ -114,6 +99,27 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
              record["status"], 100 * summary["valid_acc"], summary["params"] / 1e6, summary["flops_fwd_per_image"] / 1e9,
              100 * summary["stem_share_flops"], summary["train_img_s"], record["wall_s"], path)
     return float(summary["valid_acc"]) if finite else math.nan
+
+
+def record_failure(error: Exception, out_dir: Path, record: dict[str, Any], layers, history) -> RunFailed:
+    """Write the `failed` record of an error in training; the one-sentence RunFailed for train.py to print. A full
+    disk says so and how to go on (the half-written file is gone by now, so the record has room again)."""
+    record["epochs_run"] = len(history)
+    full = disk_full(error)
+    if full:
+        record["stage"] = "write"
+    try:
+        saved = f"record: {write_record(out_dir, record, layers, history)}"
+    except OSError as again:
+        if not disk_full(again):
+            raise
+        saved, full = "no record could be written", full or disk_full(again)
+    if full:
+        return RunFailed(f"the disk holding {out_dir} is full ({full.strerror}: {full.filename or out_dir}); free space "
+                         "there or give the run a folder on another disk, then re-run the command (it resumes from "
+                         f"the last checkpoint); {saved}")
+    return RunFailed(f"training failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                     f"{saved}")
 
 
 def extra_plots(profile, out_dir: Path) -> list[Path]:

@@ -280,3 +280,76 @@ def test_read_only_cache_dir_is_read_when_intact_and_one_sentence_otherwise():
                            f"set data.cache_dir= to a writable folder with room for it."), msg
     finally:
         shutil.rmtree(base)
+
+
+# --- a full disk, a dead or a stuck worker (issue 26) ----------------------------------------------------------------
+
+def test_a_full_disk_is_one_sentence_before_any_image_is_decoded(split_dir, tmp_path, monkeypatch):
+    # a memory-mapped file is sparse: on a full disk a worker writing into it died of SIGBUS and the build hung;
+    # its blocks are now reserved first, so the disk's refusal comes as ENOSPC at once
+    from experiments.data import cache as cache_mod
+
+    def no_space(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    def never(*args):
+        raise AssertionError("decoded on a full disk")
+
+    monkeypatch.setattr(cache_mod.os, "posix_fallocate", no_space)
+    monkeypatch.setattr(cache_mod, "decode_square", never)
+    with pytest.raises(DataError) as err:
+        open_split(split_dir, tmp_path / "cache")
+    assert str(err.value) == (f"cannot write the data cache in {tmp_path / 'cache'} (No space left on device; it needs "
+                              "0 MiB); set data.cache_dir= to a writable folder with room for it.")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"test-train-{SIDE}px-lock"]  # no temporary folder
+
+
+def many_files(tmp_path: Path, n: int = 80) -> Path:
+    split = tmp_path / "many" / "train"
+    for label, wnid in enumerate(CLASSES[:2]):
+        (split / wnid).mkdir(parents=True)
+        for i in range(n // 2):
+            solid(label, 24, 24).save(split / wnid / f"{i}.JPEG")
+    return split
+
+
+def test_a_worker_that_dies_fails_the_build_with_the_reason(tmp_path, monkeypatch):
+    # multiprocessing.Pool never returns a dead worker's task: the build waited forever at 0 %
+    from experiments.data import cache as cache_mod
+
+    parent, decode = os.getpid(), cache_mod.decode_square
+
+    def killed_in_a_worker(path, side):
+        if os.getpid() != parent and path.name == "7.JPEG":
+            os.kill(os.getpid(), 9)
+        return decode(path, side)
+
+    monkeypatch.setattr(cache_mod, "decode_square", killed_in_a_worker)
+    split = many_files(tmp_path)
+    with pytest.raises(DataError, match=r"^decoding test/train: a decoding process died \(killed by SIGKILL: out of "
+                                        r"memory\?\); free memory or disk space, or try data.workers=1\.$"):
+        cached_split(split, dataset="test", split="train", side=SIDE, cache_dir=tmp_path / "cache", workers=2)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"test-train-{SIDE}px-lock"]
+
+
+def test_a_stuck_worker_fails_the_build_and_is_stopped(tmp_path, monkeypatch):
+    import multiprocessing as mp
+    import time
+
+    from experiments.data import cache as cache_mod
+
+    parent, decode = os.getpid(), cache_mod.decode_square
+
+    def stuck_in_a_worker(path, side):
+        if os.getpid() != parent and path.name == "7.JPEG":
+            time.sleep(600)
+        return decode(path, side)
+
+    monkeypatch.setattr(cache_mod, "decode_square", stuck_in_a_worker)
+    monkeypatch.setattr(cache_mod, "STALL_S", 1.0)
+    split = many_files(tmp_path)
+    with pytest.raises(DataError, match=r"^decoding test/train: no image decoded for 1\.0 s, a decoding process is stuck"):
+        cached_split(split, dataset="test", split="train", side=SIDE, cache_dir=tmp_path / "cache", workers=2)
+    for child in mp.active_children():  # killed, not left to sleep
+        child.join(timeout=5)
+    assert mp.active_children() == []

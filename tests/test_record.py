@@ -46,10 +46,13 @@ def test_tables_first_result_last_and_nothing_half_written(tmp_path):
         def to_csv(self, *args, **kwargs):
             raise OSError(28, "No space left on device")
 
+    # a full disk: no half-written table, no temp file; result.json, small, says what was not written
     fresh = tmp_path / "full_disk"
-    with pytest.raises(OSError):
-        record.write_record(fresh, {"config": {}, "status": "completed"}, BrokenTable(layers))
-    assert list(fresh.iterdir()) == []  # no result.json, no temp file
+    record.write_record(fresh, {"config": {}, "status": "completed", "environment": {}}, BrokenTable(layers))
+    assert [p.name for p in fresh.iterdir()] == [record.RESULT_FILE]
+    assert json.loads((fresh / record.RESULT_FILE).read_text()) == {
+        "format": 1, "config": {}, "status": "completed",
+        "incomplete": "the disk was full (No space left on device): the tables and the other fields were not written"}
 
 
 @pytest.mark.parametrize("content, reason", [

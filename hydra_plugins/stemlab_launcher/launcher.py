@@ -22,7 +22,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf, open_dict
 
 from experiments.config import to_dict
-from experiments.record import read_record, run_name, write_record
+from experiments.record import RESULT_FILE, read_record, run_name, write_record
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class KeepFailuresLocal:
             sweep_config.hydra.job.num = job_num
         out_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
         task_cfg = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
-        record_path = out_dir / "result.json"
+        record_path = out_dir / RESULT_FILE
         previous = read_record(record_path) if record_path.exists() and record_path.stat().st_mtime >= started else None
         interrupted = isinstance(previous, dict) and previous.get("status") == "interrupted"
         log.error("point %s: job %s ended without a result (%s); %s", " ".join(overrides), job.job_id, job.state,

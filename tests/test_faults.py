@@ -1,0 +1,240 @@
+"""Faults that lost work or lied (issue 26), each ending as the README promises: one sentence, a non-zero exit, a
+record that says what happened, nothing finished lost. The data cache's full disk and dead or stuck workers are in
+test_data_cache.py. A full disk is simulated at the write (ENOSPC raised where the bytes go), so no test needs root."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import experiments
+from analyze.report.data import read_records
+from experiments import record, runner, sweep
+from experiments.checkpoint import CHECKPOINT_DIR, NoTrainedModel, config_hash, load_trained_model
+from experiments.config import ConfigError, check_command_line, to_dict
+from experiments.data import DataError, build_data
+from experiments.rundir import RunFolderGuard, lock_folder
+from tests.conftest import TINY, run_cli
+
+# a trunk of one narrow block per stage: a run takes seconds, its checkpoint a few hundred kB
+SMALL = ["trunk.layers=[1,1,1,1]", "trunk.widths=[8,8,8,8]", "stem.out_channels=8", "stem.widths=[8,8,8]"]
+
+
+def read(run_dir: Path) -> dict:
+    return json.loads((run_dir / record.RESULT_FILE).read_text())
+
+
+def fd_targets() -> list[str]:
+    return [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+
+
+# --- 2. a full disk while a checkpoint is written --------------------------------------------------------------------
+
+def test_a_full_disk_at_a_checkpoint_frees_its_file_and_leaves_a_record(make_cfg, tmp_path, monkeypatch):
+    real_save, at_record = torch.save, []
+
+    def full_disk_at_epoch_2(obj, f, *args, **kwargs):
+        if "epoch_2" not in getattr(f, "name", ""):
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"x" * 4096)  # what torch.save does on a full disk: part written, then its own error
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    def spy(out_dir, result, *args, **kwargs):  # what is open when the failed record is written
+        at_record.append([t for t in fd_targets() if "epoch_" in t])
+        return record.write_record(out_dir, result, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_epoch_2)
+    monkeypatch.setattr(runner, "write_record", spy)
+    run_dir = tmp_path / "run"
+    with pytest.raises(runner.RunFailed) as failed:
+        experiments.run(make_cfg(*SMALL, "train.epochs=3"), run_dir)
+    path = run_dir / CHECKPOINT_DIR / "epoch_2.pt"
+    assert str(failed.value).startswith(f"the disk holding {run_dir} is full (no space left for a checkpoint of about ")
+    assert str(failed.value).endswith(f"MiB: {path}); free space there or give the run a folder on another disk, then "
+                                      f"re-run the command (it resumes from the last checkpoint); record: "
+                                      f"{run_dir / 'result.json'}")
+    assert at_record == [[]]  # the half-written checkpoint's file was closed and removed before the record
+    rec = read(run_dir)
+    assert (rec["status"], rec["stage"], rec["epochs_run"]) == ("failed", "write", 2)
+    assert "No space left" in rec["traceback"] and "[Errno 28]" in rec["error"]
+    assert sorted(p.name for p in (run_dir / CHECKPOINT_DIR).iterdir()) == ["epoch_1.pt"]  # the finished epoch stays
+
+
+def test_a_record_that_does_not_fit_is_written_small(tmp_path, monkeypatch):
+    real = record.atomic_write
+
+    def full_for_tables(path, content):
+        if Path(path).suffix == ".csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, content)
+
+    monkeypatch.setattr(record, "atomic_write", full_for_tables)
+    config = {"stem": {"name": "resnet_7x7"}, "trunk": {"name": "xresnet18"}, "data": {"name": "mnist5k"}, "seed": 0}
+    layers = __import__("pandas").DataFrame({"name": ["stem"]})
+    record.write_record(tmp_path, {"name": "r", "config": config, "status": "failed", "error": "OSError: full",
+                                   "traceback": "x" * 100_000, "environment": {"python": "3"}}, layers)
+    rec = record.read_record(tmp_path / record.RESULT_FILE)
+    assert set(rec) == {"format", "name", "config", "status", "error", "incomplete"}
+    assert rec["incomplete"] == ("the disk was full (No space left on device): the tables and the other fields were "
+                                 "not written")
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".*"))
+
+
+# --- 3. a changed setting keeps the finished work aside --------------------------------------------------------------
+
+def test_a_checkpoint_of_another_config_is_kept_aside_and_resumed_later(make_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stemlab")
+    done, run_dir = tmp_path / "done", tmp_path / "run"
+    original = make_cfg(*SMALL, "train.epochs=2", "train.keep_checkpoints=true")
+    experiments.run(original, done)
+    (run_dir / CHECKPOINT_DIR).mkdir(parents=True)  # "interrupted after epoch 1"
+    shutil.copy(done / CHECKPOINT_DIR / "epoch_1.pt", run_dir / CHECKPOINT_DIR)
+
+    experiments.run(make_cfg(*SMALL, "train.epochs=2", "train.lr=0.005"), run_dir)  # a mistyped setting
+    aside = run_dir / f"{CHECKPOINT_DIR}-{config_hash(to_dict(original))}"
+    assert (f"it was written for a different config (train.lr: 0.004 -> 0.005); starting from epoch 0; it is kept in "
+            f"{aside} (re-run with that config to resume from it)") in caplog.text
+    assert [p.name for p in aside.iterdir()] == ["epoch_1.pt"]
+
+    experiments.run(make_cfg(*SMALL, "train.epochs=2"), run_dir)  # the intended command again
+    assert f"the checkpoints of this config kept in {aside} are back in {run_dir / CHECKPOINT_DIR}" in caplog.text
+    assert "from epoch 1 of 2" in caplog.text and read(run_dir)["resumed_from_epoch"] == 1
+    assert not aside.exists()
+
+
+# --- 4. no value puts a folder outside the run's ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides,message", [
+    (["seed=0,1", "logger.name=../../../ESC"], "logger.name=../../../ESC would put a sweep point's folder ("),
+    (["seed=0,1", "stem.match=flops:../../../ESC6"], r"stem.match=flops\:../../../ESC6 would put a sweep point's folder"),
+    (["seed=0,1", "hydra.sweep.subdir=../out"], "hydra.sweep.subdir=../out would put a sweep point's folder (../out)"),
+])
+def test_a_sweep_value_that_climbs_out_of_the_sweep_folder_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        check_command_line([*TINY, *overrides], multirun=True)
+    assert str(refused.value).startswith(message)
+    assert str(refused.value).endswith("outside hydra.sweep.dir; use a value without '/' in it.")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("stem.match=flops:nope", "stem.match=flops:nope: unknown stem 'nope'; choose one of: conv2_s2, "),
+    ("stem.match=time:nope", "stem.match=time:nope: unknown stem 'nope'; choose one of: conv2_s2, "),
+    ("stem.match=params:0", "stem.match=params:0: stem.match target must be positive, got 'params:0'."),
+    ("logger.name=../ESC", "logger.name=../ESC differs from the chosen logger 'none'; choose another logger with "
+                           "logger=NAME, not logger.name."),
+])
+def test_a_bad_match_target_or_logger_name_is_refused_before_the_run(override, message):
+    with pytest.raises(ConfigError) as refused:
+        check_command_line([*TINY, override])
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize("args,key", [
+    (["stem.match=flops:nope"], "stem.match=flops:nope"),
+    (["-m", "seed=0,1", "logger.name=../../../ESC"], "logger.name=../../../ESC"),
+    (["-m", "seed=0,1", "stem.match=flops:../../../ESC6"], "stem.match=flops"),
+])
+def test_the_cli_refuses_a_path_in_a_value_and_writes_nothing(tmp_path, args, key):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    flags, overrides = [a for a in args if a.startswith("-")], [a for a in args if not a.startswith("-")]
+    proc = run_cli(*flags, *TINY, *overrides, f"hydra.run.dir={work / 'run'}", f"hydra.sweep.dir={work / 'sweep'}",
+                   cwd=work)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {key}"), proc.stderr
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["a", "a/b", "a/b/c"]
+
+
+# --- 5. non-finite settings --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=inf", "train.lr=inf is not a finite number; use a number > 0."),
+    ("train.wd=inf", "train.wd=inf is not a finite number; use a number ≥ 0."),
+    ("train.lr=nan", "train.lr=nan is not a finite number; use a number > 0."),
+    ("profile.budget_s=inf", "profile.budget_s=inf is not a finite number; use a number ≥ 0, or null for no budget."),
+])
+def test_non_finite_settings_are_refused(override, message):
+    with pytest.raises(ConfigError) as refused:
+        check_command_line([*TINY, override])
+    assert str(refused.value) == message
+
+
+# --- 6. a valid JSON record with a wrong-typed field ------------------------------------------------------------------
+
+def test_a_wrong_typed_record_is_named_and_rerun_skipped_or_refused(make_cfg, tmp_path, caplog):
+    cfg = make_cfg(*SMALL)
+    config = to_dict(cfg)
+    good, bad = tmp_path / "sweep" / "good", tmp_path / "sweep" / "bad"
+    experiments.run(cfg, good)
+    rec = read(good)
+    bad.mkdir()
+    (bad / record.RESULT_FILE).write_text(json.dumps({**rec, "metrics": "oops"}))
+    why = 'is not a valid result record (metrics is "oops", not an object)'
+
+    assert sweep.completed_result(good, config) is not None
+    assert sweep.completed_result(bad, config) is None  # the sweep re-runs the point, naming the record
+    assert f"{bad / record.RESULT_FILE}: {why}; re-running this point and replacing it." in caplog.text
+    inputs = read_records(tmp_path / "sweep")  # the report skips it, naming it
+    assert [r.source for r in inputs.runs] == [str(good)] and inputs.skipped == [(str(bad / record.RESULT_FILE), why)]
+    shutil.copy(good / "model.pt", bad)
+    with pytest.raises(NoTrainedModel, match=rf"^{bad / record.RESULT_FILE}: is not a valid result record"):
+        load_trained_model(bad)  # the checkpoint reader refuses it in one sentence
+    assert sum(p.numel() for p in load_trained_model(good).parameters()) == rec["metrics"]["params"]
+
+
+# --- 7. one writer per run folder, and a full disk at the start --------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, mode):
+    folder = tmp_path / mode
+    fd = lock_folder(folder, "hydra.run.dir")  # the first writer, still running
+    try:
+        flags, args = (["-m"], ["seed=0,1"]) if mode == "sweep" else ([], [])
+        proc = run_cli(*flags, *TINY, *args, f"hydra.{mode}.dir={folder}", cwd=tmp_path)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: {folder} is being written by another run (process {os.getpid()}); wait for it "
+                           f"to end, or set hydra.{mode}.dir= to another folder.\n")
+    assert [p.name for p in folder.iterdir()] == [".stemlab.lock"]  # nothing of the second writer's
+
+
+def test_a_full_disk_at_the_start_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from experiments import rundir
+
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(40 << 20, 40 << 20, 4096))
+    with pytest.raises(SystemExit) as stopped:
+        RunFolderGuard().guard(tmp_path / "run", "hydra.run.dir")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (f"error: the disk holding {tmp_path / 'run'} is full (4 KiB free, a run needs 1 "
+                                       "MiB to start); free space there or set hydra.run.dir= to a folder on another "
+                                       "disk.\n")
+    assert not (tmp_path / "run").exists()
+
+
+# --- the minor cases ---------------------------------------------------------------------------------------------------
+
+def test_a_zero_width_is_named_as_such():
+    with pytest.raises(ConfigError) as refused:
+        check_command_line([*TINY, "stem.widths=[0]"])
+    assert str(refused.value) == ("stem.widths=[0] is not valid for stem 'xresnet_3conv'; use integers ≥ 1 (its "
+                                  "default: stem.widths=[32, 32, 64]).")
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "imagenette"])
+def test_a_data_root_that_does_not_exist_is_not_created(make_cfg, tmp_path, dataset):
+    root = tmp_path / "nonexistent"
+    cfg = make_cfg(f"data={dataset}", f"data.root={root}").data
+    with pytest.raises(DataError, match=rf"and data.root={root} does not exist \(it is not created for a download\); "):
+        build_data(cfg, bs=2, seed=0)
+    assert not root.exists()
