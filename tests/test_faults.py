@@ -234,7 +234,7 @@ def test_a_zero_width_is_named_as_such():
 @pytest.mark.parametrize("dataset", ["mnist", "imagenette"])
 def test_a_data_root_that_does_not_exist_is_not_created(make_cfg, tmp_path, dataset):
     root = tmp_path / "nonexistent"
-    cfg = make_cfg(f"data={dataset}", f"data.root={root}").data
+    cfg = make_cfg(f"data={dataset}", f"data.root={root}", tiny=False).data
     with pytest.raises(DataError, match=rf"and data.root={root} does not exist \(it is not created for a download\); "):
         build_data(cfg, bs=2, seed=0)
     assert not root.exists()
