@@ -126,7 +126,7 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
             why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
             log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0.", path, why)
             break
-        log.info("resuming %s from epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
+        log.info("resuming %s after epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     return None

@@ -23,7 +23,7 @@ from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
 from .record import RESULT_FILE, environment, failure, run_name, write_record
-from .tracking import WandbLogger, wandb_config
+from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
 
@@ -58,7 +58,9 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                               "stem_match": stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
-    wb = WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir) if cfg.logger.name == "wandb" else None
+    wb = (WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir,
+                      run_id=previous_run_id(out_dir) if resume else None)  # a resumed run continues its W&B run
+          if cfg.logger.name == "wandb" else None)
     checkpoint = Checkpoint(out_dir, config, resume, keep=cfg.train.keep_checkpoints)
     learn = make_learner(model, data, cfg.train, hw, [*(wb.callbacks() if wb else []), checkpoint])
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
@@ -70,8 +72,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                       wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
         with signals_deferred():
             path = write_record(out_dir, record, layers, history)
-        e.note = (f"after epoch {len(history)} of {cfg.train.epochs} (the partial epoch is lost); record: {path}; "
-                  "re-run the same command to resume")
+        e.note = f"after epoch {len(history)} of {cfg.train.epochs} (the partial epoch is lost); record: {path}"
         raise
     except Exception as e:
         record.update(failure(e), wall_s=time.perf_counter() - t0)
@@ -87,7 +88,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
     record["model"] = {"weights": None, "stem": stem_cfg, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
-    if finite and cfg.train.save_model:
+    if finite and cfg.train.save_model is not False:  # null (train.py resolves it for sweeps): keep
         record["model"]["weights"] = save_weights(out_dir, learn.model).name
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
