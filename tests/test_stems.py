@@ -2,6 +2,7 @@
 norms, one training step, equal-cost matching, bad input, README table."""
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 from pathlib import Path
 
@@ -352,8 +353,10 @@ def test_match_command(capsys):
 
 # --- stem.match in a run -------------------------------------------------------------------------
 
-def test_build_model_applies_match():
+def test_build_model_applies_match(caplog):
     from experiments.model import build_model
+
+    caplog.set_level(logging.INFO, logger="stemlab")
 
     trunk = {"layers": [1, 1, 1, 1], "widths": [64, 128, 256, 512], "expansion": 1}
     model = build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10, image_size=64)
@@ -361,6 +364,8 @@ def test_build_model_applies_match():
     with counter, torch.no_grad():
         model.stem.eval()(torch.randn(1, 3, 64, 64))
     assert abs(counter.get_total_flops() / cost("xresnet_3conv", 3, 64)["flops"] - 1) <= TOLERANCE
+    # the match's result is in the log, not only in the record
+    assert "stem.match=flops:xresnet_3conv: deep_wide widths" in caplog.text and "for a target of" in caplog.text
     with pytest.raises(stems.StemError, match="needs the run's input size"):
         build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10)
 

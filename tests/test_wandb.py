@@ -187,3 +187,17 @@ def test_a_stalled_network_falls_back_to_an_offline_run_that_can_be_synced(tmp_p
     logger.finish({"valid_acc": 0.5}, pd.DataFrame({"group": ["total"]}), None, None)
     records = transaction_log(run_dir)
     assert [_items(h.item)["accuracy"] for h in records["history"]] == [0.5] and "exit" in records
+
+
+def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, offline_env):
+    cfg = make_cfg("logger=wandb", "train.epochs=2", "train.keep_checkpoints=true")
+    experiments.run(cfg, tmp_path)
+    first, = (tmp_path / "wandb").glob("offline-run-*")
+    # "interrupted after epoch 1": only the first epoch's checkpoint is left; the same command resumes it
+    (tmp_path / "checkpoints" / "epoch_2.pt").unlink()
+    (tmp_path / "result.json").unlink()
+    experiments.run(cfg, tmp_path)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {p.name.rsplit("-", 1)[1] for p in runs} == {first.name.rsplit("-", 1)[1]}
+    resumed = next(p for p in runs if p != first)
+    assert [_items(h.item)["epoch"] for h in transaction_log(resumed)["history"]] == [2]
