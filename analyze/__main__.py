@@ -158,6 +158,7 @@ def run_profile(args: argparse.Namespace) -> int:
     _progress(f"writing tables and plots to {out}")
     made = write_outputs(profile, out)
     console.print(f"profiled in {took:.1f} s; wrote {', '.join(p.name for p in made)} to {out}")
+    _progress(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

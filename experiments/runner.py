@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from analyze.profile import profile_model
 from analyze.profile.plots import save_plots
+from analyze.profile.timing import ESTIMATE
 from stems.base import StemlabError
 
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
@@ -128,7 +129,12 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float]) -> di
     }
 
 
-def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log.debug):
+def log_progress(message: str) -> None:
+    """The profiler's progress in a run's log: its time estimate at INFO, each step at DEBUG."""
+    log.log(logging.INFO if message.startswith(ESTIMATE) else logging.DEBUG, "%s", message)
+
+
+def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log_progress):
     """The cost profile of the run's model at its input size, timed per layer on the training device, at the
     training batch size and precision, unless profile.latency=false (profile_model works on its own copy)."""
     latency = bool(cfg.profile.latency)
@@ -136,7 +142,8 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
     batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
     shape = (batch, data.in_channels, data.image_size, data.image_size)
     log.info("Profiling the model (input %s on %s%s).", shape, hw.device,
-             f", timing within about {cfg.profile.budget_s} s" if latency and cfg.profile.budget_s else "")
+             f"; timing: a budget of {cfg.profile.budget_s:g} s, but at least 4 steps however long they take"
+             if latency and cfg.profile.budget_s is not None else "")
     t0 = time.perf_counter()
     profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
                             dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(hw.precision),  # fp32: none
