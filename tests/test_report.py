@@ -190,6 +190,30 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def sweep_yaml(folder, target):
+    (folder / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {target}\n")
+
+
+def test_a_fixed_lr_sweep_beside_a_tuned_one_is_never_labelled_tuned(tmp_path, capsys):
+    # `analyze report multirun`: a fixed-LR sweep at lr 0.004 beside a tuned sweep whose final stage also chose 0.004
+    fixed, tuned = tmp_path / "stem_study_mnist5k", tmp_path / "stem_study_mnist5k_tuned"
+    for seed in range(2):
+        write_point(fixed, "resnet_7x7", seed, 0.8, lr=0.004)
+        write_point(tuned / "final", "resnet_7x7", seed, 0.9, lr=0.004, tune=False)
+        for lr in (0.001, 0.004):
+            write_point(tuned / "tune", "resnet_7x7", seed, 0.85, lr=lr, tune=True)
+    sweep_yaml(fixed, "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+    sweep_yaml(tuned, "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper")
+    studies = {s.label: s for s in split_studies(read_records(tmp_path).runs)}
+    rel = lambda d: os.path.relpath(d, os.getcwd())  # noqa: E731
+    assert set(studies) == {f"xresnet18 · mnist5k · tuned LR per stem · sweep {rel(tuned)}",
+                            f"xresnet18 · mnist5k · train.lr=0.004 · sweep {rel(fixed)}"}
+    in_tuned = studies[f"xresnet18 · mnist5k · tuned LR per stem · sweep {rel(tuned)}"]
+    assert {r.sweep for r in in_tuned.runs} == {rel(tuned)} and len(in_tuned.runs) == 2 and len(in_tuned.tuning) == 4
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    assert f"{tmp_path} holds 2 sweeps; each is reported as a study of its own." in capsys.readouterr().out
+
+
 def test_depth_shares_keep_missing_time_missing_and_show_the_spread(tmp_path):
     write_point(tmp_path, "resnet_7x7", 0, 0.8)
     write_point(tmp_path, "resnet_7x7", 1, 0.8, timed=False)

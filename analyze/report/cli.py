@@ -41,6 +41,9 @@ def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
     studies = split_studies(inputs.runs)
+    sweeps = {r.sweep for r in inputs.runs if r.sweep}
+    if len(sweeps) > 1:  # a folder of several sweeps: split, never pooled
+        print(f"{root} holds {len(sweeps)} sweeps; each is reported as a study of its own.")
     tables = [stem_table(s) for s in studies]
     tunings = [tuning_table(s) if s.tuning else None for s in studies]
     figures = [write_figures(s, t, tu, out) for s, t, tu in zip(studies, tables, tunings)]
