@@ -221,11 +221,12 @@ def drop_checkpoints(run_dir: Path) -> None:
 
 
 def load_trained_model(run_dir: Path | str) -> nn.Module:
-    """The model of a completed run: rebuilt from its result.json, with the weights of its model.pt."""
+    """The model of a completed run, in eval mode (for inference): rebuilt from its result.json, with the weights of
+    its model.pt."""
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
     spec = record["model"]
     model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
                         image_size=spec["image_size"])
     model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))
-    return model
+    return model.eval()

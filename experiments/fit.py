@@ -182,3 +182,11 @@ def fit(learn: Learner, train_cfg: Mapping[str, Any], start_epoch: int = 0) -> b
     learn.fit_one_cycle(train_cfg["epochs"], lr_max=train_cfg["lr"], start_epoch=start_epoch)
     rows = learn.epoch_history.rows  # TerminateOnNaNCallback cancels the fit mid-epoch: that epoch is missing
     return len(rows) == train_cfg["epochs"] and all(math.isfinite(v) for k, v in rows[-1].items() if k not in EpochHistory.timings)
+
+
+def validate(model: nn.Module, data: DataBundle) -> tuple[float, float]:
+    """Loss and accuracy of `model` on `data`'s validation set, through fastai's Learner.validate (eval mode)."""
+    learn = Learner(data.dataloaders(), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with learn.no_bar():
+        loss, acc = learn.validate()
+    return float(loss), float(acc)
