@@ -90,7 +90,7 @@ if __name__ == "__main__":
     # Hydra creates the run directory before it calls main(): every setting (of every point of a sweep) is
     # checked first, so that a refused command writes nothing
     args = hydra._internal.utils.get_args_parser().parse_args()
-    if not (args.help or args.hydra_help):
+    if not (args.help or args.hydra_help or args.shell_completion):  # -sc install=bash: no run to check
         try:
             check_command_line(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
         except ConfigError as e:

@@ -24,6 +24,7 @@ from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
 from .record import RESULT_FILE, environment, failure, run_name, write_record
+from .sanity import load_warning, loaded, machine_load, near_chance
 from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
@@ -91,8 +92,15 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                        "num_classes": data.num_classes, "image_size": data.image_size}
     if finite and cfg.train.save_model is not False:  # null (train.py resolves it for sweeps): keep
         record["model"]["weights"] = save_weights(out_dir, learn.model).name
+    record["hardware"]["load"] = machine_load()  # the machine at the end of training: were its timings shared?
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
+    elif near_chance(summary["valid_acc"], data.num_classes):
+        log.warning("Valid accuracy %.2f%% is near chance (%.2f%% for %d classes): the model has barely learned; check "
+                    "the learning rate, the epochs and the data.", 100 * summary["valid_acc"], 100 / data.num_classes,
+                    data.num_classes)
+    if loaded(record["hardware"]["load"]):
+        log.warning("Training %s.", load_warning(record["hardware"]["load"]))
     path = write_record(out_dir, record, layers, history)  # the record first: nothing after it can lose the run
     if not cfg.train.keep_checkpoints:
         drop_checkpoints(out_dir)
@@ -150,6 +158,8 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
                             channels_last=hw.channels_last,
                             budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
     log.info("Profiled in %.1f s.", time.perf_counter() - t0)
+    if latency and loaded(load := machine_load()):
+        log.warning("The profile's %s.", load_warning(load))
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
     return profile, per_image

@@ -254,3 +254,24 @@ def test_wandb_unreachable_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert cli.main(["report", str(tmp_path / "out"), "--wandb", "someone/stemlab"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read W&B project 'someone/stemlab'") and len(err.splitlines()) == 1
+
+
+def test_identical_seeds_near_chance_and_a_loaded_machine_are_warned(tmp_path, capsys):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8)                 # the same accuracy at every seed
+        d = write_point(tmp_path, "patchify_4x4", seed, 0.11 + seed / 100)  # mean 12 %: chance is 10 % for 10 classes
+        record = json.loads((d / "result.json").read_text())
+        record["model"] = {"num_classes": 10}
+        record["hardware"]["load"] = {"load_avg": 9.0 - seed, "cpus": 2} if seed < 2 else {"load_avg": 1.0, "cpus": 2}
+        (d / "result.json").write_text(json.dumps(record))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
+    printed, text = capsys.readouterr().out, (out / "report.md").read_text()
+    expected = [
+        "`patchify_4x4`: mean accuracy 12.00 % is near chance (10.00 % for 10 classes; warned at ≤ 1.5x chance)",
+        "`resnet_7x7`: the same accuracy (80.00 %) at every one of its 3 seeds",
+        "2 of 6 runs had their timings taken on a loaded machine (load average 9.0 on 2 cores)",
+    ]
+    assert "### Warnings" in text
+    for line in expected:
+        assert f"- {line}" in text and f"warning: {line}" in printed

@@ -122,3 +122,10 @@ def test_stem_label_keeps_a_default_stem_plain(make_cfg):
 
     assert stem_label(make_cfg().stem) == "xresnet_3conv"
     assert stem_label(make_cfg("stem=resnet_7x7", "stem.out_channels=96").stem) == "resnet_7x7.out_channels=96"
+
+
+def test_hydra_shell_completion_installs_and_answers(tmp_path):
+    proc = run_cli("-sc", "install=bash", cwd=tmp_path)
+    assert proc.returncode == 0 and "hydra_bash_completion()" in proc.stdout, proc.stderr[-2000:]
+    proc = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "python train.py stem=resnet_7"})
+    assert proc.stdout.split() == ["stem=resnet_7x7", "stem=resnet_7x7_nopool"]

@@ -52,6 +52,7 @@ def add_space_parser(sub: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .checks import study_warnings
     from .data import read_records
     from .figures import write_figures
     from .render import markdown_table, render
@@ -76,6 +77,8 @@ def run_report(args: argparse.Namespace) -> int:
     for study, table in zip(studies, tables):
         if len(table):
             print(f"\n{study.label}\n\n{markdown_table(table, show_lr=bool(study.tuning))}")
+        for warning in study_warnings(study):
+            print(f"warning: {warning}")
     if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
         print(f"\n{len(inputs.missing)} missing, {len(inputs.unfinished)} unfinished, {len(inputs.skipped)} skipped points, "
               f"{len(inputs.incomplete)} unreadable tables (listed in the report).")
