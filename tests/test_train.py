@@ -129,3 +129,14 @@ def test_hydra_shell_completion_installs_and_answers(tmp_path):
     assert proc.returncode == 0 and "hydra_bash_completion()" in proc.stdout, proc.stderr[-2000:]
     proc = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "python train.py stem=resnet_7"})
     assert proc.stdout.split() == ["stem=resnet_7x7", "stem=resnet_7x7_nopool"]
+
+
+def test_a_point_completed_when_sweeps_kept_weights_still_counts_as_completed(tmp_path):
+    from experiments import sweep
+
+    config = {"stem": {"name": "resnet_7x7"}, "seed": 0, "train": {"lr": 0.004, "save_model": False, "keep_checkpoints": False},
+              "logger": {"name": "none"}}
+    older = {**config, "train": {**config["train"], "save_model": True}}  # written before sweeps stopped keeping model.pt
+    record.write_record(tmp_path, {"name": "x", "config": older, "status": "completed", "metrics": {"valid_acc": 0.5}})
+    assert sweep.completed_result(tmp_path, config) is not None
+    assert sweep.completed_result(tmp_path, {**config, "train": {**config["train"], "lr": 0.001}}) is None
