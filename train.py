@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,16 @@ def main(cfg: DictConfig) -> float:
         with interruptible():  # SIGINT/SIGTERM/SIGUSR1: checkpoint kept, `interrupted` record, exit 128 + signal
             return run_job(cfg)
     except Interrupted as e:
-        log.warning("interrupted by %s %s.", e.signal_name, e.note)
+        log.warning("interrupted by %s %s; resume with: %s", e.signal_name, e.note, resume_command(sys.argv, HydraConfig.get()))
         sys.exit(e.exit_code)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+
+
+def resume_command(argv: list[str], hc) -> str:
+    """The command that resumes this run: the same command line, with the folder it wrote to fixed (a single
+    run's default folder is a new timestamp, a sweep's too), so that it finds this run's checkpoint."""
+    key, folder = ("hydra.sweep.dir", hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ("hydra.run.dir", hc.run.dir)
+    given = [a for a in argv[1:] if not a.startswith(f"{key}=")]
+    return shlex.join(["python", argv[0], *given, f"{key}={folder}"])
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -43,6 +52,9 @@ def run_job(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    if cfg.train.save_model is None:
+        with open_dict(cfg):  # the default: a single run keeps its weights, a sweep point does not
+            cfg.train.save_model = not multirun
     if multirun:
         from experiments import record, sweep
 
@@ -78,7 +90,7 @@ if __name__ == "__main__":
     # Hydra creates the run directory before it calls main(): every setting (of every point of a sweep) is
     # checked first, so that a refused command writes nothing
     args = hydra._internal.utils.get_args_parser().parse_args()
-    if not (args.help or args.hydra_help):
+    if not (args.help or args.hydra_help or args.shell_completion):  # -sc install=bash: no run to check
         try:
             check_command_line(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
         except ConfigError as e:

@@ -1,15 +1,16 @@
-"""``python -m analyze COMMAND …``
+"""python -m analyze COMMAND ...: profile a configured model, report a sweep, analyse a design space, make a dashboard.
 
-``profile``: the per-layer cost profile of the model a training run would build, made as the run
-makes it (same Hydra config and overrides as ``train.py``: model, data, batch, device, precision)::
+profile: the per-layer cost profile of the model a training run would build, made as the run makes it (same
+Hydra config and overrides as train.py: model, data, batch, device, precision):
 
     python -m analyze profile stem=resnet_7x7 trunk=xresnet50 data=synthetic data.image_size=128 \\
         train.bs=8 [train.device=cpu] [profile.budget_s=10] [--threads 1] [--layers] [--out DIR]
 
-says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes
-``layers.csv``, ``groups.csv``, ``totals.json``, ``shares.png`` and ``roofline.png`` to the output
-directory.  ``report`` (analyze.report.cli), ``space`` (analyze.report.space) and ``dashboard`` (analyze.dashboard) plug in the same way:
-each command is one subparser (``add_<command>_parser``) whose ``func`` runs it.
+says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes layers.csv,
+groups.csv, totals.json, shares.png and roofline.png to the output directory. report (analyze.report.cli),
+space (analyze.report.space), evaluate and export (analyze.evaluate) and dashboard (analyze.dashboard) plug in
+the same way: each command is one subparser (add_<command>_parser) whose func runs it. The parsers import
+nothing heavy (torch, fastai, matplotlib load when a command runs), so every --help answers at once.
 """
 
 from __future__ import annotations
@@ -21,23 +22,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from analyze.dashboard import add_dashboard_parser
-from analyze.profile import Profile
-from analyze.profile.plots import save_plots
-from analyze.report.cli import add_report_parser
-from analyze.report.space import add_space_parser
-from experiments.config import compose as compose_checked
-from experiments.data import build_data
-from experiments.fit import resolve_hardware
-from experiments.model import build_model, resolve_stem
-from experiments.runner import profile_run
+from analyze.evaluate import add_evaluate_parser, add_export_parser
+from analyze.report.cli import add_report_parser, add_space_parser
 from stems.base import StemlabError, atomic_write
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from analyze.profile import Profile
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -61,6 +56,8 @@ def add_profile_parser(sub: Any) -> None:
 
 def compose(overrides: Sequence[str]) -> Any:
     """The config train.py would run with these overrides (checked: a bad setting raises ConfigError)."""
+    from experiments.config import compose as compose_checked
+
     return compose_checked(list(overrides))
 
 
@@ -70,6 +67,13 @@ def _progress(message: str) -> None:
 
 def profile_configured(cfg: Any, threads: int | None = None) -> Profile:
     """The profile a training run with `cfg` makes of its model, saying each step on stderr."""
+    import torch
+
+    from experiments.data import build_data
+    from experiments.fit import resolve_hardware
+    from experiments.model import build_model, resolve_stem
+    from experiments.runner import profile_run
+
     hw = resolve_hardware(cfg.train)
     _progress(f"building data {cfg.data.name!r} and model {cfg.stem.name} + {cfg.trunk.name}")
     data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=torch.device("cpu"))
@@ -89,6 +93,8 @@ def _pct(v: float) -> str:
 
 def render_groups(profile: Profile, title: str) -> Table:
     """A rich table: one row per group, FLOPs and time with their shares, forward and train."""
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left")
     for col in ["group", "params", "MFLOPs fwd", "FLOPs %", "FLOPs % train", "MB moved", "FLOP/B",
                 "ms fwd", "time %", "ms bwd", "time % train"]:
@@ -103,6 +109,8 @@ def render_groups(profile: Profile, title: str) -> Table:
 
 
 def render_layers(profile: Profile) -> Table:
+    from rich.table import Table
+
     t = Table(title="layers", title_justify="left")
     for col in ["#", "name", "kind", "out", "MFLOPs fwd", "MFLOPs bwd", "FLOPs %", "ms fwd", "ms bwd", "time %"]:
         t.add_column(col, justify="left" if col in ("name", "kind", "out") else "right")
@@ -131,6 +139,8 @@ def summary_lines(totals: dict[str, float]) -> list[str]:
 
 def write_outputs(profile: Profile, out: Path) -> list[Path]:
     """layers.csv, groups.csv, totals.json and the two plots; each file written whole or not at all."""
+    from analyze.profile.plots import save_plots
+
     out.mkdir(parents=True, exist_ok=True)
     made = [
         atomic_write(out / "layers.csv", profile.layers.to_csv(index=False)),
@@ -141,6 +151,8 @@ def write_outputs(profile: Profile, out: Path) -> list[Path]:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     console = Console(width=None if sys.stdout.isatty() else 150)
     cfg = compose(args.overrides)
     t0 = time.perf_counter()
@@ -158,6 +170,7 @@ def run_profile(args: argparse.Namespace) -> int:
     _progress(f"writing tables and plots to {out}")
     made = write_outputs(profile, out)
     console.print(f"profiled in {took:.1f} s; wrote {', '.join(p.name for p in made)} to {out}")
+    _progress(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -165,14 +178,15 @@ def run_profile(args: argparse.Namespace) -> int:
 # entry point
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m analyze", description=__doc__.split("\n\n")[0],
+                                     epilog="python -m analyze COMMAND --help describes each command.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_profile_parser(sub)
     add_report_parser(sub)
     add_space_parser(sub)
+    add_evaluate_parser(sub)
+    add_export_parser(sub)
     add_dashboard_parser(sub)
     return parser
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from analyze.report.cli import help_text
 from stems.base import StemlabError
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4")
@@ -23,7 +24,7 @@ class DashboardError(StemlabError):
 
 def add_dashboard_parser(sub: Any) -> None:
     p = sub.add_parser("dashboard", help="create the stem-comparison workspace in a W&B project",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+                       description=help_text(__doc__))
     p.add_argument("project", metavar="ENTITY/PROJECT", help="the W&B project the runs were logged to")
     p.add_argument("--group", default=None, help="only the runs of this W&B group (a sweep, e.g. stem_study_mnist5k)")
     p.add_argument("--dry-run", action="store_true", help="print the workspace spec (JSON) instead of saving it")

@@ -4,7 +4,7 @@
 """
 from importlib import import_module
 
-import stems  # noqa: F401  (first of all: stems' import of fastai.layers is where fastai's torch.jit warning is filtered)
+import stems.resblock  # noqa: F401  (first of all: its import of fastai.layers is where fastai's torch.jit warning is filtered)
 
 __all__ = ["RunFailed", "run"]
 

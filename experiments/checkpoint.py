@@ -145,7 +145,7 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
             log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0; it "
                         "is kept in %s (re-run with that config to resume from it).", path, why, aside)
             return None
-        log.info("resuming %s from epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
+        log.info("resuming %s after epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
     shutil.rmtree(current, ignore_errors=True)  # none readable: nothing to keep
     return None
@@ -281,7 +281,8 @@ def drop_checkpoints(run_dir: Path) -> None:
 
 
 def load_trained_model(run_dir: Path | str) -> nn.Module:
-    """The model of a completed run: rebuilt from its result.json, with the weights of its model.pt."""
+    """The model of a completed run, in eval mode (for inference): rebuilt from its result.json, with the weights of
+    its model.pt."""
     run_dir = Path(run_dir)
     record = read_record(run_dir / RESULT_FILE)
     if isinstance(record, Unreadable):
@@ -293,4 +294,4 @@ def load_trained_model(run_dir: Path | str) -> nn.Module:
     model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
                         image_size=spec["image_size"])
     model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))
-    return model
+    return model.eval()

@@ -94,8 +94,9 @@ class Throughput(Callback):
 
 
 class EpochHistory(Callback):
-    """One row per finished epoch: fastai's Recorder values plus the Throughput callback's timings. A resumed
-    run's Checkpoint callback puts back the rows of the epochs finished before (fastai's Recorder starts empty)."""
+    """One row per finished epoch, numbered from 1 as the log, W&B and checkpoints/epoch_N.pt number them:
+    fastai's Recorder values plus the Throughput callback's timings. A resumed run's Checkpoint callback puts
+    back the rows of the epochs finished before (fastai's Recorder starts empty)."""
 
     order = Recorder.order + 1
     timings = ("train_img_s", "train_s", "valid_s")
@@ -109,12 +110,43 @@ class EpochHistory(Callback):
             return  # an epoch skipped by fit_one_cycle(start_epoch=...): cancelled before it began
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
         tp = self.learn.throughput  # fastai exposes each callback as an attribute named after its class
-        self.rows.append({"epoch": self.epoch, **dict(zip(names, map(float, values))),
+        self.rows.append({"epoch": self.epoch + 1, **dict(zip(names, map(float, values))),
                           "train_img_s": tp.img_s[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1]})
 
     def table(self) -> pd.DataFrame:
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
         return pd.DataFrame(self.rows, columns=["epoch", *names, *self.timings])
+
+
+class BatchProgress(Callback):
+    """Without a terminal (fastai's progress bar is removed there), a log line every `every_s` seconds inside an
+    epoch: batch k/n, training img/s so far and the epoch's remaining time, so a long epoch is never silent."""
+
+    order = 0
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+
+    def before_epoch(self):
+        self.t0 = self.last = time.perf_counter()
+        self.seen = 0
+
+    def after_batch(self):
+        if not self.training:
+            return
+        self.seen += len(self.yb[0])
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        done, total, spent = self.iter + 1, self.n_iter, now - self.t0
+        log.info("  epoch %d/%d  batch %d/%d  %.0f img/s  training ETA %s", self.epoch + 1, self.n_epoch, done, total,
+                 self.seen / spent, _duration(spent / done * (total - done)))
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    return f"{minutes} min {s:02d} s" if minutes else f"{s} s"
 
 
 def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any], hw: Hardware,
@@ -131,6 +163,7 @@ def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any
                     path=".", model_dir=".")
     if not sys.stdout.isatty():  # progress bars redraw with \r: unreadable in log files and CI; log epoch lines instead
         learn.remove_cb(ProgressCallback)
+        learn.add_cb(BatchProgress())
         learn.logger = partial(_log_epoch, learn.recorder)
     return learn
 
@@ -139,6 +172,7 @@ def _log_epoch(recorder, values: list) -> None:
     """fastai's Recorder hands each epoch's [epoch, losses..., metrics..., time] to learn.logger."""
     if len(values) <= 2:
         return  # [epoch, time]: an epoch skipped on resume
+    values = [values[0] + 1, *values[1:]]  # fastai counts from 0; people (and W&B, history.csv) from 1
     log.info("  ".join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(recorder.metric_names, values)))
 
 
@@ -148,3 +182,11 @@ def fit(learn: Learner, train_cfg: Mapping[str, Any], start_epoch: int = 0) -> b
     learn.fit_one_cycle(train_cfg["epochs"], lr_max=train_cfg["lr"], start_epoch=start_epoch)
     rows = learn.epoch_history.rows  # TerminateOnNaNCallback cancels the fit mid-epoch: that epoch is missing
     return len(rows) == train_cfg["epochs"] and all(math.isfinite(v) for k, v in rows[-1].items() if k not in EpochHistory.timings)
+
+
+def validate(model: nn.Module, data: DataBundle) -> tuple[float, float]:
+    """Loss and accuracy of `model` on `data`'s validation set, through fastai's Learner.validate (eval mode)."""
+    learn = Learner(data.dataloaders(), model, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    with learn.no_bar():
+        loss, acc = learn.validate()
+    return float(loss), float(acc)

@@ -4,6 +4,7 @@ The model is an nn.Sequential whose top-level children are named stem, stage1..s
 per-layer table can be grouped by them."""
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -17,6 +18,9 @@ from stems.base import StemlabError
 from stems.match import match_params
 
 from .schema import STEM_KEYS, TrainConf
+
+
+log = logging.getLogger("stemlab")
 
 
 class TrunkError(StemlabError):
@@ -49,6 +53,9 @@ def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int 
     out = node.get("out_channels") or stems.spec(name).out_channels
     params, info = match_params(name, in_channels, out, image_size, str(match), stem_params(node),
                                 device=device, batch_size=batch_size)
+    unit = (lambda v: f"{v * 1e3:.2f} ms") if info["target_kind"] == "time" else (lambda v: f"{v:,.0f}")
+    log.info("stem.match=%s: %s widths %s, %s %s for a target of %s at %d px", match, name, params["widths"],
+             info["target_kind"], unit(info["achieved_value"]), unit(info["target_value"]), image_size)
     return {**node, **params, "match": None}, {**info, "widths": params["widths"], "image_size": image_size}
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from analyze.profile import profile_model
 from analyze.profile.plots import save_plots
+from analyze.profile.timing import ESTIMATE
 from stems.base import StemlabError
 
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
@@ -23,7 +24,8 @@ from .data import build_data
 from .fit import fit, make_learner, resolve_hardware
 from .model import build_model, resolve_stem
 from .record import disk_full, environment, failure, run_name, write_record
-from .tracking import WandbLogger, wandb_config
+from .sanity import load_warning, loaded, machine_load, near_chance
+from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
 
@@ -58,22 +60,24 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                               "stem_match": stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
-    wb = WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir) if cfg.logger.name == "wandb" else None
+    wb = (WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir,
+                      run_id=previous_run_id(out_dir) if resume else None)  # a resumed run continues its W&B run
+          if cfg.logger.name == "wandb" else None)
     checkpoint = Checkpoint(out_dir, config, resume, keep=cfg.train.keep_checkpoints)
     learn = make_learner(model, data, cfg.train, hw, [*(wb.callbacks() if wb else []), checkpoint])
     layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
     try:
         finite = fit(learn, cfg.train, start_epoch)
         # inside the try: weights that do not fit on the disk are a failed run whose checkpoint stays for the re-run
-        weights = save_weights(out_dir, learn.model).name if finite and cfg.train.save_model else None
+        # save_model null (train.py resolves it for sweeps): keep
+        weights = save_weights(out_dir, learn.model).name if finite and cfg.train.save_model is not False else None
     except Interrupted as e:  # a stop signal: the finished epochs are in checkpoints/, the record says so
         history = learn.epoch_history.table()
         record.update(status="interrupted", metrics=summarize(history, profile, per_image), epochs_run=len(history),
                       wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
         with signals_deferred():
             path = write_record(out_dir, record, layers, history)
-        e.note = (f"after epoch {len(history)} of {cfg.train.epochs} (the partial epoch is lost); record: {path}; "
-                  "re-run the same command to resume")
+        e.note = f"after epoch {len(history)} of {cfg.train.epochs} (the partial epoch is lost); record: {path}"
         raise
     except Exception as e:
         record.update(failure(e), wall_s=time.perf_counter() - t0)
@@ -87,8 +91,15 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
     record["model"] = {"weights": weights, "stem": stem_cfg, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
+    record["hardware"]["load"] = machine_load()  # the machine at the end of training: were its timings shared?
     if not finite:
         log.warning("The loss became NaN/inf at epoch %d: the run is recorded as diverged.", len(history))
+    elif near_chance(summary["valid_acc"], data.num_classes):
+        log.warning("Valid accuracy %.2f%% is near chance (%.2f%% for %d classes): the model has barely learned; check "
+                    "the learning rate, the epochs and the data.", 100 * summary["valid_acc"], 100 / data.num_classes,
+                    data.num_classes)
+    if loaded(record["hardware"]["load"]):
+        log.warning("Training %s.", load_warning(record["hardware"]["load"]))
     path = write_record(out_dir, record, layers, history)  # the record first: nothing after it can lose the run
     if not cfg.train.keep_checkpoints:
         drop_checkpoints(out_dir)
@@ -146,7 +157,12 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float]) -> di
     }
 
 
-def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log.debug):
+def log_progress(message: str) -> None:
+    """The profiler's progress in a run's log: its time estimate at INFO, each step at DEBUG."""
+    log.log(logging.INFO if message.startswith(ESTIMATE) else logging.DEBUG, "%s", message)
+
+
+def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log_progress):
     """The cost profile of the run's model at its input size, timed per layer on the training device, at the
     training batch size and precision, unless profile.latency=false (profile_model works on its own copy)."""
     latency = bool(cfg.profile.latency)
@@ -154,13 +170,16 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
     batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
     shape = (batch, data.in_channels, data.image_size, data.image_size)
     log.info("Profiling the model (input %s on %s%s).", shape, hw.device,
-             f", timing within about {cfg.profile.budget_s} s" if latency and cfg.profile.budget_s else "")
+             f"; timing: a budget of {cfg.profile.budget_s:g} s, but at least 4 steps however long they take"
+             if latency and cfg.profile.budget_s is not None else "")
     t0 = time.perf_counter()
     profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
                             dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(hw.precision),  # fp32: none
                             channels_last=hw.channels_last,
                             budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
     log.info("Profiled in %.1f s.", time.perf_counter() - t0)
+    if latency and loaded(load := machine_load()):
+        log.warning("The profile's %s.", load_warning(load))
     per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
                  "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
     return profile, per_image

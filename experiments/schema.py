@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 import stems
 from stems.match import MATCH_SPEC, MATCH_TEXT
@@ -67,7 +67,9 @@ class TrainConf:
     device: str = setting("auto", **one_of("auto", "cpu", "cuda"))  # auto: cuda when visible
     precision: str = setting("auto", **one_of("auto", "fp32", "bf16", "fp16"))  # auto: bf16 on cuda, fp32 on cpu
     channels_last: Any = setting("auto", **auto_or_bool())  # auto: true on cuda
-    save_model: bool = True  # a completed run keeps model.pt (rebuild: experiments.checkpoint.load_trained_model)
+    # a completed run keeps model.pt (rebuild: experiments.checkpoint.load_trained_model); null: a single run
+    # keeps it, a sweep point does not (a study of many runs would fill the disk with weights nobody asked for)
+    save_model: Optional[bool] = None
     keep_checkpoints: bool = False  # true: keep checkpoints/epoch_N.pt of every epoch (else dropped at the end)
 
 
@@ -254,10 +256,23 @@ def stem_schema(name: str) -> type:
                           bases=(StemConf,))
 
 
+def stem_label(node: Any) -> str:
+    """`name` plus `.key=value` for every stem setting that differs from the registry's default (lists joined by
+    commas), e.g. `xresnet_3conv.act=silu.widths=24,32,64`; for run folder names."""
+    values = OmegaConf.to_container(node, resolve=True)
+    spec = stems.spec(values["name"])
+    defaults = {**spec.defaults, "out_channels": spec.out_channels, "match": None}
+    changed = {k: v for k, v in sorted(values.items()) if k != "name" and v is not None and v != defaults.get(k)}
+    return values["name"] + "".join(f".{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                                    for k, v in changed.items())
+
+
 def register_configs() -> None:
     """Store every group option in Hydra's ConfigStore: the stems from the registry (registering a stem is the only
     step needed), the trunks, datasets, training settings and loggers above, and the whole config's schema."""
     cs = ConfigStore.instance()
+    # the single-run folder names the stem's non-default parameters: two runs differing in one are told apart
+    OmegaConf.register_new_resolver("stem_label", stem_label, replace=True)
     cs.store(name="stemlab_schema", node=Config)
     for name in stems.available():
         cs.store(group="stem", name=name, node=stem_schema(name))

@@ -16,10 +16,14 @@ from .record import RESULT_FILE, Unreadable, environment, failure, read_record, 
 log = logging.getLogger("stemlab")
 
 IGNORED_FOR_RESUME = ("logger",)  # where results are sent, not what is computed
+KEPT_FILES = ("save_model", "keep_checkpoints")  # train keys that choose which files stay, not what is computed
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+    out = {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in KEPT_FILES}
+    return out
 
 
 def completed_result(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

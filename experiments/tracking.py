@@ -21,8 +21,9 @@ class WandbLogger:
     login) is started offline instead, so nothing is lost: the log names its directory and the `wandb sync`
     command that uploads it."""
 
-    def __init__(self, logger_cfg: Mapping[str, Any], config: dict, name: str, tags: list[str], out_dir: Path):
-        self.run, self.name, self.out_dir = None, name, Path(out_dir)
+    def __init__(self, logger_cfg: Mapping[str, Any], config: dict, name: str, tags: list[str], out_dir: Path,
+                 run_id: str | None = None):
+        self.run, self.name, self.out_dir, self.run_id = None, name, Path(out_dir), run_id
         try:
             import wandb  # imported only when W&B logging is on (the GPU machines travel without it)
 
@@ -46,7 +47,8 @@ class WandbLogger:
         settings = self.wandb.Settings(console="off", silent=True, init_timeout=float(logger_cfg["init_timeout"]))
         init = dict(project=logger_cfg["project"], entity=logger_cfg["entity"], group=logger_cfg["group"],
                     job_type=logger_cfg["job_type"], name=self.name, tags=[*tags, *logger_cfg["tags"]], config=config,
-                    dir=str(self.out_dir), settings=settings, reinit="finish_previous")
+                    dir=str(self.out_dir), settings=settings, reinit="finish_previous",
+                    **({"id": self.run_id, "resume": "allow"} if self.run_id else {}))
         try:
             return self.wandb.init(mode=logger_cfg["mode"], **init), None
         except Exception as e:
@@ -73,11 +75,20 @@ class WandbLogger:
             if weights.is_file():
                 artifact = self.wandb.Artifact(f"model-{self.name}", type="model",
                                                description="the run's final weights (model.pt in its run directory)")
-                artifact.add_file(str(weights))
+                # by reference (path and checksum): add_file would copy the weights into W&B's staging folder
+                # (~/.local/share/wandb/artifacts/staging), a copy per run until it is uploaded
+                artifact.add_reference(weights.resolve().as_uri())
                 self.run.log_artifact(artifact, aliases=["final"])
             self.run.finish()
         except Exception as e:
             log.warning("W&B logging failed at the end of the run (%s); the local result record is complete.", _first_line(e))
+
+
+def previous_run_id(out_dir: Path) -> str | None:
+    """The id of the newest W&B run in a run folder (wandb names its folders `[offline-]run-<time>-<id>`), so
+    that a resumed run logs to the same W&B run; None when the folder has none."""
+    folders = sorted((Path(out_dir) / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
+    return folders[-1].name.rsplit("-", 1)[1] if folders else None
 
 
 STAGE_COLUMNS = ("share_flops", "share_time", "ms_fwd", "ms_bwd")
@@ -127,7 +138,7 @@ class WandbEpochs(Callback):
         try:
             self.run.log({"epoch": self.epoch + 1, **metrics})
         except Exception as e:
-            log.warning("W&B could not log epoch %d (%s).", self.epoch, _first_line(e))
+            log.warning("W&B could not log epoch %d (%s).", self.epoch + 1, _first_line(e))
 
 
 def _first_line(e: BaseException) -> str:

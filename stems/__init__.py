@@ -4,8 +4,20 @@
     stems.aliases()   -> {alias: canonical name}
     stems.spec(name)  -> StemSpec (family, source, defaults, contract); an alias gives its canonical stem
     stems.build(name, in_channels, out_channels=None, **params) -> nn.Module (contract checked)
+
+The registry and the families (torch, fastai: seconds) load on first use (PEP 562), so that `stems.base`
+(the project's error and atomic writes) and every command's `--help` start without them.
 """
-from .registry import StemError, StemSpec, aliases, available, build, check_image_size, register, spec
-from . import conv_stack, large_kernel, light, patchify, resblock, space, space_to_depth  # noqa: F401  (importing a family registers its stems)
+from importlib import import_module
 
 __all__ = ["StemError", "StemSpec", "aliases", "available", "build", "check_image_size", "register", "spec"]
+FAMILIES = ("conv_stack", "large_kernel", "light", "patchify", "resblock", "space", "space_to_depth")
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    registry = import_module(".registry", __name__)
+    for family in FAMILIES:  # importing a family registers its stems
+        import_module(f".{family}", __name__)
+    return getattr(registry, name)

@@ -1,18 +1,23 @@
-"""`python -m stems table [--write FILE | --check FILE]`: the stem table, generated from the registry;
-`python -m stems match NAME SPEC [--size S] [--in-channels C]`: the widths that bring a stem to equal cost.
+"""python -m stems table | list | match: the registry's stems, their parameters and costs.
 
-Without options `table` prints the markdown table. --write replaces the table between the markers
-<!-- stems:table:start --> and <!-- stems:table:end --> in FILE; --check exits 1 when FILE's table
-differs from the registry's (a test runs it on README.md). Bad input: one sentence on stderr, exit 2."""
+table [--write FILE | --check FILE] prints the markdown stem table generated from the registry; --write replaces
+the table between the markers <!-- stems:table:start --> and <!-- stems:table:end --> in FILE, --check exits 1
+when FILE's table differs from the registry's (a test runs it on README.md).
+
+list [--size N] [--in-channels C] prints every stem with its parameters and their defaults (the keys
+`python train.py stem=NAME stem.KEY=VALUE` takes), its params and forward FLOPs at N px.
+
+match NAME SPEC [--size S] [--in-channels C] prints the widths that bring a stem to equal cost.
+
+Bad input: one sentence on stderr, exit 2."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from . import aliases, available, spec
 from .base import StemlabError, atomic_write
-from .match import cost, match_params
 
 START, END = "<!-- stems:table:start -->", "<!-- stems:table:end -->"
 SIZES = (128, 224)
@@ -22,6 +27,9 @@ IN_CHANNELS = 3
 def table() -> str:
     """Markdown table: one row per canonical stem, costs for 3 input channels and the default out_channels;
     the note under it names the aliases."""
+    from . import aliases, available, spec
+    from .match import cost
+
     head = ["stem", "family", "source", "params"] + [f"MFLOPs @{s} px" for s in SIZES]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (1 + len(SIZES))]
     for name in available():
@@ -37,6 +45,30 @@ def table() -> str:
         same = ", ".join(f"`{a}` → `{c}`" for a, c in aliases().items())
         note += f" Aliases (another source's name for a listed network, which is listed and studied once): {same}."
     return "\n".join(rows) + "\n\n" + note
+
+
+def listing(size: int, in_channels: int = IN_CHANNELS) -> str:
+    """Every stem, its parameters with their defaults, and its params and forward FLOPs at `size` px."""
+    from . import aliases, available, check_image_size, spec
+    from .match import cost
+
+    for name in available():
+        try:
+            check_image_size(name, size)
+        except ValueError as e:
+            raise StemlabError(f"--size {size}: {e}") from None
+    others = {}
+    for alias, name in aliases().items():
+        others.setdefault(name, []).append(alias)
+    lines = []
+    for name in available():
+        s, c = spec(name), cost(name, in_channels, size)
+        also = f" (also: {', '.join(others[name])})" if name in others else ""
+        lines.append(f"{name}{also}  [{s.family}]  {c['params']:,} params, {c['flops'] / 1e6:,.1f} MFLOPs fwd "
+                     f"@ {in_channels}x{size}x{size}")
+        params = {"out_channels": s.out_channels, **s.defaults}
+        lines += [f"    stem.{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}" for k, v in params.items()]
+    return "\n".join(lines)
 
 
 def splice(text: str, new_table: str, path: str) -> str:
@@ -57,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stems", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stems", description=__doc__.split("\n\n")[0],
+                                     epilog="python -m stems COMMAND --help describes each command.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("table", help="print, write or check the stem table")
     group = t.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="replace the table between the markers in FILE")
     group.add_argument("--check", metavar="FILE", help="exit 1 when the table in FILE is stale")
+    ls = sub.add_parser("list", help="every stem with its parameters, defaults and cost at a size")
+    ls.add_argument("--size", type=int, default=224, help="input size in px for the cost (default 224)")
+    ls.add_argument("--in-channels", type=int, default=IN_CHANNELS)
     m = sub.add_parser("match", help="scale a stem's widths to a FLOPs, params or measured-time target")
     m.add_argument("name")
     m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G), "
@@ -71,7 +107,13 @@ def run(argv: list[str] | None) -> int:
     m.add_argument("--in-channels", type=int, default=IN_CHANNELS)
     m.add_argument("--batch-size", type=int, default=64, help="images per timed step (time: only; default 64)")
     args = parser.parse_args(argv)
+    if args.command == "list":
+        print(listing(args.size, args.in_channels))
+        return 0
     if args.command == "match":
+        from . import spec
+        from .match import match_params
+
         params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {},
                                     batch_size=args.batch_size)
         value = (lambda v: f"{v * 1e3:.2f} ms") if info["target_kind"] == "time" else (lambda v: f"{v:,.0f}")
@@ -93,7 +135,7 @@ def run(argv: list[str] | None) -> int:
         print(f"{path}'s stem table is up to date.")
         return 0
     atomic_write(path, updated)
-    print(f"wrote the stem table ({len(available())} stems) into {path}.")
+    print(f"wrote the stem table ({updated[updated.index(START):].count(chr(10) + '| `')} stems) into {path}.")
     return 0
 
 

@@ -38,12 +38,12 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(make_cfg, tmp_
     shutil.copy(full / CHECKPOINT_DIR / "epoch_1.pt", resumed / CHECKPOINT_DIR)
     experiments.run(make_cfg("train.epochs=2"), resumed)
 
-    assert "resuming xresnet_3conv-xresnet18-synthetic-s0 from epoch 1 of 2" in caplog.text
+    assert "resuming xresnet_3conv-xresnet18-synthetic-s0 after epoch 1 of 2" in caplog.text
     # CPU training is deterministic and every state is restored: equal to the last bit, not within a tolerance
     pd.testing.assert_frame_equal(history(resumed), history(full), check_exact=True)
-    assert list(history(resumed)["epoch"]) == [0, 1]
+    assert list(history(resumed)["epoch"]) == [1, 2]  # 1-based, as the log, W&B and epoch_N.pt
     assert record(resumed)["metrics"]["valid_loss"] == record(full)["metrics"]["valid_loss"]
-    assert (record(resumed)["resumed_from_epoch"], record(resumed)["resumed_epochs"]) == (1, [0])
+    assert (record(resumed)["resumed_from_epoch"], record(resumed)["resumed_epochs"]) == (1, [1])
     assert (record(full)["resumed_from_epoch"], record(full)["resumed_epochs"]) == (None, [])
     weights = [torch.load(d / WEIGHTS, weights_only=True) for d in (full, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -102,6 +102,8 @@ def test_a_stop_signal_leaves_an_interrupted_record_and_a_checkpoint(tmp_path, s
     assert rec["status"] == "interrupted" and 1 <= n < 4 and len(history(run_dir)) == n
     assert [p.name for p in (run_dir / CHECKPOINT_DIR).iterdir()] == [f"epoch_{n}.pt"]
     assert f"interrupted by {signal.Signals(signum).name} after epoch {n} of 4 (the partial epoch is lost)" in out
+    # the command that resumes it names its folder (a single run's default folder is a new timestamp)
+    assert f"resume with: python {ROOT / 'train.py'} {' '.join(SIGNAL_ARGS)} hydra.run.dir={run_dir}" in out
 
 
 def test_the_same_command_resumes_an_interrupted_run(tmp_path):
@@ -111,7 +113,7 @@ def test_the_same_command_resumes_an_interrupted_run(tmp_path):
     proc = start_run(run_dir)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    assert f"resuming xresnet_3conv-xresnet18-synthetic-s0 from epoch {n} of 4" in out
+    assert f"resuming xresnet_3conv-xresnet18-synthetic-s0 after epoch {n} of 4" in out
     rec = record(run_dir)
-    assert rec["status"] == "completed" and rec["resumed_from_epoch"] == n and rec["resumed_epochs"] == list(range(n))
-    assert list(history(run_dir)["epoch"]) == list(range(4))
+    assert rec["status"] == "completed" and rec["resumed_from_epoch"] == n and rec["resumed_epochs"] == list(range(1, n + 1))
+    assert list(history(run_dir)["epoch"]) == [1, 2, 3, 4]

@@ -232,6 +232,9 @@ def test_timing_stops_at_two_steps_each_once_the_budget_is_spent():
     assert p.totals["timed_steps"] == 2
     assert said[0].startswith("counting FLOPs")
     assert [s for s in said if s.startswith("timing: step")] == [f"timing: step {k}/8" for k in (1, 2, 3, 4)]
+    # after the first plain step it says what the timing will cost, before the other steps run
+    first = said.index("timing: step 1/8")
+    assert said[first + 1].startswith("timing estimate: a step takes") and said[first + 2] == "timing: step 2/8"
     unbounded = profile_model(_two_convs(), (1, 3, 8, 8), threads=1, repeats=3, roofline=False)
     assert unbounded.totals["timed_steps"] == 3
 
@@ -268,7 +271,18 @@ def test_cli_profile_times_at_the_training_batch_like_a_run(tmp_path, capsys, mo
     assert saved["meta"]["threads"] == 1 and saved["totals"]["timed_steps"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "layers.csv", "roofline.png", "shares.png",
                                                       "totals.json"]
-    assert "[profile] timing: step 4/10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[profile] timing: step 4/10" in err and err.rstrip().splitlines()[-1].startswith("[profile] done in ")
+
+
+def test_timing_estimate_by_hand():
+    from analyze.profile.timing import estimate
+
+    # 2 s steps, 1 s spent: a 3 s budget still takes the 3 steps left of the minimum 4 (1 + 3 x 2 = 7 s) ...
+    assert estimate(2.0, 1.0, 3.0, 10) == "timing estimate: a step takes 2.00 s, 3 more step(s): about 7 s in all (budget 3 s)"
+    # ... a 20 s budget fills it with ceil(19 / 2) = 10 steps, capped at the 9 left of 10 (1 + 9 x 2 = 19 s)
+    assert estimate(2.0, 1.0, 20.0, 10).endswith("9 more step(s): about 19 s in all (budget 20 s)")
+    assert estimate(0.5, 0.2, None, 8).endswith("7 more step(s): about 4 s in all")
 
 
 def test_cli_bad_stem_is_one_sentence(capsys):

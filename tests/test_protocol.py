@@ -127,6 +127,9 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
         assert (entry["error"] is None) == (arm in expected)
         assert sorted(run["dir"] for run in entry["runs"]) == \
             sorted(f"tune/{d}" for d, r in tune.items() if (r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"]) == arm)
+        # the choice is in the log too, one line per arm
+        said = f"tuned: {entry['name']} trains at lr {entry['chosen_lr']:g}" if arm in expected else f"tuned: {entry['name']}: no learning rate"
+        assert said in proc.stdout + proc.stderr
 
     # re-running the command re-uses every completed run of both stages and makes the same choice
     completed = [p for p in sweep.glob("*/*/result.json") if json.loads(p.read_text())["status"] == "completed"]

@@ -190,6 +190,30 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def sweep_yaml(folder, target):
+    (folder / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {target}\n")
+
+
+def test_a_fixed_lr_sweep_beside_a_tuned_one_is_never_labelled_tuned(tmp_path, capsys):
+    # `analyze report multirun`: a fixed-LR sweep at lr 0.004 beside a tuned sweep whose final stage also chose 0.004
+    fixed, tuned = tmp_path / "stem_study_mnist5k", tmp_path / "stem_study_mnist5k_tuned"
+    for seed in range(2):
+        write_point(fixed, "resnet_7x7", seed, 0.8, lr=0.004)
+        write_point(tuned / "final", "resnet_7x7", seed, 0.9, lr=0.004, tune=False)
+        for lr in (0.001, 0.004):
+            write_point(tuned / "tune", "resnet_7x7", seed, 0.85, lr=lr, tune=True)
+    sweep_yaml(fixed, "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+    sweep_yaml(tuned, "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper")
+    studies = {s.label: s for s in split_studies(read_records(tmp_path).runs)}
+    rel = lambda d: os.path.relpath(d, os.getcwd())  # noqa: E731
+    assert set(studies) == {f"xresnet18 · mnist5k · tuned LR per stem · sweep {rel(tuned)}",
+                            f"xresnet18 · mnist5k · train.lr=0.004 · sweep {rel(fixed)}"}
+    in_tuned = studies[f"xresnet18 · mnist5k · tuned LR per stem · sweep {rel(tuned)}"]
+    assert {r.sweep for r in in_tuned.runs} == {rel(tuned)} and len(in_tuned.runs) == 2 and len(in_tuned.tuning) == 4
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    assert f"{tmp_path} holds 2 sweeps; each is reported as a study of its own." in capsys.readouterr().out
+
+
 def test_depth_shares_keep_missing_time_missing_and_show_the_spread(tmp_path):
     write_point(tmp_path, "resnet_7x7", 0, 0.8)
     write_point(tmp_path, "resnet_7x7", 1, 0.8, timed=False)
@@ -230,3 +254,24 @@ def test_wandb_unreachable_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert cli.main(["report", str(tmp_path / "out"), "--wandb", "someone/stemlab"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read W&B project 'someone/stemlab'") and len(err.splitlines()) == 1
+
+
+def test_identical_seeds_near_chance_and_a_loaded_machine_are_warned(tmp_path, capsys):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8)                 # the same accuracy at every seed
+        d = write_point(tmp_path, "patchify_4x4", seed, 0.11 + seed / 100)  # mean 12 %: chance is 10 % for 10 classes
+        record = json.loads((d / "result.json").read_text())
+        record["model"] = {"num_classes": 10}
+        record["hardware"]["load"] = {"load_avg": 9.0 - seed, "cpus": 2} if seed < 2 else {"load_avg": 1.0, "cpus": 2}
+        (d / "result.json").write_text(json.dumps(record))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
+    printed, text = capsys.readouterr().out, (out / "report.md").read_text()
+    expected = [
+        "`patchify_4x4`: mean accuracy 12.00 % is near chance (10.00 % for 10 classes; warned at ≤ 1.5x chance)",
+        "`resnet_7x7`: the same accuracy (80.00 %) at every one of its 3 seeds",
+        "2 of 6 runs had their timings taken on a loaded machine (load average 9.0 on 2 cores)",
+    ]
+    assert "### Warnings" in text
+    for line in expected:
+        assert f"- {line}" in text and f"warning: {line}" in printed

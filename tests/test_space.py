@@ -16,7 +16,7 @@ from stems import space
 from stems.match import cost
 from stems.space import Choices, design, point_of, sample, sample_points
 
-from conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli
 
 
 def leaves(module: torch.nn.Module) -> list[str]:

@@ -15,7 +15,7 @@ from analyze.report.data import ReportError, Run
 from analyze.report.space import choice_table, dkw, edf, export_points, run_space, space_table
 from stems.space import point_of
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_edf_is_the_share_of_values_at_or_below_each_value():

@@ -2,6 +2,7 @@
 norms, one training step, equal-cost matching, bad input, README table."""
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 from pathlib import Path
 
@@ -350,10 +351,25 @@ def test_match_command(capsys):
     assert "has no widths to scale" in err and one_sentence(err.strip())
 
 
+def test_list_command_gives_parameters_defaults_and_cost(capsys):
+    assert stems_main(["list", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    # xresnet_3conv by hand: 3x3 convs 3->32 (s2), 32->32, 32->64 = 864 + 9,216 + 18,432 weights + 2 x (32+32+64) BN;
+    # at 64 px all three run on 32x32 maps: 2 x 28,512 MACs per pixel x 1,024 pixels = 58.4 MFLOPs
+    block = out.split("xresnet_3conv (also: deep)")[1].split("\n")
+    assert block[0] == "  [conv_stack]  28,768 params, 58.4 MFLOPs fwd @ 3x64x64"
+    assert block[1:4] == ["    stem.out_channels=64", "    stem.widths=[32,32,64]", "    stem.norm=bn"]
+    assert sum(not line.startswith(" ") for line in out.splitlines()) == len(stems.available())
+    assert stems_main(["list", "--size", "30"]) == 2
+    assert one_sentence(capsys.readouterr().err.strip())
+
+
 # --- stem.match in a run -------------------------------------------------------------------------
 
-def test_build_model_applies_match():
+def test_build_model_applies_match(caplog):
     from experiments.model import build_model
+
+    caplog.set_level(logging.INFO, logger="stemlab")
 
     trunk = {"layers": [1, 1, 1, 1], "widths": [64, 128, 256, 512], "expansion": 1}
     model = build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10, image_size=64)
@@ -361,6 +377,8 @@ def test_build_model_applies_match():
     with counter, torch.no_grad():
         model.stem.eval()(torch.randn(1, 3, 64, 64))
     assert abs(counter.get_total_flops() / cost("xresnet_3conv", 3, 64)["flops"] - 1) <= TOLERANCE
+    # the match's result is in the log, not only in the record
+    assert "stem.match=flops:xresnet_3conv: deep_wide widths" in caplog.text and "for a target of" in caplog.text
     with pytest.raises(stems.StemError, match="needs the run's input size"):
         build_model({"name": "deep_wide", "match": "flops:xresnet_3conv"}, trunk, 3, 10)
 

@@ -20,7 +20,7 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     assert 0 < result["metrics"]["stem_share_flops"] < 1 and result["metrics"]["params"] > 1e6
     assert {"torch", "fastai", "hydra", "python"} <= set(result["environment"])
     history = pd.read_csv(tmp_path / "history.csv")
-    assert list(history["epoch"]) == [0] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
+    assert list(history["epoch"]) == [1] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert layers["group"].iloc[0] == "stem" and layers["flops_fwd"].sum() > 0
     metrics = result["metrics"]
@@ -74,6 +74,7 @@ def test_cli_run_logs_to_wandb_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "completed | valid acc" in proc.stderr + proc.stdout and "No GPU found" in proc.stderr + proc.stdout
     assert json.loads((out / "result.json").read_text())["status"] == "completed"
+    assert (out / "model.pt").is_file()  # a single run keeps its weights by default
     run_dir, = (out / "wandb").glob("offline-run-*")
     assert list(run_dir.glob("files/media/images/shares_*.png")) and list(run_dir.glob("files/media/table/layers_*.json"))
 
@@ -99,7 +100,43 @@ def test_multirun_over_stems_resumes_in_any_order(tmp_path):
     records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")}
     assert {k: r["config"]["stem"]["name"] for k, r in records.items()} == \
         {shared.format("stem=resnet_7x7"): "resnet_7x7", shared.format("stem=patchify_4x4"): "patchify_4x4"}
+    # a sweep point keeps no weights unless train.save_model=true (a study would fill the disk); the record says so
+    assert all(r["config"]["train"]["save_model"] is False for r in records.values())
+    assert not list(tmp_path.glob("*/model.pt"))
     # the same sweep with its values in the other order finds both points done
     proc = run_cli("-m", *TINY, "stem=patchify_4x4,resnet_7x7", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (proc.stdout + proc.stderr).count("already completed") == 2
+
+
+def test_a_single_run_folder_names_the_non_default_stem_parameters(tmp_path):
+    proc = run_cli(*TINY, "stem.act=silu", "stem.widths=[16,32,64]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder, = (tmp_path / "outputs").glob("*/*")
+    assert folder.name.endswith("_xresnet_3conv.act=silu.widths=16,32,64_xresnet18_synthetic")
+    assert "epoch 1 " in proc.stdout + proc.stderr  # the epoch line counts from 1, as history.csv, W&B and epoch_N.pt
+
+
+def test_stem_label_keeps_a_default_stem_plain(make_cfg):
+    from experiments.schema import stem_label
+
+    assert stem_label(make_cfg().stem) == "xresnet_3conv"
+    assert stem_label(make_cfg("stem=resnet_7x7", "stem.out_channels=96").stem) == "resnet_7x7.out_channels=96"
+
+
+def test_hydra_shell_completion_installs_and_answers(tmp_path):
+    proc = run_cli("-sc", "install=bash", cwd=tmp_path)
+    assert proc.returncode == 0 and "hydra_bash_completion()" in proc.stdout, proc.stderr[-2000:]
+    proc = run_cli("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "python train.py stem=resnet_7"})
+    assert proc.stdout.split() == ["stem=resnet_7x7", "stem=resnet_7x7_nopool"]
+
+
+def test_a_point_completed_when_sweeps_kept_weights_still_counts_as_completed(tmp_path):
+    from experiments import sweep
+
+    config = {"stem": {"name": "resnet_7x7"}, "seed": 0, "train": {"lr": 0.004, "save_model": False, "keep_checkpoints": False},
+              "logger": {"name": "none"}}
+    older = {**config, "train": {**config["train"], "save_model": True}}  # written before sweeps stopped keeping model.pt
+    record.write_record(tmp_path, {"name": "x", "config": older, "status": "completed", "metrics": {"valid_acc": 0.5}})
+    assert sweep.completed_result(tmp_path, config) is not None
+    assert sweep.completed_result(tmp_path, {**config, "train": {**config["train"], "lr": 0.001}}) is None

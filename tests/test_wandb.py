@@ -136,7 +136,8 @@ def test_stage_summary_keeps_measured_values_only():
                                      "depth/stem/ms_fwd": 2.0, "depth/stage1/ms_fwd": 6.0, "depth/stage1/ms_bwd": 1.5}
 
 
-def test_saved_weights_become_a_model_artifact(tmp_path, offline_env):
+def test_saved_weights_become_a_model_artifact_by_reference(tmp_path, offline_env, monkeypatch):
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))  # W&B's staging folder lives under it
     torch.save({"w": torch.zeros(3)}, tmp_path / "model.pt")
     logger = WandbLogger(LOGGER_CFG, {"seed": 0}, "xresnet_3conv-xresnet18-synthetic-s0", [], tmp_path)
     groups = pd.DataFrame({"group": ["stem", "total"], "share_flops": [1.0, 1.0]})
@@ -145,6 +146,10 @@ def test_saved_weights_become_a_model_artifact(tmp_path, offline_env):
     artifact, = transaction_log(run_dir)["artifact"]
     assert (artifact.type, artifact.name) == ("model", "model-xresnet_3conv-xresnet18-synthetic-s0")
     assert [e.path for e in artifact.manifest.contents] == ["model.pt"] and set(artifact.aliases) == {"final", "latest"}
+    # a reference to the run folder's file, not a copy of the weights in W&B's staging folder
+    assert [e.ref for e in artifact.manifest.contents] == [(tmp_path / "model.pt").resolve().as_uri()]
+    staged = tmp_path / "data" / "artifacts" / "staging"
+    assert not staged.exists() or not any(staged.iterdir())
 
 
 @pytest.fixture
@@ -182,3 +187,17 @@ def test_a_stalled_network_falls_back_to_an_offline_run_that_can_be_synced(tmp_p
     logger.finish({"valid_acc": 0.5}, pd.DataFrame({"group": ["total"]}), None, None)
     records = transaction_log(run_dir)
     assert [_items(h.item)["accuracy"] for h in records["history"]] == [0.5] and "exit" in records
+
+
+def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, offline_env):
+    cfg = make_cfg("logger=wandb", "train.epochs=2", "train.keep_checkpoints=true")
+    experiments.run(cfg, tmp_path)
+    first, = (tmp_path / "wandb").glob("offline-run-*")
+    # "interrupted after epoch 1": only the first epoch's checkpoint is left; the same command resumes it
+    (tmp_path / "checkpoints" / "epoch_2.pt").unlink()
+    (tmp_path / "result.json").unlink()
+    experiments.run(cfg, tmp_path)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {p.name.rsplit("-", 1)[1] for p in runs} == {first.name.rsplit("-", 1)[1]}
+    resumed = next(p for p in runs if p != first)
+    assert [_items(h.item)["epoch"] for h in transaction_log(resumed)["history"]] == [2]

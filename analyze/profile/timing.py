@@ -6,6 +6,7 @@ How time is attributed to layers is described in the package docstring (``analyz
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import statistics
 import time
@@ -203,6 +204,17 @@ def _own_seqs(ev: Any, leaf: int, seq_owner: dict[tuple[int, int], int]) -> None
         stack.extend(e.cpu_children)
 
 
+ESTIMATE = "timing estimate"  # the line a run's log shows at INFO (the other progress lines are DEBUG)
+
+
+def estimate(step_s: float, spent_s: float, budget_s: float | None, steps: int) -> str:
+    """What the timing will cost, said after its first plain step: at least 4 steps (2 plain, 2 profiled) whatever
+    the budget, at most `steps`; a profiled step costs somewhat more than a plain one, so this is a lower bound."""
+    left = steps - 1 if budget_s is None else max(3, min(steps - 1, math.ceil((budget_s - spent_s) / max(step_s, 1e-9))))
+    return (f"{ESTIMATE}: a step takes {step_s:.2f} s, {left} more step(s): about {spent_s + left * step_s:.0f} s in all"
+            + (f" (budget {budget_s:g} s)" if budget_s is not None else ""))
+
+
 def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device, dtype: torch.dtype | None,
             warmup: int, repeats: int, budget_s: float | None, progress: Callable[[str], None]
             ) -> tuple[list[list[float]], list[list[float]], dict[str, float]]:
@@ -239,6 +251,8 @@ def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device
                 f, t = _time_e2e(model, x, backward, dev, dtype)
                 e2e_fwd.append(f)
                 e2e_train.append(t)
+                if k == 0:
+                    progress(estimate(t / 1e3, time.perf_counter() - started, budget_s, steps))
                 continue
             annotate.on = True
             with profile(activities=activities) as prof:

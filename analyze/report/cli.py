@@ -12,22 +12,20 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stems.base import atomic_write
 
-from .data import read_records
-from .figures import write_figures
-from .render import markdown_table, render
-from .statistics import stem_table, tuning_table
-from .studies import split_studies
-from .wandb_runs import read_wandb
+
+def help_text(doc: str | None) -> str | None:
+    """A module docstring's second paragraph as argparse help: plain text, without RST's double backquotes."""
+    return doc.split("\n\n")[1].replace("``", "") if doc else None
 
 
 def add_report_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="compare the stems of a sweep: report.md with figures",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p = sub.add_parser("report", help="compare the stems of a sweep: report.md with figures", description=help_text(__doc__))
     p.add_argument("dir", help="the sweep directory (its result records are read recursively); with --wandb, where to write")
     p.add_argument("--out", default=None, help="where report.md and the figures go (default: DIR)")
     p.add_argument("--wandb", metavar="PROJECT", default=None, help="read the runs of this W&B project (entity/project) instead")
@@ -35,12 +33,41 @@ def add_report_parser(sub: Any) -> None:
     p.set_defaults(func=run_report)
 
 
+def lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A command's `func` that imports its module when the command runs, not when the parser is built."""
+    return lambda args: getattr(import_module(module), function)(args)
+
+
+def add_space_parser(sub: Any) -> None:
+    """`space`: its parser here (light), its code in analyze.report.space (numpy, pandas, matplotlib)."""
+    p = sub.add_parser("space", help="analyse a stem design-space sweep: error EDFs by design choice",
+                       description="Reads the runs of a hydra/sweeper=space sweep and writes space.md with figures (the "
+                       "error EDF of all sampled stems with its 95 % DKW band, the EDFs and a table per design choice, "
+                       "error against train-step time and FLOPs with the Pareto front) and stems.yaml (the best sampled "
+                       "stems as named points, for stems/points/).")
+    p.add_argument("dir", help="the design-space sweep directory (python train.py -m hydra/sweeper=space ...)")
+    p.add_argument("--out", default=None, help="where space.md, the figures and stems.yaml go (default: DIR)")
+    p.add_argument("--export", type=int, default=3, help="how many of the best stems stems.yaml names (default 3)")
+    p.set_defaults(func=lazy("analyze.report.space", "run_space"))
+
+
 def run_report(args: argparse.Namespace) -> int:
+    from .checks import study_warnings
+    from .data import read_records
+    from .figures import write_figures
+    from .render import markdown_table, render
+    from .statistics import stem_table, tuning_table
+    from .studies import split_studies
+    from .wandb_runs import read_wandb
+
     root = Path(args.dir)
     inputs = read_wandb(args.wandb, args.group) if args.wandb else read_records(root)
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
     studies = split_studies(inputs.runs)
+    sweeps = {r.sweep for r in inputs.runs if r.sweep}
+    if len(sweeps) > 1:  # a folder of several sweeps: split, never pooled
+        print(f"{root} holds {len(sweeps)} sweeps; each is reported as a study of its own.")
     tables = [stem_table(s) for s in studies]
     tunings = [tuning_table(s) if s.tuning else None for s in studies]
     figures = [write_figures(s, t, tu, out) for s, t, tu in zip(studies, tables, tunings)]
@@ -50,6 +77,8 @@ def run_report(args: argparse.Namespace) -> int:
     for study, table in zip(studies, tables):
         if len(table):
             print(f"\n{study.label}\n\n{markdown_table(table, show_lr=bool(study.tuning))}")
+        for warning in study_warnings(study):
+            print(f"warning: {warning}")
     if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
         print(f"\n{len(inputs.missing)} missing, {len(inputs.unfinished)} unfinished, {len(inputs.skipped)} skipped points, "
               f"{len(inputs.incomplete)} unreadable tables (listed in the report).")

@@ -6,6 +6,7 @@ Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, so neve
 from __future__ import annotations
 
 import math
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class Run:
     record: dict[str, Any]
     history: pd.DataFrame | None = None
     layers: pd.DataFrame | None = None
+    sweep: str | None = None    # the sweep directory it ran in (where Hydra's multirun.yaml is), when known
+    sweeper: str | None = None  # that sweep's kind: basic | tuned | space (None: unknown, e.g. a W&B run)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def read_records(root: Path) -> Inputs:
             else:
                 setattr(run, attr, table)
         inputs.runs.append(run)
+    label_sweeps(inputs.runs, root)
     recorded = {Path(r.source).resolve() for r in inputs.runs} | {Path(p).parent.resolve() for p, _ in inputs.skipped}
     for hydra_dir in sorted(root.rglob(".hydra")):
         job = hydra_dir.parent
@@ -109,6 +113,26 @@ def read_records(root: Path) -> Inputs:
         raise ReportError(f"no readable result records ({RESULT_FILE}) under {root}{why}; run a sweep first "
                           "(python train.py -m +experiment=stem_study_mnist5k) or pass its directory.")
     return inputs
+
+
+SWEEPERS = {"stemlab_tuned_sweeper": "tuned", "stemlab_space_sweeper": "space"}  # plugin package -> kind
+
+
+def label_sweeps(runs: list[Run], root: Path) -> None:
+    """Each run's sweep (the nearest folder above it holding Hydra's multirun.yaml) and that sweep's sweeper kind,
+    so that the report never mixes two sweeps, nor a fixed-LR sweep with a tuned one."""
+    kinds: dict[Path, str] = {}
+    for multirun in root.rglob("multirun.yaml"):
+        try:
+            target = str(OmegaConf.load(multirun).hydra.sweeper._target_)
+        except Exception:  # a damaged multirun.yaml: the sweep is still one sweep, of an unknown kind
+            target = ""
+        kinds[multirun.parent.resolve()] = next((k for pkg, k in SWEEPERS.items() if pkg in target), "basic")
+    for run in runs:
+        folder = Path(run.source).resolve()
+        sweep = next((d for d in (folder, *folder.parents) if d in kinds), None)
+        if sweep is not None:
+            run.sweep, run.sweeper = os.path.relpath(sweep, Path.cwd()), kinds[sweep]
 
 
 def expected_points(multirun_yaml: Path) -> tuple[list[tuple[str, str]], str]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from .checks import warnings_section
 from .data import Inputs
 from .statistics import ALPHA, MIN_PAIRED_SEEDS, STAGES, completed, depth_shares
 from .studies import Study, stem_labels
@@ -186,6 +187,7 @@ def render(inputs: Inputs, studies: list[Study], tables: list[pd.DataFrame], tun
     out += ["", METHOD]
     for study, table, tuning, figs in zip(studies, tables, tunings, figures):
         out += study_section(study, table, tuning, figs)
+        out += warnings_section(study)  # issue 25: identical seeds, near-chance accuracy, loaded machine
     if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
         out += ["", "## Missing, unfinished and skipped points", ""]
         out += [f"- missing (asked for by the sweep, no record): stem `{s}`, seed {seed} in {d}" for d, s, seed in inputs.missing]

@@ -37,15 +37,6 @@ from .statistics import completed, pareto_front, step_ms, t_interval
 ALPHA = 0.05  # the EDF band's and the CIs' level
 
 
-def add_space_parser(sub: Any) -> None:
-    p = sub.add_parser("space", help="analyse a stem design-space sweep: error EDFs by design choice",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("dir", help="the design-space sweep directory (python train.py -m hydra/sweeper=space ...)")
-    p.add_argument("--out", default=None, help="where space.md, the figures and stems.yaml go (default: DIR)")
-    p.add_argument("--export", type=int, default=3, help="how many of the best stems stems.yaml names (default 3)")
-    p.set_defaults(func=run_space)
-
-
 # --- numbers ------------------------------------------------------------------------------------------------------
 
 def edf(values) -> tuple[np.ndarray, np.ndarray]:

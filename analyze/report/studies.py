@@ -49,23 +49,27 @@ def study_config(run: Run, tuned: bool) -> dict[str, Any]:
     return config
 
 
-def _key(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
+def _key(run: Run, tuned: bool) -> str:
+    """What tells a study apart: its sweep (when known) and its config (without what varies inside it)."""
+    return json.dumps([run.sweep, study_config(run, tuned)], sort_keys=True, default=str)
 
 
 def split_studies(runs: list[Run]) -> list[Study]:
-    """Studies, largest first; a tuning stage joins the final stage that shares its config (LR aside)."""
-    tuned = {_key(study_config(r, tuned=True)) for r in runs if r.tuning}
+    """Studies, largest first: one per sweep and config. A tuning stage joins the final stage that shares its sweep
+    and config (LR aside); a run of a sweep that is not tuned (a fixed-LR point) never joins a tuned study."""
+    tuned = {_key(r, tuned=True) for r in runs if r.tuning}
     final: dict[str, list[Run]] = {}
     tuning: dict[str, list[Run]] = {}
     for run in runs:
-        key = _key(study_config(run, tuned=True))
+        key = _key(run, tuned=True)
         if run.tuning:
             tuning.setdefault(key, []).append(run)
         else:
-            final.setdefault(key if key in tuned else _key(study_config(run, tuned=False)), []).append(run)
+            joins = key in tuned and run.sweeper in (None, "tuned")  # None: no multirun.yaml says (e.g. W&B runs)
+            final.setdefault(key if joins else _key(run, tuned=False), []).append(run)
     keys = sorted(set(final) | set(tuning), key=lambda k: (-len(final.get(k, [])), -len(tuning.get(k, [])), k))
-    configs = {k: flatten(json.loads(k)) for k in keys}
+    sweeps = {k: json.loads(k)[0] for k in keys}
+    configs = {k: flatten(json.loads(k)[1]) for k in keys}
     studies = []
     for key in keys:
         c = configs[key]
@@ -74,9 +78,10 @@ def split_studies(runs: list[Run]) -> list[Study]:
                      == (c.get("trunk.name"), c.get("data.name"))]
         differing = sorted({f for o in same_base for f in set(c) | set(o) if f in c and c.get(f) != o.get(f)})
         label = base + (" · tuned LR per stem" if key in tuning else "") \
-            + ("".join(f" · {f}={c.get(f)}" for f in differing[:4]) + (" …" if len(differing) > 4 else ""))
+            + ("".join(f" · {f}={c.get(f)}" for f in differing[:4]) + (" …" if len(differing) > 4 else "")) \
+            + (f" · sweep {sweeps[key]}" if sweeps[key] and len(set(sweeps.values())) > 1 else "")
         slug = "".join(ch if ch.isalnum() else "_" for ch in f"{c.get('trunk.name')}_{c.get('data.name')}")
-        studies.append(Study(label, slug, json.loads(key), final.get(key, []), tuning.get(key, [])))
+        studies.append(Study(label, slug, json.loads(key)[1], final.get(key, []), tuning.get(key, [])))
     seen: Counter[str] = Counter()
     for s in studies:  # unique figure names when two studies share trunk and dataset
         seen[s.slug] += 1

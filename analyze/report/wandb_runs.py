@@ -40,8 +40,6 @@ def read_wandb(project: str, group: str | None) -> Inputs:
                          "environment": {"python": meta.get("python"), "platform": meta.get("os"), "gpu": meta.get("gpu")},
                          "hardware": {"device": "cuda" if meta.get("gpu") else "cpu"}})
         history = r.history(keys=["epoch", "accuracy", "train_loss", "valid_loss"], pandas=True)
-        if len(history) and "epoch" in history:
-            history["epoch"] -= 1  # W&B's epochs count from 1 (tracking.WandbEpochs), history.csv's from 0
         inputs.runs.append(Run(r.url, record, history=history if len(history) else None, layers=layers_table(r, summary)))
     if not inputs.runs:
         raise ReportError(f"no stemlab runs in W&B project {project!r}" + (f" group {group!r}" if group else "")

@@ -18,6 +18,7 @@ the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets o
 Both stages go through the configured launcher (basic, joblib, submitit), and every point resumes the way any
 study point does (train.py skips a point whose `completed` record has the same config), so re-running the command
 re-uses every finished run and re-derives the same choice from their records."""
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import MISSING, OmegaConf, open_dict
+
+
+log = logging.getLogger("stemlab")
 
 
 @dataclass  # no `from __future__ import annotations` here: Hydra's plugin scanner runs this module before
@@ -83,6 +87,12 @@ class TunedSweeper(BasicSweeper):
                 for overrides in grid.final_overrides(arm, None):
                     protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
         protocol.write_tuning(sweep_dir / "tuning.json", protocol.tuning_record(grid, results, table, chosen, errors))
+        for arm, lr in chosen.items():  # the choice in the log, not only in tuning.json
+            if lr is None:
+                log.warning("tuned: %s; its final points are skipped.", errors[arm])
+            else:
+                log.info("tuned: %s trains at lr %g (mean tuning accuracy %.2f %%)", arm.name(), lr,
+                         100 * table[arm][grid.lrs.index(lr)])
 
         final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
         return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
