@@ -108,7 +108,7 @@ def test_a_checkpoint_of_another_config_is_kept_aside_and_resumed_later(make_cfg
 
     experiments.run(make_cfg(*SMALL, "train.epochs=2"), run_dir)  # the intended command again
     assert f"the checkpoints of this config kept in {aside} are back in {run_dir / CHECKPOINT_DIR}" in caplog.text
-    assert "from epoch 1 of 2" in caplog.text and read(run_dir)["resumed_from_epoch"] == 1
+    assert "after epoch 1 of 2" in caplog.text and read(run_dir)["resumed_from_epoch"] == 1
     assert not aside.exists()
 
 
