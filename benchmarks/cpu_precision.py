@@ -1,7 +1,8 @@
 """Training throughput of the default format choice (`train.precision=auto train.channels_last=auto`) against
 `train.precision=fp32 train.channels_last=false`, in one process, on the run's own model, data and Learner.
-Prints the CPU, what auto chose (and how), and the ratio auto / fp32 (goal: >= 1.3 on a CPU with AMX, >= 0.97 on
-one without native bf16).
+Prints the CPU, what auto chose (and how), one training step of the model in each of the four formats (timed fresh,
+interleaved, as the probe does: ratios to fp32 contiguous), and the training ratio auto / fp32 (goal: >= 1.3 on a CPU
+with AMX, >= 0.97 on one without native bf16).
 
     python benchmarks/cpu_precision.py [--batches 20] [--repeats 5] [OVERRIDES ...]
     python benchmarks/cpu_precision.py data=imagenette data.root=DIR data.image_size=64   # the Imagenette CPU study
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.config import compose  # noqa: E402
+from experiments.cpu_format import candidates, probe  # noqa: E402
 from experiments.data import build_data  # noqa: E402
 from experiments.fit import Hardware, resolve_device  # noqa: E402
 from experiments.model import build_model  # noqa: E402
@@ -47,6 +49,12 @@ def main() -> None:
           f"{auto.decided.get('amx_bf16')}; {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}")
     print(f"auto chose {auto.precision}, channels_last {auto.channels_last} ({auto.decided.get('how')}; probe ms "
           f"{auto.decided.get('probe_ms')})")
+
+    step_ms = probe(model, (cfg.train.bs, data.in_channels, data.image_size, data.image_size),
+                    candidates("auto", "auto", native_bf16=True), rounds=args.repeats)
+    base = next(iter(step_ms.values()))
+    print("one training step (forward + backward), median of interleaved rounds: " + ", ".join(
+        f"{f.label} {ms:.1f} ms ({base / ms:.2f}x)" for f, ms in step_ms.items()))
 
     def img_s(hw: Hardware) -> float:
         return stemlab_img_s(copy.deepcopy(model), data, cfg, hw, args.batches)

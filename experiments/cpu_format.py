@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from analyze.profile.calibrate import cached, cpu_flags, cpu_model
+from analyze.profile.calibrate import cache_path, cached, cpu_flags, cpu_model
 from analyze.profile.runtime import AUTOCAST_DTYPES, make_input, prepare
 from analyze.profile.timing import interleaved, time_step
 
@@ -91,9 +92,19 @@ def resolve_cpu_format(precision: str, channels_last: Any, workload: Workload,
     if len(formats) == 1:
         return formats[0], {"how": "setting" if precision != "auto" else "capability", **caps}
     model, shape = workload()
-    entry = cached("cpu_formats.json", _key(model, shape, formats),
-                   lambda: {f.label: ms for f, ms in probe(model, shape, formats).items()})
+    entry = cached("cpu_formats.json", _key(model, shape, formats), lambda: _probed(model, shape, formats))
     step_ms = {f: entry[f.label] for f in formats}
     chosen = choose(step_ms)
     return chosen, {"how": "probe", **caps, "probe_ms": {f.label: round(ms, 3) for f, ms in step_ms.items()},
-                    "speedup": step_ms[formats[0]] / step_ms[chosen]}
+                    "probe_load": entry.get("load"), "speedup": step_ms[formats[0]] / step_ms[chosen]}
+
+
+def _probed(model: nn.Module, shape: tuple[int, ...], formats: list[Format]) -> dict[str, float]:
+    """The cache entry: ms per format and the machine's load while they were timed (a busy machine's probe may
+    pick by noise: then it says so, once)."""
+    entry = {f.label: ms for f, ms in probe(model, shape, formats).items()}
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        log.warning("The CPU format probe ran on a busy machine (load %.1f on %d cores), so its choice may follow the "
+                    "noise; delete %s to probe again on a quiet one.", load, os.cpu_count(), cache_path("cpu_formats.json"))
+    return {**entry, "load": load}

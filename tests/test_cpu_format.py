@@ -74,6 +74,7 @@ def test_auto_probes_once_per_machine_and_workload(tmp_path, monkeypatch):
     chosen, decided = resolve_cpu_format("auto", "auto", tiny_workload, capabilities(AVX512_BF16))
     assert chosen == BF16_CL and decided["how"] == "probe" and decided["speedup"] == pytest.approx(100 / 60)
     assert decided["probe_ms"] == {"fp32": 100.0, "fp32, channels_last": 95.0, "bf16": 62.0, "bf16, channels_last": 60.0}
+    assert decided["probe_load"] >= 0  # the load while probing: a busy machine's choice is recorded as such
     assert resolve_cpu_format("auto", "auto", tiny_workload, capabilities(AVX512_BF16))[0] == BF16_CL
     assert probed == [[FP32, FP32_CL, BF16, BF16_CL]]  # the second run read the cache
     assert len(json.loads((tmp_path / "cpu_formats.json").read_text())) == 1
@@ -163,3 +164,16 @@ def test_bf16_reaches_fp32s_accuracy(make_cfg, tmp_path):
     spread = max(max(a) - min(a) for a in acc.values())
     assert min(min(a) for a in acc.values()) > 0.4, acc
     assert abs(statistics.mean(acc["bf16"]) - statistics.mean(acc["fp32"])) <= max(spread, 0.05), acc
+
+
+def test_a_runs_record_carries_mfu_the_cpu_and_its_wall_time_by_part(make_cfg, tmp_path):
+    experiments.run(make_cfg("train.epochs=2"), tmp_path)
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert 0 < record["metrics"]["mfu"] < 1 and record["hardware"]["peak_flops_per_s"] > 0
+    assert record["hardware"]["decided"]["how"] == "setting"  # TINY pins fp32, contiguous
+    assert record["environment"]["cpu"] == cpu_format.cpu_model()
+    parts = record["wall_parts_s"]
+    assert set(parts) == {"data", "format_probe", "stem_match", "profile", "train_load", "train_compute", "evaluate",
+                          "checkpoint", "other"}
+    assert all(v >= 0 for v in parts.values()) and sum(parts.values()) == pytest.approx(record["wall_s"])
+    assert parts["checkpoint"] == pytest.approx(sum(record["checkpoint_s"])) and len(record["checkpoint_s"]) == 2
