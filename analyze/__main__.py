@@ -70,14 +70,15 @@ def profile_configured(cfg: Any, threads: int | None = None) -> Profile:
     import torch
 
     from experiments.data import build_data
-    from experiments.fit import resolve_hardware
+    from experiments.fit import resolve_device
     from experiments.model import build_model, resolve_stem
-    from experiments.runner import profile_run
+    from experiments.runner import hardware_for, profile_run
 
-    hw = resolve_hardware(cfg.train)
     _progress(f"building data {cfg.data.name!r} and model {cfg.stem.name} + {cfg.trunk.name}")
     data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=torch.device("cpu"))
-    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs)
+    hw = hardware_for(cfg, data, resolve_device(cfg.train))
+    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
+                               precision=hw.precision, channels_last=hw.channels_last)
     model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
     profile, _ = profile_run(model, cfg, data, hw, threads=threads, progress=_progress)
     return profile

@@ -21,8 +21,9 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.config import CONF_DIR, register_configs  # noqa: E402
 from experiments.data import build_data  # noqa: E402
-from experiments.fit import make_learner, resolve_hardware  # noqa: E402
+from experiments.fit import make_learner, resolve_device  # noqa: E402
 from experiments.model import build_model  # noqa: E402
+from experiments.runner import hardware_for  # noqa: E402
 
 
 def plain_img_s(model, loader, n_batches: int, hw, lr: float, wd: float) -> float:
@@ -66,8 +67,9 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"stem={args.stem}", f"trunk={args.trunk}", f"data={args.data}",
                                            f"train.bs={args.bs}", "logger=none"])
-    hw = resolve_hardware(cfg.train)
-    data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=hw.device)
+    device = resolve_device(cfg.train)
+    data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
+    hw = hardware_for(cfg, data, device)
     # Both loops see the same number of batches: cut the training set to n_batches * bs images
     n = args.batches * args.bs
     data.train.images, data.train.labels = data.train.images[:n], data.train.labels[:n]

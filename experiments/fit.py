@@ -5,7 +5,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping
 
@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
 from fastai.callback.tracker import TerminateOnNaNCallback
@@ -25,6 +25,7 @@ from torch import nn
 
 from stems.base import StemlabError
 
+from .cpu_format import Workload, resolve_cpu_format
 from .data import DataBundle
 
 log = logging.getLogger("stemlab")
@@ -39,35 +40,59 @@ class Hardware:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
+    decided: dict[str, Any] = field(default_factory=dict)  # how auto chose on the CPU (capability, probe timings)
 
 
-def resolve_hardware(train_cfg: Mapping[str, Any]) -> Hardware:
-    """`auto` picks CUDA + bf16 + channels_last when a GPU is visible, else CPU + fp32 (said once in the log)."""
+def resolve_device(train_cfg: Mapping[str, Any]) -> torch.device:
+    """`auto` picks CUDA when a GPU is visible, else the CPU."""
     has_cuda = torch.cuda.is_available()
     device = train_cfg["device"]
     if device == "cuda" and not has_cuda:
         raise FitError("train.device=cuda but no CUDA GPU is visible; use train.device=auto or train.device=cpu.")
     if device == "auto":
         device = "cuda" if has_cuda else "cpu"
-        if not has_cuda:
-            log.info("No GPU found: training on the CPU in fp32.")
-    precision = train_cfg["precision"]
-    if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
-    if precision != "fp32" and device != "cuda":
-        raise FitError(f"train.precision={precision} needs a CUDA GPU (mixed precision on the CPU is slower, not faster); use train.precision=fp32.")
-    channels_last = train_cfg["channels_last"]
-    channels_last = device == "cuda" if channels_last == "auto" else bool(channels_last)
-    return Hardware(torch.device(device), precision, channels_last)
+    return torch.device(device)
+
+
+def resolve_hardware(train_cfg: Mapping[str, Any], device: torch.device, workload: Workload) -> Hardware:
+    """Precision and memory format on `device`: on a GPU `auto` is bf16 + channels_last; on the CPU `auto` is
+    what the CPU computes natively and a cached probe of `workload` (the run's model) finds fastest
+    (experiments.cpu_format). The choice is said once in the log."""
+    precision, channels_last = train_cfg["precision"], train_cfg["channels_last"]
+    if device.type == "cuda":
+        return Hardware(device, "bf16" if precision == "auto" else precision,
+                        True if channels_last == "auto" else bool(channels_last))
+    chosen, decided = resolve_cpu_format(precision, channels_last, workload)
+    native = "AMX bf16" if decided["amx_bf16"] else "AVX-512 bf16" if decided["avx512_bf16"] else "no native bf16"
+    how = {"setting": "as set", "capability": "by capability",
+           "probe": f"probed: {decided.get('speedup', 1):.2f}x the speed of {next(iter(decided.get('probe_ms', {})), '')}"}
+    log.info("Training on the CPU (%s, %s) in %s (%s).", decided["cpu_model"], native, chosen.label, how[decided["how"]])
+    return Hardware(device, chosen.precision, chosen.channels_last, decided)
+
+
+class AutocastOnDevice(MixedPrecision):
+    """fastai's MixedPrecision on the learner's device: fastai's own enters torch.autocast('cuda') only, which leaves
+    a CPU run in fp32."""
+
+    def before_fit(self):
+        device = self.dls.device.type
+        if device == "cuda":
+            return super().before_fit()
+        dtype = torch.bfloat16 if self.amp_mode == AMPMode.BF16 else torch.float16
+        self.kwargs["enabled"] = dtype == torch.float16  # as fastai's: bf16 has fp32's range and needs no loss scaling
+        self.autocast, self.learn.scaler, self.scales = torch.autocast(device, dtype=dtype), \
+            torch.amp.GradScaler(device, **self.kwargs), []
 
 
 class Throughput(Callback):
-    """Per-epoch training images/s and wall seconds (the device is synchronised only at epoch ends)."""
+    """Per-epoch training images/s and wall seconds, and the seconds the training loop waited for its batches
+    (from the end of one batch, or the epoch's start, to the start of the next). The device is synchronised only
+    at epoch ends."""
 
     order = 0
 
     def before_fit(self):
-        self.img_s, self.train_s, self.valid_s = [], [], []
+        self.img_s, self.train_s, self.valid_s, self.load_s = [], [], [], []
 
     def _sync(self):
         if self.dls.device.type == "cuda":
@@ -76,14 +101,21 @@ class Throughput(Callback):
 
     def before_train(self):
         self.seen, self.t0 = 0, self._sync()
+        self.waited, self.batch_end = 0.0, self.t0
+
+    def before_batch(self):
+        if self.training:
+            self.waited += time.perf_counter() - self.batch_end
 
     def after_batch(self):
         if self.training:
             self.seen += len(self.yb[0])
+            self.batch_end = time.perf_counter()
 
     def after_train(self):
         dt = self._sync() - self.t0
         self.train_s.append(dt)
+        self.load_s.append(self.waited)
         self.img_s.append(self.seen / dt if dt > 0 else float("nan"))
 
     def before_validate(self):
@@ -99,7 +131,7 @@ class EpochHistory(Callback):
     back the rows of the epochs finished before (fastai's Recorder starts empty)."""
 
     order = Recorder.order + 1
-    timings = ("train_img_s", "train_s", "valid_s")
+    timings = ("train_img_s", "train_s", "valid_s", "load_s")
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
@@ -111,7 +143,8 @@ class EpochHistory(Callback):
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
         tp = self.learn.throughput  # fastai exposes each callback as an attribute named after its class
         self.rows.append({"epoch": self.epoch + 1, **dict(zip(names, map(float, values))),
-                          "train_img_s": tp.img_s[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1]})
+                          "train_img_s": tp.img_s[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1],
+                          "load_s": tp.load_s[-1]})
 
     def table(self) -> pd.DataFrame:
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
@@ -155,7 +188,7 @@ def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any
     adamw = partial(torch.optim.AdamW, fused=True) if hw.device.type == "cuda" else torch.optim.AdamW
     callbacks = [Throughput(), EpochHistory(), TerminateOnNaNCallback(), *cbs]
     if hw.precision != "fp32":
-        callbacks.append(MixedPrecision(amp_mode=hw.precision))
+        callbacks.append(AutocastOnDevice(amp_mode=hw.precision))
     if hw.channels_last:
         callbacks.append(ChannelsLast())
     learn = Learner(data.dataloaders(), model.to(hw.device), loss_func=CrossEntropyLossFlat(label_smoothing=train_cfg["label_smoothing"]),

@@ -38,11 +38,13 @@ def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None, device: str = "cpu",
-                 batch_size: int = TrainConf.bs) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                 batch_size: int = TrainConf.bs, precision: str = "fp32",
+                 channels_last: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The stem node with `stem.match` applied: widths scaled to the target cost (stems.match) and match
     cleared, plus the match record for result.json (None without a match).
 
-    A `time:` match times the stem on `device` at `batch_size`: a run passes its training device and train.bs."""
+    A `time:` match times the stem on `device` at `batch_size`, `precision` and memory format: a run passes its
+    training device, train.bs and the format it trains in."""
     node = plain(stem_cfg)
     match = node.get("match")
     if not match:
@@ -52,7 +54,8 @@ def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int 
     name = node["name"]
     out = node.get("out_channels") or stems.spec(name).out_channels
     params, info = match_params(name, in_channels, out, image_size, str(match), stem_params(node),
-                                device=device, batch_size=batch_size)
+                                device=device, batch_size=batch_size, precision=precision,
+                                channels_last=channels_last)
     unit = (lambda v: f"{v * 1e3:.2f} ms") if info["target_kind"] == "time" else (lambda v: f"{v:,.0f}")
     log.info("stem.match=%s: %s widths %s, %s %s for a target of %s at %d px", match, name, params["widths"],
              info["target_kind"], unit(info["achieved_value"]), unit(info["target_value"]), image_size)

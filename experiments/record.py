@@ -27,6 +27,8 @@ import torch
 
 from stems.base import atomic_write
 
+from .cpu_format import capabilities
+
 RECORD_FORMAT = 1  # bump when result.json changes shape; readers accept older ones and name newer ones unreadable
 RESULT_FILE, LAYERS_FILE, HISTORY_FILE = "result.json", "layers.csv", "history.csv"
 # what a record on a full disk keeps: what ran, what happened, how far it got (a few kB at most)
@@ -127,9 +129,11 @@ def _version(package: str) -> str | None:
 def environment() -> dict[str, Any]:
     """Software and hardware versions, for the record (a study must be comparable years later)."""
     cuda = torch.cuda.is_available()
+    caps = capabilities()  # the CPU's model and native bf16 (AVX-512 BF16, AMX): CPUs of one arch differ in speed
     env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": _version("torchvision"),
            "fastai": _version("fastai"), "hydra": _version("hydra-core"), "platform": platform.platform(),
-           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "cpu": caps["cpu_model"], "cpu_arch": platform.machine(), "cpu_count": os.cpu_count(),
+           "cpu_avx512_bf16": caps["avx512_bf16"], "cpu_amx_bf16": caps["amx_bf16"],
            "cuda": torch.version.cuda if cuda else None, "gpu": torch.cuda.get_device_name() if cuda else None}
     try:
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

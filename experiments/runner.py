@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
 from analyze.profile import profile_model
+from analyze.profile.calibrate import Peaks, peaks
+from analyze.profile.runtime import AUTOCAST_DTYPES
 from analyze.profile.plots import save_plots
 from analyze.profile.timing import ESTIMATE
 from stems.base import StemlabError
@@ -21,8 +24,8 @@ from stems.base import StemlabError
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
 from .config import to_dict
 from .data import build_data
-from .fit import fit, make_learner, resolve_hardware
-from .model import build_model, resolve_stem
+from .fit import Hardware, fit, make_learner, resolve_device, resolve_hardware
+from .model import build_model, plain, resolve_stem
 from .record import disk_full, environment, failure, run_name, write_record
 from .sanity import load_warning, loaded, machine_load, near_chance
 from .tracking import WandbLogger, previous_run_id, wandb_config
@@ -42,13 +45,20 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
 
     Bad input raises before anything is written; a failure during training writes a `failed` record."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    hw = resolve_hardware(cfg.train)
+    parts = WallParts()
+    device = resolve_device(cfg.train)
     set_seed(cfg.seed)
-    data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=hw.device)
-    # stem.match: iso-cost widths; a time match is timed where and at the batch size the run trains
-    stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs)
+    with parts("data"):
+        data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=device)
+    with parts("format_probe"):
+        hw = hardware_for(cfg, data, device)
+    with parts("stem_match"):  # iso-cost widths; a time match is timed as the run trains: device, batch, precision
+        stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
+                                            precision=hw.precision, channels_last=hw.channels_last)
     model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
-    profile, per_image = profile_run(model, cfg, data, hw)
+    with parts("profile"):
+        profile, per_image = profile_run(model, cfg, data, hw)
+        peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision])
 
     config = to_dict(cfg)
     name = run_name(config)
@@ -56,7 +66,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
     start_epoch = resume["epoch"] if resume else 0
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
-                              "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last},
+                              "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
+                                           "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
                               "stem_match": stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
@@ -73,7 +84,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
         weights = save_weights(out_dir, learn.model).name if finite and cfg.train.save_model is not False else None
     except Interrupted as e:  # a stop signal: the finished epochs are in checkpoints/, the record says so
         history = learn.epoch_history.table()
-        record.update(status="interrupted", metrics=summarize(history, profile, per_image), epochs_run=len(history),
+        record.update(status="interrupted", metrics=summarize(history, profile, per_image, peak), epochs_run=len(history),
                       wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat())
         with signals_deferred():
             path = write_record(out_dir, record, layers, history)
@@ -84,10 +95,11 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
         raise record_failure(e, out_dir, record, layers, learn.epoch_history.table()) from e
 
     history = learn.epoch_history.table()
-    summary = summarize(history, profile, per_image)
+    summary = summarize(history, profile, per_image, peak)
     record.update(status="completed" if finite else "diverged", metrics=summary, profile_totals=profile.totals,
                   epochs_run=len(history), wall_s=time.perf_counter() - t0, finished=datetime.now(timezone.utc).isoformat(),
                   checkpoint_s=checkpoint.save_s)  # seconds per epoch-end checkpoint (this session's epochs)
+    record["wall_parts_s"] = parts.of_run(record["wall_s"], history, checkpoint.save_s, start_epoch)
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
     record["model"] = {"weights": weights, "stem": stem_cfg, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
@@ -143,18 +155,55 @@ def extra_plots(profile, out_dir: Path) -> list[Path]:
         return []
 
 
-def summarize(history: pd.DataFrame, profile, per_image: dict[str, float]) -> dict[str, Any]:
-    """The record's metrics: the last epoch's, the best accuracy, and the profile's totals."""
+def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak: Peaks) -> dict[str, Any]:
+    """The record's metrics: the last epoch's, the best accuracy, the profile's totals, and the model FLOPs
+    utilisation (MFU): training FLOP/s achieved (the profile's FLOPs per image x training img/s) over the peak
+    FLOP/s measured on this device at the run's precision (analyze.profile.calibrate)."""
     final = history.iloc[-1].to_dict() if len(history) else {}
+    img_s = final.get("train_img_s", math.nan)
     return {
         "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
         "train_loss": final.get("train_loss", math.nan),
         "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
-        "train_img_s": final.get("train_img_s", math.nan),
+        "train_img_s": img_s, "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
         "params": int(profile.totals["params"]), **per_image,
         "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
         "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],
     }
+
+
+def hardware_for(cfg: DictConfig, data, device: torch.device) -> Hardware:
+    """The run's precision and memory format on `device`; on the CPU `auto` probes the run's model (its stem before
+    any stem.match: a match only rescales the stem's widths) at the training batch."""
+    def workload():
+        model = build_model({**plain(cfg.stem), "match": None}, cfg.trunk, data.in_channels, data.num_classes,
+                            image_size=data.image_size)
+        return model, (cfg.train.bs, data.in_channels, data.image_size, data.image_size)
+    return resolve_hardware(cfg.train, device, workload)
+
+
+class WallParts:
+    """Seconds of a run's wall time by part: the setup steps timed here, training's parts from the epochs'
+    timings (batch loading within the training loop, the rest of training, evaluation, checkpoints), and
+    whatever is left (building the learner, writing the record, W&B)."""
+
+    def __init__(self):
+        self.s: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.s[part] = self.s.get(part, 0.0) + time.perf_counter() - t0
+
+    def of_run(self, wall_s: float, history: pd.DataFrame, checkpoint_s: list[float], start_epoch: int) -> dict[str, float]:
+        ran = history.iloc[start_epoch:]  # this session's epochs (a resumed run's earlier ones ran before)
+        load = float(ran["load_s"].sum()) if "load_s" in ran else 0.0
+        parts = {**self.s, "train_load": load, "train_compute": float(ran["train_s"].sum()) - load,
+                 "evaluate": float(ran["valid_s"].sum()), "checkpoint": float(sum(checkpoint_s))}
+        return {**parts, "other": wall_s - sum(parts.values())}
 
 
 def log_progress(message: str) -> None:
@@ -174,7 +223,7 @@ def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, pr
              if latency and cfg.profile.budget_s is not None else "")
     t0 = time.perf_counter()
     profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
-                            dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(hw.precision),  # fp32: none
+                            dtype=AUTOCAST_DTYPES[hw.precision],
                             channels_last=hw.channels_last,
                             budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
     log.info("Profiled in %.1f s.", time.perf_counter() - t0)

@@ -106,6 +106,9 @@ def run(argv: list[str] | None) -> int:
     m.add_argument("--size", type=int, default=224, help="input size in px (default 224)")
     m.add_argument("--in-channels", type=int, default=IN_CHANNELS)
     m.add_argument("--batch-size", type=int, default=64, help="images per timed step (time: only; default 64)")
+    m.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast of the timed steps (time: only; default fp32): give the run's")
+    m.add_argument("--channels-last", action="store_true", help="time in channels_last (time: only)")
     args = parser.parse_args(argv)
     if args.command == "list":
         print(listing(args.size, args.in_channels))
@@ -115,7 +118,8 @@ def run(argv: list[str] | None) -> int:
         from .match import match_params
 
         params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {},
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, precision=args.precision,
+                                    channels_last=args.channels_last)
         value = (lambda v: f"{v * 1e3:.2f} ms") if info["target_kind"] == "time" else (lambda v: f"{v:,.0f}")
         print(f"stem={args.name} stem.widths=[{','.join(map(str, params['widths']))}]  # {info['target_kind']} "
               f"{value(info['achieved_value'])} for a target of {value(info['target_value'])} ({args.spec}) at {args.size} px")

@@ -2,11 +2,12 @@
 equal-cost matching: scale a stem's internal widths until its FLOPs, params or time are within 5 % of a target.
 
 FLOPs and params are counted on the meta device: shapes only, no arithmetic, so a search over widths is cheap.
-Time is measured (torch.utils.benchmark) on the run's device: every evaluation is a timing, so that search is
-capped, and it first checks that the machine times repeatably enough for 5 % to mean anything."""
+Time is measured on the run's device, batch, threads and precision with the profiler's step timer, the candidate and
+the target interleaved (a ratio of medians: load that comes and goes hits both alike): every evaluation is a timed
+comparison, so that search is capped, and it first checks that the machine compares repeatably enough for 5 % to
+mean anything."""
 from __future__ import annotations
 
-import logging
 import math
 import re
 import statistics
@@ -15,6 +16,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from analyze.profile.runtime import AUTOCAST_DTYPES, make_input
+from analyze.profile.timing import interleaved, time_step
 
 from .registry import StemError, available, make, spec
 
@@ -27,14 +31,16 @@ _NUMBER = r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*"
 MATCH_TEXT = "flops:<stem or number>, params:<stem or number> or time:<stem or milliseconds like 2.5ms>"
 MATCH_SPEC = re.compile(r"(flops|params):\S+|time:(?:[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?ms|[A-Za-z][\w-]*)")
 
-REPEATS = 3  # independent timings of the reference; their spread is the machine's repeatability
-REPEATABILITY = TOLERANCE / 2  # spread allowed: timing noise may use at most half of the 5 %
-TIME_BUDGET = 12  # timings the uniform width search may spend (bracket + bisection)
-NUDGE_ROUNDS = 2  # rounds of single-width nudges after it, each at most 2 timings per free width
+REPEATS = 3  # null comparisons (a stem against a copy of itself): how far their ratios stray from 1 is the noise
+REPEATABILITY = TOLERANCE / 2  # noise allowed: timing noise may use at most half of the 5 %
+TIME_BUDGET = 12  # comparisons the uniform width search may spend (bracket + bisection)
+NUDGE_ROUNDS = 2  # rounds of single-width nudges after it, each at most 2 comparisons per free width
 NUDGE_FRACTION = 1 / 8  # a timed nudge moves a width by about this share: one channel is below the noise
-MIN_RUN_TIME = 0.2  # seconds of blocked_autorange per timing
+MIN_ROUNDS = 15  # interleaved rounds per comparison (each times every stem once) ...
+MIN_RUN_TIME = 0.2  # ... and more until each stem's timed steps add up to this many seconds ...
+MAX_ROUNDS = 400  # ... but no more than this (a stem of a few microseconds)
 
-Timer = Callable[[nn.Module, torch.Tensor], float]  # (stem, input batch) -> median seconds of one train step
+Timer = Callable[[nn.Module, torch.Tensor, "torch.dtype | None"], float]  # (stem, batch, autocast dtype) -> s of one step
 
 
 def cost(name: str, in_channels: int, image_size: int, out_channels: int | None = None,
@@ -50,35 +56,35 @@ def cost(name: str, in_channels: int, image_size: int, out_channels: int | None 
     return {"flops": int(counter.get_total_flops()), "params": sum(p.numel() for p in stem.parameters())}
 
 
-def train_step_time(stem: nn.Module, x: torch.Tensor, min_run_time: float = MIN_RUN_TIME) -> float:
-    """Median seconds of one forward + backward of `stem` on `x` (the stem's share of a train step).
-
-    torch.utils.benchmark warms up, synchronises CUDA and picks the block size; it runs with the threads the
-    run trains with (its own default is one thread)."""
-    # torch.utils.benchmark imports torch's C++-extension tooling, which logs a warning on every machine without a
-    # CUDA toolkit: noise before a one-sentence answer, and nothing the timing needs
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
-    def step():
-        stem(x).sum().backward()
-
-    timer = benchmark.Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+def train_step_time(stem: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None) -> float:
+    """Seconds of one forward + backward of `stem` on `x` (the stem's share of a train step) under autocast to
+    `dtype` (None: fp32): the profiler's end-to-end step timer, on the threads the run trains with."""
+    return time_step(stem, x, True, x.device, dtype)[1] / 1e3
 
 
 class _Clock:
-    """Times stems of one match on one device and batch, and counts the timings for the record."""
+    """Compares stems of one match on one device, batch, precision and memory format (interleaved, ratio of
+    medians), and counts the timed steps for the record."""
 
     def __init__(self, timer: Timer, device: str, batch_size: int, in_channels: int, image_size: int,
-                 out_channels: int):
+                 out_channels: int, precision: str = "fp32", channels_last: bool = False):
         self.timer, self.device, self.out_channels, self.count = timer, device, out_channels, 0
-        self.x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
+        self.precision, self.channels_last, self.dtype = precision, channels_last, AUTOCAST_DTYPES[precision]
+        self.x = make_input((batch_size, in_channels, image_size, image_size), torch.device(device), channels_last)
 
-    def __call__(self, name: str, params: dict[str, Any]) -> float:
+    def stem(self, name: str, params: dict[str, Any]) -> nn.Module:
         stem = make(spec(name), self.x.shape[1], self.out_channels, params).to(self.device).train()
+        return stem.to(memory_format=torch.channels_last) if self.channels_last else stem
+
+    def _time(self, stem: nn.Module) -> float:
         self.count += 1
-        return float(self.timer(stem, self.x))
+        return float(self.timer(stem, self.x, self.dtype))
+
+    def compare(self, a: nn.Module, b: nn.Module) -> tuple[float, float]:
+        """Median seconds of a step of `a` and of `b`, timed in alternating order after one warm-up step each."""
+        self._time(a), self._time(b)  # warm-up: kernels and allocations for these shapes
+        times = interleaved({"a": lambda: self._time(a), "b": lambda: self._time(b)}, MIN_ROUNDS, MIN_RUN_TIME, MAX_ROUNDS)
+        return statistics.median(times["a"]), statistics.median(times["b"])
 
 
 def _width_divisor(params: dict[str, Any]) -> int:
@@ -211,9 +217,11 @@ def check_match(name: str, in_channels: int, out_channels: int, image_size: int,
 
 def match_params(name: str, in_channels: int, out_channels: int, image_size: int, match: str,
                  params: dict[str, Any], *, device: str = "cpu", batch_size: int = 64,  # 64: train.bs default
+                 precision: str = "fp32", channels_last: bool = False,
                  timer: Timer | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Scale the internal widths of stem `name` so its forward FLOPs or params at `image_size`, or its measured
-    train-step time on `device` at `batch_size`, are within 5 % of `match` (see MATCH_TEXT).
+    train-step time on `device` at `batch_size`, `precision` and memory format, are within 5 % of `match` (see
+    MATCH_TEXT).
 
     Returns (params with the scaled `widths`, {target_kind, target_value, achieved_value, target_spec}; time
     matches add how they were timed). The last width is the stem's output (fixed by the contract); the others
@@ -224,7 +232,8 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
     kind, _, ref = str(match).partition(":")
     base, d = _base_widths(name, params, out_channels)
     if kind == "time":
-        clock = _Clock(timer or train_step_time, device, batch_size, in_channels, image_size, out_channels)
+        clock = _Clock(timer or train_step_time, device, batch_size, in_channels, image_size, out_channels,
+                       precision, channels_last)
         return _match_time(name, image_size, match, ref, params, base, d, clock)
     target = target_of(kind, ref, in_channels, out_channels, image_size)
     memo: dict[tuple[int, ...], float] = {}
@@ -238,36 +247,47 @@ def match_params(name: str, in_channels: int, out_channels: int, image_size: int
 
 def _match_time(name: str, image_size: int, match: str, ref: str, params: dict[str, Any], base: list[int], d: int,
                 clock: _Clock) -> tuple[dict[str, Any], dict[str, Any]]:
-    """match_params for `time:<stem or number>ms`: repeatability first, a capped search, then a re-timed check."""
+    """match_params for `time:<stem or number>ms`: repeatability first, a capped search, then a re-timed check.
+
+    Every value the search reads is a time ratio: the candidate against the target stem timed beside it, or against
+    the fixed milliseconds. Its target is 1."""
     fixed = _time_target(match, ref)
     # the reference: the target stem, or for a number this stem at its base widths (the search starts there)
     reference = (ref, {}) if fixed is None else (name, {**params, "widths": base})
-    times = [clock(*reference) for _ in range(REPEATS)]
-    typical = statistics.median(times)
-    spread = (max(times) - min(times)) / typical
+    ref_stem = clock.stem(*reference)
+    nulls = [clock.compare(ref_stem, clock.stem(*reference)) for _ in range(REPEATS)]
+    spread = max(abs(a / b - 1) for a, b in nulls)
     fix = f"stem.match=flops:{ref}" if fixed is None else "stem.match=flops:<stem or number>"
     if spread > REPEATABILITY:
         what = "the target" if fixed is None else f"stem {name!r}"
-        raise StemError(f"stem.match={match} cannot be held to {TOLERANCE * 100:.0f} % here: {REPEATS} timings of "
-                        f"{what} on {clock.device} differ by {spread * 100:.1f} %; use {fix}, or a quieter machine "
-                        "or a larger train.bs.")
-    target = typical if fixed is None else fixed
-    memo: dict[tuple[int, ...], float] = {} if fixed is None else {tuple(base): typical}
-    best = _search(lambda w: clock(name, {**params, "widths": list(w)}), target, base, d, memo,
+        raise StemError(f"stem.match={match} cannot be held to {TOLERANCE * 100:.0f} % here: {what} timed against a "
+                        f"copy of itself on {clock.device} is off by up to {spread * 100:.1f} % in {REPEATS} tries; use "
+                        f"{fix}, or a quieter machine or a larger train.bs.")
+
+    def ratio(widths: tuple[int, ...]) -> tuple[float, float]:
+        """(candidate / target, the target's seconds) of one timed comparison."""
+        cand = clock.stem(name, {**params, "widths": list(widths)})
+        if fixed is not None:
+            return clock.compare(cand, cand)[0] / fixed, fixed
+        a, b = clock.compare(cand, ref_stem)
+        return a / b, b
+
+    memo: dict[tuple[int, ...], float] = {} if fixed is None else {tuple(base): statistics.median(a for a, _ in nulls) / fixed}
+    best = _search(lambda w: ratio(w)[0], 1.0, base, d, memo,
                    budget=TIME_BUDGET, close_enough=REPEATABILITY, rounds=NUDGE_ROUNDS, nudge=NUDGE_FRACTION)
-    if abs(memo[best] / target - 1) > TOLERANCE:
-        raise _unreachable(name, "time", target, match, image_size, d, memo[best], best)
-    # the search's timings are spread over a while and the machine's speed may drift: time the pick again, and a
-    # target stem beside it, and accept only what holds now
-    achieved = clock(name, {**params, "widths": list(best)})
-    if fixed is None:
-        target = clock(*reference)
-    off = achieved / target - 1
+    target_s = fixed if fixed is not None else statistics.median(b for _, b in nulls)
+    if abs(memo[best] - 1) > TOLERANCE:
+        raise _unreachable(name, "time", target_s, match, image_size, d, memo[best] * target_s, best)
+    # one comparison is a short while and the machine's load may change from one to the next: compare the pick
+    # with the target again and accept only what holds now
+    off, target_s = ratio(best)
+    off -= 1
     if abs(off) > TOLERANCE:
         raise StemError(f"stem.match={match} held during the search but not when timed again: widths {list(best)} "
-                        f"take {_fmt('time', achieved)} against {_fmt('time', target)} ({off * 100:+.1f} %) "
+                        f"take {_fmt('time', (1 + off) * target_s)} against {_fmt('time', target_s)} ({off * 100:+.1f} %) "
                         f"on {clock.device}; use {fix}, or a quieter machine or a larger train.bs.")
-    info = {"target_kind": "time", "target_value": target, "achieved_value": achieved, "target_spec": match,
-            "unit": "s", "repeatability": spread, "device": str(clock.device), "batch_size": clock.x.shape[0],
-            "threads": torch.get_num_threads(), "precision": "fp32", "timings": clock.count}
+    info = {"target_kind": "time", "target_value": target_s, "achieved_value": (1 + off) * target_s,
+            "target_spec": match, "unit": "s", "repeatability": spread, "device": str(clock.device),
+            "batch_size": clock.x.shape[0], "threads": torch.get_num_threads(), "precision": clock.precision,
+            "channels_last": clock.channels_last, "timings": clock.count}
     return {**params, "widths": list(best)}, info

@@ -14,9 +14,10 @@ import torch
 
 import experiments
 from experiments.checkpoint import CHECKPOINT_DIR, WEIGHTS, load_trained_model
+from experiments.fit import EpochHistory
 from tests.conftest import ROOT, TINY
 
-TIMINGS = ["train_img_s", "train_s", "valid_s"]
+TIMINGS = list(EpochHistory.timings)
 
 
 def history(run_dir):

@@ -91,18 +91,20 @@ def offline_env(monkeypatch, tmp_path):
 
 def test_a_run_gives_wandb_what_ran_per_stage_scalars_and_epoch_curves(make_cfg, tmp_path, offline_env, caplog):
     caplog.set_level(logging.INFO, logger="stemlab")
-    cfg = make_cfg("logger=wandb", "profile.latency=true", "profile.batch_size=2")
+    cfg = make_cfg("logger=wandb", "profile.latency=true", "profile.batch_size=2", "train.precision=auto",
+                   "train.channels_last=auto")
     experiments.run(cfg, tmp_path)
     run_dir, = (tmp_path / "wandb").glob("offline-run-*")
     assert f"W&B logs offline to {run_dir}; upload later with: wandb sync {run_dir}" in caplog.text
     records = transaction_log(run_dir)
 
     config = run_config(records)
-    gpu = torch.cuda.is_available()  # `auto`: CUDA + bf16 + channels_last on a GPU, else CPU + fp32
-    assert (cfg.train.device, cfg.train.precision, cfg.train.channels_last) == ("auto", "auto", "auto")
+    # `auto`: CUDA + bf16 + channels_last on a GPU; on the CPU what its probe chose (experiments.cpu_format)
+    ran = json.loads((tmp_path / "result.json").read_text())["hardware"]
     assert {k: config["train"][k] for k in ("device", "precision", "channels_last")} == \
-        ({"device": "cuda", "precision": "bf16", "channels_last": True} if gpu else
-         {"device": "cpu", "precision": "fp32", "channels_last": False})
+        {k: ran[k] for k in ("device", "precision", "channels_last")}
+    assert (ran["device"], ran["precision"], ran["channels_last"]) == ("cuda", "bf16", True) if torch.cuda.is_available() \
+        else ran["device"] == "cpu" and ran["precision"] in ("fp32", "bf16")
     assert {k: config["data"][k] for k in ("n_train", "n_valid", "image_size", "in_channels", "num_classes")} == \
         {"n_train": 32, "n_valid": 16, "image_size": 16, "in_channels": 3, "num_classes": 10}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

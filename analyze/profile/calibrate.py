@@ -18,6 +18,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import platformdirs
 import torch
@@ -26,7 +27,7 @@ from stems.base import atomic_write
 
 from .runtime import sync
 
-__all__ = ["Peaks", "peaks", "cache_path", "device_name"]
+__all__ = ["Peaks", "peaks", "cache_path", "cached", "cpu_flags", "cpu_model", "device_name"]
 
 
 @dataclass(frozen=True)
@@ -39,23 +40,58 @@ class Peaks:
     bytes_per_s: float
 
 
-def cache_path() -> Path:
+def cache_path(name: str = "calibration.json") -> Path:
     root = os.environ.get("STEMLAB_CACHE_DIR") or platformdirs.user_cache_dir("stemlab")
-    return Path(root) / "calibration.json"
+    return Path(root) / name
+
+
+def cached(name: str, key: str, compute: Callable[[], dict[str, Any]], refresh: bool = False) -> dict[str, Any]:
+    """The entry `key` of the JSON cache file `name` (see cache_path), measured by `compute` and stored when it is
+    missing, unreadable or `refresh` is asked for."""
+    path = cache_path(name)
+    cache: dict[str, dict] = {}
+    if path.exists():
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    if isinstance(cache, dict) and isinstance(cache.get(key), dict) and not refresh:
+        return cache[key]
+    cache = cache if isinstance(cache, dict) else {}
+    cache[key] = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(cache, indent=1))  # concurrent runs never read half a file
+    except OSError:
+        pass  # a read-only home still gets the figures, just not cached
+    return cache[key]
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo (Linux); None elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (e.g. 'AMD EPYC 9354'), else what the platform module knows (e.g. 'x86_64')."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def _best_seconds(fn, dev: torch.device, min_total_s: float = 0.3, max_runs: int = 50) -> float:
@@ -106,20 +142,5 @@ def peaks(dev: torch.device | str, dtype: torch.dtype | None = None, refresh: bo
     dtype = dtype or torch.float32
     name = device_name(dev)
     key = f"{name} | {dtype} | torch {torch.__version__}"
-    path = cache_path()
-    cache: dict[str, dict] = {}
-    if path.exists():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache and not refresh:
-        return Peaks(**cache[key])
-    result = Peaks(name, str(dtype), measure_flops(dev, dtype), measure_bandwidth(dev))
-    cache[key] = asdict(result)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(cache, indent=1))  # concurrent runs never read half a file
-    except OSError:
-        pass  # a read-only home still gets the figures, just not cached
-    return result
+    return Peaks(**cached("calibration.json", key, lambda: asdict(
+        Peaks(name, str(dtype), measure_flops(dev, dtype), measure_bandwidth(dev))), refresh))

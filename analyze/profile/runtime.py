@@ -67,6 +67,10 @@ def check_shape(shape: Sequence[int]) -> None:
         raise ProfileError(f"input shape {shape!r} must be a non-empty tuple of positive integers, e.g. (8, 3, 224, 224).")
 
 
+# a run's train.precision -> the autocast dtype of its steps (fp32: no autocast)
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(dev: torch.device, dtype: torch.dtype | None):
     return torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
 

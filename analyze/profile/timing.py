@@ -10,7 +10,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -24,7 +24,7 @@ from .runtime import autocast, grad_outputs, grad_targets, leaf_modules, sync
 # kineto (torch.profiler's backend) prints start/stop lines to stderr at its default level; read at first use
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
-__all__ = ["measure"]
+__all__ = ["measure", "time_step", "interleaved"]
 
 
 _LEAF_TAG = "stemlab.leaf."
@@ -47,9 +47,10 @@ def _step(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
                 torch.autograd.grad(outs, grad_targets(model), gouts, allow_unused=True)
 
 
-def _time_e2e(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
+def time_step(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device,
               dtype: torch.dtype | None) -> tuple[float, float]:
-    """Wall ms of one step's forward and of the whole step, no hooks or profiler attached."""
+    """Wall ms of one step's forward and of the whole step, no hooks or profiler attached (the timer the
+    profiler's end-to-end figures, the CPU format probe and stem.match=time: share)."""
     sync(dev)
     t0 = time.perf_counter()
     with torch.set_grad_enabled(backward), autocast(dev, dtype):
@@ -62,6 +63,24 @@ def _time_e2e(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.devi
             torch.autograd.grad(outs, grad_targets(model), gouts, allow_unused=True)
         sync(dev)
     return (t1 - t0) * 1e3, (time.perf_counter() - t0) * 1e3
+
+
+def interleaved(steps: Mapping[str, Callable[[], float]], min_rounds: int, min_s: float = 0.0,
+                max_rounds: int | None = None) -> dict[str, list[float]]:
+    """Times of each of `steps` (each call returns one timing), taken in rounds that call every step once, in an
+    order rotated from round to round, so load that comes and goes hits all of them alike and a ratio of their
+    medians keeps only what differs between them. At least `min_rounds` rounds, more until the timings of every
+    step add up to `min_s` (in the steps' unit, seconds or ms alike), at most `max_rounds`."""
+    names = list(steps)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds = 0
+    while rounds < min_rounds or (min(sum(t) for t in times.values()) < min_s
+                                  and (max_rounds is None or rounds < max_rounds)):
+        k = rounds % len(names)
+        for n in names[k:] + names[:k]:
+            times[n].append(float(steps[n]()))
+        rounds += 1
+    return times
 
 
 class _Switch:
@@ -248,7 +267,7 @@ def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device
             progress(f"timing: step {k + 1}/{steps}")
             if k % 4 in (0, 3):
                 annotate.on = False
-                f, t = _time_e2e(model, x, backward, dev, dtype)
+                f, t = time_step(model, x, backward, dev, dtype)
                 e2e_fwd.append(f)
                 e2e_train.append(t)
                 if k == 0:

@@ -27,7 +27,8 @@ METHOD = (
     "of the layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end "
     "step; † marks batch size / training img/s instead (measured during training, data loading included). Times, "
     "time shares and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); "
-    "the other columns are means.")
+    "the other columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times "
+    "the training img/s over the peak FLOP/s measured on the run's device at its precision (– in older records).")
 
 CAPTIONS = {
     "pareto": "Accuracy (mean, bars: 95 % CI over seeds) against the time of a training step (median over seeds) and "
@@ -73,7 +74,7 @@ def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
     tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
     head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "Δ vs best (pp, 95 % CI)", "d_z",
             "p (Holm; raw)", "verdict", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
-            "ms / train step", "img/s"]
+            "ms / train step", "img/s", "MFU"]
     rows = []
     for _, r in table.iterrows():
         acc = ("–" if not math.isfinite(r["acc_mean"]) else f"{100 * r['acc_mean']:.2f} %"
@@ -83,8 +84,8 @@ def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
         name = f"**`{r['stem']}`**" if r["verdict"] == "**best**" else f"`{r['stem']}`"
         rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), *comparison_cells(r),
                      _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
-                     _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0)])
-    return md_table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 7, rows)
+                     _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0), _pct(r["mfu"])])
+    return md_table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 8, rows)
 
 
 def depth_table(study: Study, order: list[str]) -> str:

@@ -18,7 +18,7 @@ ALPHA = 0.05
 MIN_PAIRED_SEEDS = 3  # below this a paired t-test has 1 degree of freedom or none: no p-value is given
 EXACT = 1e-12         # accuracy differences below this are float noise: accuracies are multiples of 1/N
 STAGES = ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
-TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd")  # reported as medians over seeds
+TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd", "mfu")  # reported as medians over seeds
 
 
 def finite(values) -> np.ndarray:
@@ -118,10 +118,11 @@ def stem_table(study: Study) -> pd.DataFrame:
                      "stem_share_flops": avg("stem_share_flops"), "stem_share_time": avg("stem_share_time"),
                      "ms_step": float(np.median([s for s, _ in steps])) if steps else math.nan,
                      "ms_step_source": ",".join(sorted({src for _, src in steps})),
-                     "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc")})
+                     "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc"),
+                     "mfu": avg("mfu")})  # model FLOPs utilisation (experiments.runner.summarize); older records: NaN
     table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
                                         "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
-                                        "ms_step", "ms_step_source", "img_s", "best_acc"])
+                                        "ms_step", "ms_step_source", "img_s", "best_acc", "mfu"])
     return compare_with_best(table, acc_by_stem).sort_values(
         ["acc_mean", "stem"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
