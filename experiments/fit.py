@@ -147,7 +147,8 @@ class EpochHistory(Callback):
                           "load_s": tp.load_s[-1]})
 
     def table(self) -> pd.DataFrame:
-        names = [n for n in self.recorder.metric_names[1:] if n != "time"]
+        # fastai's Recorder names its metrics when fit begins: a run that failed before has no rows and no names
+        names = [n for n in getattr(self.recorder, "metric_names", ["epoch"])[1:] if n != "time"]
         return pd.DataFrame(self.rows, columns=["epoch", *names, *self.timings])
 
 
