@@ -32,6 +32,7 @@ from analyze.profile import Profile
 from analyze.profile.plots import save_plots
 from analyze.report.cli import add_report_parser
 from analyze.report.space import add_space_parser
+from analyze.shapes.cli import add_shapes_parser  # light: the command imports torch and the profiler when it runs
 from experiments.config import compose as compose_checked
 from experiments.data import build_data
 from experiments.fit import resolve_hardware
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub)
     add_space_parser(sub)
     add_dashboard_parser(sub)
+    add_shapes_parser(sub)
     return parser
 
 
