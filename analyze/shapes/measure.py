@@ -120,13 +120,14 @@ def _row(point: Point, prof: Any, status: str) -> dict[str, Any]:
     return row
 
 
-def measure_point(point: Point, dev: torch.device, settings: Settings, budget_s: float | None, timed: bool) -> dict:
+def measure_point(point: Point, dev: torch.device, settings: Settings, timed: bool) -> dict:
+    """The row of one point: counted, and timed with `settings.repeats` profiled steps when `timed`."""
     dtype = DTYPES[point.precision]
     spec = point.spec
     model = build_layer(spec, dtype or torch.float32)
     prof = profile_model(model, (point.batch, spec.channels, spec.size, spec.size), device=dev, latency=timed,
                          backward=True, dtype=dtype, channels_last=CHANNELS_LAST[point.memory_format],
-                         repeats=settings.repeats, budget_s=budget_s, threads=settings.threads)
+                         repeats=settings.repeats, threads=settings.threads)
     return _row(point, prof, TIMED if timed else SKIPPED)
 
 
@@ -155,25 +156,23 @@ def write_meta(out: Path, settings: Settings, extra: dict[str, Any]) -> None:
 def measure_all(points: list[Point], dev: torch.device, settings: Settings, budget_s: float, out: Path,
                 say: Callable[[str], None]) -> tuple[pd.DataFrame, int]:
     """Every point's row (reused, timed, or counted only once `budget_s` seconds of measuring are spent);
-    shapes.csv rewritten after each. Returns the rows and how many were reused."""
+    shapes.csv rewritten after each. Returns the rows and how many were reused.  The budget decides how many
+    layers are timed, never how many steps each gets (every timed row has `repeats` profiled steps)."""
     if not points:
         raise ShapesError("nothing to measure: the families, precisions, formats and batches asked for are empty.")
     done = _reusable(out, settings, say)
-    left_to_time = sum(1 for p in points if p.key not in done)
     if done:
-        say(f"continuing: {len(points) - left_to_time} of {len(points)} layers already measured in {out}")
+        say(f"continuing: {sum(p.key in done for p in points)} of {len(points)} layers already measured in {out}")
     started = time.perf_counter()
     rows: list[dict] = []
     for i, p in enumerate(points, 1):
         if p.key in done:
             rows.append(done[p.key])
             continue
-        left = budget_s - (time.perf_counter() - started)
-        timed = left > 0
+        timed = time.perf_counter() - started < budget_s
         say(f"{i}/{len(points)} {p.spec.family} {p.spec.label} batch {p.batch} {p.precision} {p.memory_format}"
             + ("" if timed else " (budget spent: counting only)"))
-        rows.append(measure_point(p, dev, settings, left / left_to_time if timed else None, timed))
-        left_to_time -= 1
+        rows.append(measure_point(p, dev, settings, timed))
         later = [done[q.key] for q in points[i:] if q.key in done]  # kept should this run be stopped too
         atomic_write(out / "shapes.csv", pd.DataFrame(rows + later).to_csv(index=False))
     return pd.DataFrame(rows), len(done)
