@@ -116,17 +116,17 @@ def run_shapes(args: argparse.Namespace) -> int:
     if "bf16" in args.precision and not bf16.startswith("native"):
         _say(f"bf16 is {bf16} on this device: its times measure an emulation")
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
-    if args.recalibrate:
-        with num_threads(args.threads):
-            for p in args.precision:
-                _say(f"calibrating the peaks of {settings.device_name} in {p}")
-                peaks(dev, DTYPES[p], refresh=True)
     layers = [spec for fam in dict.fromkeys(args.families) for spec in family_layers(fam)]
     points = plan(layers, args.batch, args.sweep, list(dict.fromkeys(args.precision)), list(dict.fromkeys(args.memory_format)))
     meta: dict[str, Any] = {"command": command, "batch": args.batch, "bf16": bf16, "load_before": load_before,
                             "status": "running"}
     write_meta(args.out, settings, meta)
     try:
+        if args.recalibrate:
+            with num_threads(args.threads):
+                for p in args.precision:
+                    _say(f"calibrating the peaks of {settings.device_name} in {p}")
+                    peaks(dev, DTYPES[p], refresh=True)
         rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, _say)
     except KeyboardInterrupt:
         write_meta(args.out, settings, {**meta, "status": "interrupted"})

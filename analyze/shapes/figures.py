@@ -80,6 +80,8 @@ def plot_families(rows: pd.DataFrame, batch: int) -> Figure:
         top, bottom = axes[0, j], axes[1, j]
         for v in variants:
             f = d[(d["family"] == fam) & (d["precision"] == v[0]) & (d["memory_format"] == v[1])].sort_values("size", ascending=False)
+            if not len(f):  # not timed in this run (budget)
+                continue
             x, name = _rungs(f), " ".join(v)
             _band(top, x, f["ms_fwd"], f["ms_fwd_q1"], f["ms_fwd_q3"], color=colors[v], marker="o", label=f"{name} fwd")
             _band(top, x, f["ms_bwd"], f["ms_bwd_q1"], f["ms_bwd_q3"], color=colors[v], marker="o", ls="--",
