@@ -102,4 +102,5 @@ def test_an_interrupted_run_keeps_its_rows_and_the_same_command_continues(tmp_pa
     assert len(rows) == len(family_layers("conv1x1")) and (rows["status"] == "timed").all()
     meta = json.loads((tmp_path / "shapes.json").read_text())
     assert meta["status"] == "complete" and meta["reused"] == 2
+    assert meta["measure_s_total"] > meta["wall_s"]  # the interrupted run's seconds are counted too
     assert {"families.png", "roofline.png"} <= {p.name for p in tmp_path.iterdir()}

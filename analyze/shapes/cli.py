@@ -8,6 +8,7 @@ machine, load, status), ``shapes.md`` and the figures of :mod:`analyze.shapes.fi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -93,6 +94,15 @@ def _check(args: argparse.Namespace) -> Any:
     return dev
 
 
+def _earlier_measuring_s(out: Path) -> float:
+    """Seconds the earlier invocations whose rows this one reused spent (their shapes.json), 0 when unknown."""
+    try:
+        earlier = json.loads((out / "shapes.json").read_text())
+    except (OSError, ValueError):
+        return 0.0
+    return float(earlier.get("measure_s_total", earlier.get("wall_s", 0.0)))
+
+
 def _say(message: str) -> None:
     print(f"[shapes] {message}", file=sys.stderr, flush=True)
 
@@ -118,6 +128,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
     layers = [spec for fam in dict.fromkeys(args.families) for spec in family_layers(fam)]
     points = plan(layers, args.batch, args.sweep, list(dict.fromkeys(args.precision)), list(dict.fromkeys(args.memory_format)))
+    earlier_s = _earlier_measuring_s(args.out)  # read before this run's shapes.json replaces it
     meta: dict[str, Any] = {"command": command, "batch": args.batch, "bf16": bf16, "load_before": load_before,
                             "status": "running"}
     write_meta(args.out, settings, meta)
@@ -129,10 +140,13 @@ def run_shapes(args: argparse.Namespace) -> int:
                     peaks(dev, DTYPES[p], refresh=True)
         rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, _say)
     except KeyboardInterrupt:
-        write_meta(args.out, settings, {**meta, "status": "interrupted"})
+        write_meta(args.out, settings, {**meta, "status": "interrupted",
+                                        "measure_s_total": earlier_s + time.perf_counter() - t0})
         _say(f"interrupted; the layers measured so far are in {args.out / 'shapes.csv'}: re-run the same command to continue")
         return 130
-    meta.update(status="complete", reused=reused, load_after=os.getloadavg()[0], wall_s=time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    meta.update(status="complete", reused=reused, load_after=os.getloadavg()[0], wall_s=wall,
+                measure_s_total=wall + (earlier_s if reused else 0.0))
     figures = [p.name for p in save_figures(rows, args.batch, args.out)]
     atomic_write(args.out / "shapes.md", render(rows, {**meta, "settings": vars(settings)}, command, figures))
     write_meta(args.out, settings, meta)
