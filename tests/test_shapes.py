@@ -102,5 +102,6 @@ def test_an_interrupted_run_keeps_its_rows_and_the_same_command_continues(tmp_pa
     assert len(rows) == len(family_layers("conv1x1")) and (rows["status"] == "timed").all()
     meta = json.loads((tmp_path / "shapes.json").read_text())
     assert meta["status"] == "complete" and meta["reused"] == 2
-    assert meta["measure_s_total"] > meta["wall_s"]  # the interrupted run's seconds are counted too
+    assert [r["rows"] for r in meta["measured"]] == [2, 4]  # the interrupted run and this one, each with its load
+    assert "Measured by 2 rows in" in (tmp_path / "shapes.md").read_text()
     assert {"families.png", "roofline.png"} <= {p.name for p in tmp_path.iterdir()}

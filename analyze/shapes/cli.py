@@ -94,13 +94,13 @@ def _check(args: argparse.Namespace) -> Any:
     return dev
 
 
-def _earlier_measuring_s(out: Path) -> float:
-    """Seconds the earlier invocations whose rows this one reused spent (their shapes.json), 0 when unknown."""
+def _earlier_runs(out: Path, settings: dict[str, Any]) -> list[dict[str, float]]:
+    """Rows, seconds and load of each earlier invocation whose rows this one may reuse (same settings)."""
     try:
         earlier = json.loads((out / "shapes.json").read_text())
-    except (OSError, ValueError):
-        return 0.0
-    return float(earlier.get("measure_s_total", earlier.get("wall_s", 0.0)))
+        return list(earlier.get("measured", [])) if earlier.get("settings") == settings else []
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def _say(message: str) -> None:
@@ -128,25 +128,28 @@ def run_shapes(args: argparse.Namespace) -> int:
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
     layers = [spec for fam in dict.fromkeys(args.families) for spec in family_layers(fam)]
     points = plan(layers, args.batch, args.sweep, list(dict.fromkeys(args.precision)), list(dict.fromkeys(args.memory_format)))
-    earlier_s = _earlier_measuring_s(args.out)  # read before this run's shapes.json replaces it
+    earlier = _earlier_runs(args.out, vars(settings))  # read before this run's shapes.json replaces it
     meta: dict[str, Any] = {"command": command, "batch": args.batch, "bf16": bf16, "load_before": load_before,
                             "status": "running"}
     write_meta(args.out, settings, meta)
+    new_rows: list[dict] = []  # what this invocation measures, as it goes
     try:
         if args.recalibrate:
             with num_threads(args.threads):
                 for p in args.precision:
                     _say(f"calibrating the peaks of {settings.device_name} in {p}")
                     peaks(dev, DTYPES[p], refresh=True)
-        rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, _say)
+        rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, _say, new_rows)
     except KeyboardInterrupt:
-        write_meta(args.out, settings, {**meta, "status": "interrupted",
-                                        "measure_s_total": earlier_s + time.perf_counter() - t0})
+        this = {"rows": len(new_rows), "wall_s": time.perf_counter() - t0, "load_before": load_before,
+                "load_after": os.getloadavg()[0]}
+        write_meta(args.out, settings, {**meta, "status": "interrupted", "measured": earlier + [this]})
         _say(f"interrupted; the layers measured so far are in {args.out / 'shapes.csv'}: re-run the same command to continue")
         return 130
-    wall = time.perf_counter() - t0
-    meta.update(status="complete", reused=reused, load_after=os.getloadavg()[0], wall_s=wall,
-                measure_s_total=wall + (earlier_s if reused else 0.0))
+    wall, load_after = time.perf_counter() - t0, os.getloadavg()[0]
+    this = [{"rows": len(rows) - reused, "wall_s": wall, "load_before": load_before, "load_after": load_after}]
+    meta.update(status="complete", reused=reused, load_after=load_after, wall_s=wall,
+                measured=(earlier if reused else []) + (this if len(rows) > reused else []))
     figures = [p.name for p in save_figures(rows, args.batch, args.out)]
     atomic_write(args.out / "shapes.md", render(rows, {**meta, "settings": vars(settings)}, command, figures))
     write_meta(args.out, settings, meta)

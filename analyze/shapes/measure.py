@@ -149,9 +149,10 @@ def write_meta(out: Path, settings: Settings, extra: dict[str, Any]) -> None:
 
 
 def measure_all(points: list[Point], dev: torch.device, settings: Settings, budget_s: float, out: Path,
-                say: Callable[[str], None]) -> tuple[pd.DataFrame, int]:
+                say: Callable[[str], None], measured: list[dict]) -> tuple[pd.DataFrame, int]:
     """Every point's row (reused, timed, or counted only once `budget_s` seconds of measuring are spent);
-    shapes.csv rewritten after each. Returns the rows and how many were reused.  The budget decides how many
+    shapes.csv rewritten after each; `measured` receives the rows measured here as they come. Returns the rows
+    and how many were reused.  The budget decides how many
     layers are timed, never how many steps each gets (every timed row has `repeats` profiled steps)."""
     if not points:
         raise ShapesError("nothing to measure: the families, precisions, formats and batches asked for are empty.")
@@ -168,6 +169,7 @@ def measure_all(points: list[Point], dev: torch.device, settings: Settings, budg
         say(f"{i}/{len(points)} {p.spec.family} {p.spec.label} batch {p.batch} {p.precision} {p.memory_format}"
             + ("" if timed else " (budget spent: counting only)"))
         rows.append(measure_point(p, dev, settings, timed))
+        measured.append(rows[-1])
         later = [done[q.key] for q in points[i:] if q.key in done]  # kept should this run be stopped too
         atomic_write(out / "shapes.csv", pd.DataFrame(rows + later).to_csv(index=False))
     frame = _against_current_peaks(pd.DataFrame(rows), dev, settings)
