@@ -152,13 +152,14 @@ def measure_all(points: list[Point], dev: torch.device, settings: Settings, budg
                 say: Callable[[str], None], measured: list[dict]) -> tuple[pd.DataFrame, int]:
     """Every point's row (reused, timed, or counted only once `budget_s` seconds of measuring are spent);
     shapes.csv rewritten after each; `measured` receives the rows measured here as they come. Returns the rows
-    and how many were reused.  The budget decides how many
-    layers are timed, never how many steps each gets (every timed row has `repeats` profiled steps)."""
+    and how many were reused. The budget decides how many layers are timed, never how many steps each gets
+    (every timed row has `repeats` profiled steps)."""
     if not points:
         raise ShapesError("nothing to measure: the families, precisions, formats and batches asked for are empty.")
     done = _reusable(out, settings, say)
-    if done:
-        say(f"continuing: {sum(p.key in done for p in points)} of {len(points)} layers already measured in {out}")
+    reused = sum(p.key in done for p in points)
+    if reused:
+        say(f"continuing: {reused} of {len(points)} layers already measured in {out}")
     started = time.perf_counter()
     rows: list[dict] = []
     for i, p in enumerate(points, 1):
@@ -174,7 +175,7 @@ def measure_all(points: list[Point], dev: torch.device, settings: Settings, budg
         atomic_write(out / "shapes.csv", pd.DataFrame(rows + later).to_csv(index=False))
     frame = _against_current_peaks(pd.DataFrame(rows), dev, settings)
     atomic_write(out / "shapes.csv", frame.to_csv(index=False))
-    return frame, len(done)
+    return frame, reused
 
 
 def _against_current_peaks(rows: pd.DataFrame, dev: torch.device, settings: Settings) -> pd.DataFrame:
