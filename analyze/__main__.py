@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from analyze.dashboard import add_dashboard_parser
 from analyze.evaluate import add_evaluate_parser, add_export_parser
 from analyze.report.cli import add_report_parser, add_space_parser
+from analyze.shapes.cli import add_shapes_parser  # light: the command imports torch and the profiler when it runs
 from stems.base import StemlabError, atomic_write
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_export_parser(sub)
     add_dashboard_parser(sub)
+    add_shapes_parser(sub)
     return parser
 
 

@@ -46,14 +46,17 @@ Counting rules
   gradient only), and its backward is counted.
 * **Bytes** (a lower bound: each tensor touched once): ``bytes_moved`` = inputs + weights + outputs
   of the layer's forward; activations at the dtype they have at run time, weights at ``dtype`` when
-  autocast is on, else their own.  ``act_bytes`` = output bytes.  ``intensity`` = forward FLOPs per
+  autocast is on, else their own.  ``bytes_bwd``: the leaf's isolated backward reads the gradient
+  of its outputs, its inputs and its weights, and writes the gradients it computes (inputs that
+  need one, weights).  ``act_bytes`` = output bytes.  ``intensity`` = forward FLOPs per
   byte moved.
 * **Time** (``latency=True``): measured after warm-up under ``torch.profiler``; each leaf's forward
   time is its annotated range (CPU) or the device time of the kernels launched inside it (CUDA);
   backward time is that of the autograd nodes its forward ops created (matched by sequence number).
   Never by synchronising after each module.  Profiled steps alternate with plain ones (no hooks,
   no profiler) that give the end-to-end forward and forward+backward times; per-layer and
-  end-to-end figures are medians over the steps taken (at least 2 profiled and 2 plain, at most
+  end-to-end figures are medians over the steps taken (per layer also the quartiles,
+  ``ms_fwd_q1``/``ms_fwd_q3``, ``ms_bwd_q1``/``ms_bwd_q3``) (at least 2 profiled and 2 plain, at most
   `repeats` each, fewer once `budget_s` is spent), reported with the gap
   (per-layer sum / end-to-end - 1).  On CPU each leaf is charged the wall time from the end of the
   previous leaf to the end of its own, so the glue between leaves (container code, residual adds)

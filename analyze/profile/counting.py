@@ -46,6 +46,7 @@ class LeafCount:
     in_bytes: int = 0
     out_bytes: int = 0
     param_bytes: int = 0
+    bwd_bytes: int = 0  # the isolated backward's reads and writes (package docstring, Bytes)
     mm_fwd: int = 0  # matmul-formula FLOPs
     ew_fwd: int = 0  # element-wise rule FLOPs
     mm_bwd: int = 0
@@ -238,7 +239,9 @@ class _Hooks:
             targets = roots + grad_targets(leaf.module)
             if outs and targets:
                 self.sink.current, self.sink.phase = leaf, "bwd"
-                torch.autograd.grad(outs, targets, gouts, allow_unused=True)
+                grads = torch.autograd.grad(outs, targets, gouts, allow_unused=True)
+                leaf.bwd_bytes += (nbytes(gouts) + nbytes((args, kwargs)) + _param_bytes(leaf.module, self.dtype)
+                                   + nbytes([g for g in grads if g is not None]))
         finally:
             self.busy = False
             self.sink.phase = None

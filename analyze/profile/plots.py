@@ -6,7 +6,8 @@
    untimed profile gets one panel, share of FLOPs vs share of bytes moved, titled so.
 2. ``roofline.png`` — every timed layer as a point (arithmetic intensity, achieved FLOP/s) under the
    device's two ceilings (peak FLOP/s, peak bandwidth × intensity), coloured by group, the layers
-   that take the most time named (labels placed without overlap by ``adjustText``).
+   that take the most time named (labels placed without overlap by ``adjustText``); beside it the
+   same for each stage (group) as a whole, named with its time and intensity.
 
 Matplotlib's object API with the Agg canvas: no display and no global pyplot state are needed.
 Every file is written atomically (``stems.base.atomic_write``).
@@ -120,37 +121,64 @@ def plot_shares(profile: Profile, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
-    """Roofline scatter of the timed layers, the slowest named; None when the profile has no timings or peaks."""
-    layers = profile.layers
-    peak = profile.meta.get("peaks")
-    if peak is None or "tflops" not in layers or not layers["ms_fwd"].notna().any():
-        return None
-    pts = layers[(layers["flops_fwd"] > 0) & (layers["ms_fwd"] > 0) & (layers["bytes_moved"] > 0)]
-    intensity = pts["intensity"].to_numpy(float)
-    achieved = (pts["flops_fwd"] / (pts["ms_fwd"] / 1e3)).to_numpy(float)
-    fig, (ax,) = _figure(9.0, 5.5)
+def _ceilings(ax: Axes, peak: dict, intensity: np.ndarray) -> None:
+    """The device's two ceilings (peak FLOP/s, peak bandwidth × intensity) over the points' range, log axes."""
     lo = min(intensity.min(initial=1.0), 0.05)
     hi = max(intensity.max(initial=1.0), 4 * peak["flops_per_s"] / peak["bytes_per_s"])
     xs = np.logspace(math.log10(lo), math.log10(hi), 200)
     ax.plot(xs, np.minimum(peak["flops_per_s"], xs * peak["bytes_per_s"]), color="black", lw=1.2,
             label=f"ceilings: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s, {peak['bytes_per_s'] / 1e9:.0f} GB/s")
-    for g in dict.fromkeys(pts["group"]):
-        sel = (pts["group"] == g).to_numpy()
-        ax.scatter(intensity[sel], achieved[sel], s=14, label=str(g), alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (forward FLOPs / byte moved)")
-    ax.set_ylabel("achieved FLOP/s (forward)")
-    ax.set_title(f"roofline — {peak['device']}, {peak['dtype']}; the {NAMED_ON_ROOFLINE} slowest layers named",
-                 fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points and names stay clear
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
+
+
+def _timed_points(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    pts = frame[(frame["flops_fwd"] > 0) & (frame["ms_fwd"] > 0) & (frame["bytes_moved"] > 0)]
+    return pts, pts["intensity"].to_numpy(float), (pts["flops_fwd"] / (pts["ms_fwd"] / 1e3)).to_numpy(float)
+
+
+def _stage_panel(ax: Axes, groups: pd.DataFrame, peak: dict) -> None:
+    """One point per stage (group): its summed FLOPs over its summed bytes and time, named with both."""
+    pts, intensity, achieved = _timed_points(groups[groups["group"] != "total"])
+    _ceilings(ax, peak, intensity)
+    labels = []
+    for k, (_, r) in enumerate(pts.iterrows()):
+        ax.scatter(intensity[k], achieved[k], s=30, color=f"C{k % 10}", zorder=3)
+        labels.append(ax.text(intensity[k], achieved[k], f"{r['group']}: {r['ms_fwd']:.3g} ms, {r['intensity']:.3g} FLOP/B",
+                              fontsize=7, color=f"C{k % 10}"))
+    ax.set_title("per stage (each stage's FLOPs / its bytes and time)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    adjust_text(labels, x=intensity, y=achieved, ax=ax, expand=(1.2, 1.6),
+                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+
+
+def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
+    """Roofline of the timed layers (the slowest named) and, beside it, of the stages; None when the
+    profile has no timings or peaks."""
+    layers = profile.layers
+    peak = profile.meta.get("peaks")
+    if peak is None or "tflops" not in layers or not layers["ms_fwd"].notna().any():
+        return None
+    pts, intensity, achieved = _timed_points(layers)
+    fig = Figure(figsize=(15.0, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, stage_ax = fig.subplots(1, 2, width_ratios=[1.6, 1.0])
+    _ceilings(ax, peak, intensity)
+    for g in dict.fromkeys(pts["group"]):
+        sel = (pts["group"] == g).to_numpy()
+        ax.scatter(intensity[sel], achieved[sel], s=14, label=str(g), alpha=0.8)
+    ax.set_ylabel("achieved FLOP/s (forward)")
+    ax.set_title(f"per layer; the {NAMED_ON_ROOFLINE} slowest named", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points and names stay clear
     slowest = np.argsort(-pts["ms_fwd"].to_numpy(float), kind="stable")[:NAMED_ON_ROOFLINE]
     labels = [ax.text(intensity[i], achieved[i], f"{pts['name'].iloc[i]} {pts['ms_fwd'].iloc[i]:.3g} ms",
                       fontsize=6.5) for i in slowest]
     adjust_text(labels, x=intensity, y=achieved, ax=ax, expand=(1.3, 1.9), force_text=(0.3, 0.6),
                 arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+    _stage_panel(stage_ax, profile.groups, peak)
+    fig.suptitle(f"roofline — {peak['device']}, {peak['dtype']}", fontsize=10)
     return _save(fig, path)
 
 

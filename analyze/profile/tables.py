@@ -17,8 +17,8 @@ __all__ = ["Profile", "build_tables"]
 
 # columns that add up over layers (the rest are ratios, recomputed from these for groups)
 _SUM_COLS = ["params", "macs", "flops_fwd", "flops_bwd", "flops_fwd_ew", "flops_bwd_ew",
-             "act_bytes", "bytes_moved", "ms_fwd", "ms_bwd"]
-_TOTAL_COLS = ["macs", "flops_fwd", "flops_bwd", "act_bytes", "bytes_moved", "ms_fwd", "ms_bwd"]
+             "act_bytes", "bytes_moved", "bytes_bwd", "ms_fwd", "ms_bwd"]
+_TOTAL_COLS = ["macs", "flops_fwd", "flops_bwd", "act_bytes", "bytes_moved", "bytes_bwd", "ms_fwd", "ms_bwd"]
 _SHARES = [("share_flops", "flops_fwd"), ("share_time", "ms_fwd"),
            ("share_flops_train", "flops_train"), ("share_time_train", "ms_train")]
 
@@ -35,6 +35,14 @@ class Profile:
 
 def _group_of(name: str, kind: str) -> str:
     return name.split(".", 1)[0] if name else kind
+
+
+def _quartiles(ms: list[float]) -> tuple[float, float]:
+    """First and third quartile of the timed steps (NaN when untimed): the spread beside the median."""
+    if len(ms) < 2:
+        return (ms[0], ms[0]) if ms else (math.nan, math.nan)
+    q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    return q1, q3
 
 
 def _layers_frame(leaves: list[LeafCount]) -> pd.DataFrame:
@@ -60,8 +68,11 @@ def _layers_frame(leaves: list[LeafCount]) -> pd.DataFrame:
                 "flops_bwd_ew": lf.ew_bwd,
                 "act_bytes": lf.out_bytes,
                 "bytes_moved": lf.in_bytes + lf.param_bytes + lf.out_bytes,
+                "bytes_bwd": lf.bwd_bytes,
                 "ms_fwd": statistics.median(lf.ms_fwd) if lf.ms_fwd else math.nan,
                 "ms_bwd": statistics.median(lf.ms_bwd) if lf.ms_bwd else math.nan,
+                **dict(zip(("ms_fwd_q1", "ms_fwd_q3"), _quartiles(lf.ms_fwd))),
+                **dict(zip(("ms_bwd_q1", "ms_bwd_q3"), _quartiles(lf.ms_bwd))),
             }
         )
     return _derive(pd.DataFrame(rows))

@@ -56,6 +56,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .data import read_records
     from .figures import write_figures
     from .render import markdown_table, render
+    from .stage_costs import write_stage_roofline
     from .statistics import stem_table, tuning_table
     from .studies import split_studies
     from .wandb_runs import read_wandb
@@ -71,6 +72,8 @@ def run_report(args: argparse.Namespace) -> int:
     tables = [stem_table(s) for s in studies]
     tunings = [tuning_table(s) if s.tuning else None for s in studies]
     figures = [write_figures(s, t, tu, out) for s, t, tu in zip(studies, tables, tunings)]
+    for figs, s, t in zip(figures, studies, tables):  # the per-stage roofline (analyze/report/stage_costs.py)
+        figs.update(write_stage_roofline(s, list(t.loc[t["n"] > 0, "stem"]), out))
     command = shlex.join(["python", "-m", "analyze", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else \
         shlex.join(["python", "-m", "analyze", "report", args.dir, *(["--out", args.out] if args.out else [])])
     atomic_write(out / "report.md", render(inputs, studies, tables, tunings, figures, command))

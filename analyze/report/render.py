@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from .checks import warnings_section
 from .data import Inputs
+from .stage_costs import stage_cost_lines
 from .statistics import ALPHA, MIN_PAIRED_SEEDS, STAGES, completed, depth_shares
 from .studies import Study, stem_labels
 
@@ -167,6 +168,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
     if len(table):
         out += ["Compute by depth, share of FLOPs → share of time per stage (%, training step):", "",
                 depth_table(study, list(table["stem"])), ""]
+        out += stage_cost_lines(study, list(table["stem"]), figs.get("stage_roofline"))  # bytes and intensity (issue 21)
     if tuning is not None:
         out += tuning_section(study, tuning, table, figs.get("tuning"))
     varies = "stem and seed vary" + ("; each stem trains at its chosen LR" if study.tuning else "")
