@@ -200,12 +200,10 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
     that dies (multiprocessing.Pool waits forever for its task), and a chunk that takes STALL_S means a stuck
     worker: either is a DataError naming the cause, and the workers are stopped."""
     # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
-    before = set(mp.active_children())
+    ctx = _Tracked(mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None))
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=output)
     try:
         pending = {pool.submit(_decode_rows, jobs[k:k + CHUNK]) for k in range(0, len(jobs), CHUNK)}
-        procs = set(mp.active_children()) - before
         while pending:
             done, pending = wait(pending, timeout=STALL_S, return_when=FIRST_COMPLETED)
             if not done:
@@ -215,13 +213,30 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
                 try:
                     yield future.result()
                 except BrokenProcessPool:
-                    codes = [p.exitcode for p in procs if p.exitcode]
+                    codes = [p.exitcode for p in ctx.started if p.exitcode]
                     raise DataError(f"{desc}: a decoding process died ({_death(codes)}); free memory or disk "
                                     "space, or try data.workers=1.") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        for p in set(mp.active_children()) - before:  # a stuck or busy worker: the pool cannot stop it itself
-            p.kill()
+        for p in ctx.started:  # a stuck or busy worker: the pool cannot stop it itself
+            if p.is_alive():
+                p.kill()
+
+
+class _Tracked:
+    """A multiprocessing context that keeps every process it starts: the pool's workers, whose exit codes say how one
+    died (the pool only says that one did) and which can be killed when the pool cannot stop them."""
+
+    def __init__(self, ctx):
+        self.ctx, self.started = ctx, []
+
+    def Process(self, *args, **kwargs):  # noqa: N802 (the context's own name)
+        process = self.ctx.Process(*args, **kwargs)
+        self.started.append(process)
+        return process
+
+    def __getattr__(self, name):
+        return getattr(self.ctx, name)
 
 
 def _death(exitcodes: list[int]) -> str:
