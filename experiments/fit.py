@@ -144,6 +144,13 @@ class BatchProgress(Callback):
                  self.seen / spent, _duration(spent / done * (total - done)))
 
 
+class EpochsFromOne(ProgressCallback):
+    """fastai's progress bar (in a terminal), its table's epochs counted from 1 as everywhere else."""
+
+    def _write_stats(self, log):
+        super()._write_stats([log[0] + 1, *log[1:]] if log and isinstance(log[0], int) else log)
+
+
 def _duration(seconds: float) -> str:
     minutes, s = divmod(round(seconds), 60)
     return f"{minutes} min {s:02d} s" if minutes else f"{s} s"
@@ -161,8 +168,10 @@ def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any
     learn = Learner(data.dataloaders(), model.to(hw.device), loss_func=CrossEntropyLossFlat(label_smoothing=train_cfg["label_smoothing"]),
                     opt_func=partial(OptimWrapper, opt=adamw), metrics=accuracy, wd=train_cfg["wd"], cbs=callbacks,
                     path=".", model_dir=".")
-    if not sys.stdout.isatty():  # progress bars redraw with \r: unreadable in log files and CI; log epoch lines instead
-        learn.remove_cb(ProgressCallback)
+    learn.remove_cb(ProgressCallback)
+    if sys.stdout.isatty():
+        learn.add_cb(EpochsFromOne())
+    else:  # progress bars redraw with \r: unreadable in log files and CI; log epoch and progress lines instead
         learn.add_cb(BatchProgress())
         learn.logger = partial(_log_epoch, learn.recorder)
     return learn

@@ -40,3 +40,14 @@ def test_a_run_warns_of_near_chance_accuracy_and_a_loaded_machine(make_cfg, tmp_
     assert record["hardware"]["load"] == {"load_avg": 9.0, "cpus": 2} and record["metrics"]["valid_acc"] <= 0.75
     assert f"Valid accuracy {100 * record['metrics']['valid_acc']:.2f}% is near chance (50.00% for 2 classes)" in caplog.text
     assert "Training timings taken on a loaded machine (load average 9.0 on 2 cores)" in caplog.text
+
+
+def test_the_terminal_progress_table_counts_epochs_from_1():
+    from experiments.fit import EpochsFromOne
+
+    rows = []
+    bar = EpochsFromOne()
+    bar.mbar = type("Bar", (), {"write": lambda self, row, table: rows.append(row)})()
+    bar._write_stats(["epoch", "train_loss", "time"])  # the header
+    bar._write_stats([0, 0.5, "00:01"])                 # fastai's first epoch, numbered 0 by its Recorder
+    assert rows == [["epoch", "train_loss", "time"], ["1", "0.500000", "00:01"]]
