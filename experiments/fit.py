@@ -118,14 +118,17 @@ class EpochHistory(Callback):
         return pd.DataFrame(self.rows, columns=["epoch", *names, *self.timings])
 
 
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines inside an epoch when there is no terminal
+
+
 class BatchProgress(Callback):
     """Without a terminal (fastai's progress bar is removed there), a log line every `every_s` seconds inside an
     epoch: batch k/n, training img/s so far and the epoch's remaining time, so a long epoch is never silent."""
 
     order = 0
 
-    def __init__(self, every_s: float = 30.0):
-        self.every_s = every_s
+    def __init__(self, every_s: float | None = None):
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
 
     def before_epoch(self):
         self.t0 = self.last = time.perf_counter()

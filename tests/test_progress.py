@@ -8,7 +8,7 @@ def test_an_epoch_without_a_terminal_logs_batch_progress(make_cfg, tmp_path, cap
     from experiments import fit
 
     caplog.set_level(logging.INFO, logger="stemlab")
-    monkeypatch.setattr(fit.BatchProgress.__init__, "__defaults__", (0.0,))  # a line after every batch
+    monkeypatch.setattr(fit, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
     experiments.run(make_cfg("train.epochs=2", "data.n_train=32", "train.bs=8"), tmp_path)
     lines = [r.getMessage() for r in caplog.records if "batch " in r.getMessage()]
     # 32 training images in batches of 8 (fastai drops no full batch): 4 batches per epoch, 2 epochs
