@@ -152,14 +152,17 @@ class EpochHistory(Callback):
         return pd.DataFrame(self.rows, columns=["epoch", *names, *self.timings])
 
 
+PROGRESS_EVERY_S = 30.0  # seconds between progress lines inside an epoch when there is no terminal
+
+
 class BatchProgress(Callback):
     """Without a terminal (fastai's progress bar is removed there), a log line every `every_s` seconds inside an
     epoch: batch k/n, training img/s so far and the epoch's remaining time, so a long epoch is never silent."""
 
     order = 0
 
-    def __init__(self, every_s: float = 30.0):
-        self.every_s = every_s
+    def __init__(self, every_s: float | None = None):
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
 
     def before_epoch(self):
         self.t0 = self.last = time.perf_counter()
@@ -176,6 +179,13 @@ class BatchProgress(Callback):
         done, total, spent = self.iter + 1, self.n_iter, now - self.t0
         log.info("  epoch %d/%d  batch %d/%d  %.0f img/s  training ETA %s", self.epoch + 1, self.n_epoch, done, total,
                  self.seen / spent, _duration(spent / done * (total - done)))
+
+
+class EpochsFromOne(ProgressCallback):
+    """fastai's progress bar (in a terminal), its table's epochs counted from 1 as everywhere else."""
+
+    def _write_stats(self, log):
+        super()._write_stats([log[0] + 1, *log[1:]] if log and isinstance(log[0], int) else log)
 
 
 def _duration(seconds: float) -> str:
@@ -195,8 +205,10 @@ def make_learner(model: nn.Module, data: DataBundle, train_cfg: Mapping[str, Any
     learn = Learner(data.dataloaders(), model.to(hw.device), loss_func=CrossEntropyLossFlat(label_smoothing=train_cfg["label_smoothing"]),
                     opt_func=partial(OptimWrapper, opt=adamw), metrics=accuracy, wd=train_cfg["wd"], cbs=callbacks,
                     path=".", model_dir=".")
-    if not sys.stdout.isatty():  # progress bars redraw with \r: unreadable in log files and CI; log epoch lines instead
-        learn.remove_cb(ProgressCallback)
+    learn.remove_cb(ProgressCallback)
+    if sys.stdout.isatty():
+        learn.add_cb(EpochsFromOne())
+    else:  # progress bars redraw with \r: unreadable in log files and CI; log epoch and progress lines instead
         learn.add_cb(BatchProgress())
         learn.logger = partial(_log_epoch, learn.recorder)
     return learn

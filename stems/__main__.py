@@ -98,7 +98,7 @@ def run(argv: list[str] | None) -> int:
     group.add_argument("--check", metavar="FILE", help="exit 1 when the table in FILE is stale")
     ls = sub.add_parser("list", help="every stem with its parameters, defaults and cost at a size")
     ls.add_argument("--size", type=int, default=224, help="input size in px for the cost (default 224)")
-    ls.add_argument("--in-channels", type=int, default=IN_CHANNELS)
+    ls.add_argument("--in-channels", type=int, default=IN_CHANNELS, help=f"input channels (default {IN_CHANNELS})")
     m = sub.add_parser("match", help="scale a stem's widths to a FLOPs, params or measured-time target")
     m.add_argument("name")
     m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G), "

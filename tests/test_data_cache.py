@@ -23,7 +23,7 @@ from experiments.data import integrity
 from experiments.data.cache import HOST, cached_split, to_8bit
 from stems.base import StemlabError
 
-from test_data import CLASSES, imagenette_cfg, solid, two_class_folder
+from tests.test_data import CLASSES, imagenette_cfg, solid, two_class_folder
 
 SIDE = 16  # cached image side: 16 x 16 x 3 = 768 bytes a row
 

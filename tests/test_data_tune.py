@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from experiments.data import DataError, build_data, tune_split
 
 from experiments.schema import Mnist5kConf
-from test_data import CLASSES, imagenette_cfg, solid, write_idx
+from tests.test_data import CLASSES, imagenette_cfg, solid, write_idx
 
 
 def test_tune_split_is_stratified_disjoint_and_fixed_by_its_seed():

@@ -8,7 +8,7 @@ def test_an_epoch_without_a_terminal_logs_batch_progress(make_cfg, tmp_path, cap
     from experiments import fit
 
     caplog.set_level(logging.INFO, logger="stemlab")
-    monkeypatch.setattr(fit.BatchProgress.__init__, "__defaults__", (0.0,))  # a line after every batch
+    monkeypatch.setattr(fit, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
     experiments.run(make_cfg("train.epochs=2", "data.n_train=32", "train.bs=8"), tmp_path)
     lines = [r.getMessage() for r in caplog.records if "batch " in r.getMessage()]
     # 32 training images in batches of 8 (fastai drops no full batch): 4 batches per epoch, 2 epochs
@@ -40,3 +40,14 @@ def test_a_run_warns_of_near_chance_accuracy_and_a_loaded_machine(make_cfg, tmp_
     assert record["hardware"]["load"] == {"load_avg": 9.0, "cpus": 2} and record["metrics"]["valid_acc"] <= 0.75
     assert f"Valid accuracy {100 * record['metrics']['valid_acc']:.2f}% is near chance (50.00% for 2 classes)" in caplog.text
     assert "Training timings taken on a loaded machine (load average 9.0 on 2 cores)" in caplog.text
+
+
+def test_the_terminal_progress_table_counts_epochs_from_1():
+    from experiments.fit import EpochsFromOne
+
+    rows = []
+    bar = EpochsFromOne()
+    bar.mbar = type("Bar", (), {"write": lambda self, row, table: rows.append(row)})()
+    bar._write_stats(["epoch", "train_loss", "time"])  # the header
+    bar._write_stats([0, 0.5, "00:01"])                 # fastai's first epoch, numbered 0 by its Recorder
+    assert rows == [["epoch", "train_loss", "time"], ["1", "0.500000", "00:01"]]

@@ -139,7 +139,7 @@ def test_imagenette_study_preset(hydra_cfg):
 def test_imagenette_cpu_study_preset_runs_at_a_tiny_size(tmp_path):
     # the preset as committed (6 stems, xresnet18, Imagenette layout, per-layer timing on), on 2 generated images
     # per split at 16 px, one epoch, seed 0: every stem of it builds, trains, times its layers and writes its record
-    from test_data import two_class_folder
+    from tests.test_data import two_class_folder
 
     root, sweep = two_class_folder(tmp_path / "imagenette", 24), tmp_path / "study"
     proc = run_cli("-m", "+experiment=stem_study_imagenette_cpu", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",

@@ -1,4 +1,7 @@
-"""Splitting records into studies: runs whose config differs only in the stem and the seed.
+"""Splitting records into studies: runs of one sweep whose config differs only in the stem and the seed.
+
+Two sweeps are never pooled (a folder of several is split: each run knows its sweep from Hydra's multirun.yaml,
+data.label_sweeps), and a run of a sweep that is not tuned never joins a tuned study, whatever its LR.
 
 Mixed trunks, datasets or settings are never averaged together; headings name the settings that tell two
 studies apart (e.g. `train.lr=0.01`). A tuned study (issue 12's protocol) has two stages: the tuning stage's
