@@ -57,7 +57,7 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signal_name = signal.Signals(signum).name
         self.exit_code = 128 + signum
-        self.note = "before training started; nothing was written"  # the runner replaces it once epochs ran
+        self.note = "before training started; this run wrote no checkpoint"  # the runner replaces it once epochs ran
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
         if state.get("config_hash") != config_hash(config):
             why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
             aside = keep_aside(run_dir, str(state.get("config_hash") or "unknown"))
-            log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 0; it "
+            log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 1; it "
                         "is kept in %s (re-run with that config to resume from it).", path, why, aside)
             return None
         log.info("resuming %s after epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)

@@ -70,7 +70,7 @@ def test_checkpoint_of_another_config_is_not_used(make_cfg, tmp_path, caplog):
     (tmp_path / "b" / CHECKPOINT_DIR).mkdir(parents=True)
     shutil.copy(tmp_path / "a" / CHECKPOINT_DIR / "epoch_1.pt", tmp_path / "b" / CHECKPOINT_DIR)
     experiments.run(make_cfg("train.epochs=2", "train.lr=0.001"), tmp_path / "b")
-    assert "it was written for a different config (train.lr: 0.004 -> 0.001); starting from epoch 0" in caplog.text
+    assert "it was written for a different config (train.lr: 0.004 -> 0.001); starting from epoch 1" in caplog.text
     assert record(tmp_path / "b")["resumed_from_epoch"] is None and len(history(tmp_path / "b")) == 2
 
 

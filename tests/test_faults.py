@@ -102,7 +102,7 @@ def test_a_checkpoint_of_another_config_is_kept_aside_and_resumed_later(make_cfg
 
     experiments.run(make_cfg(*SMALL, "train.epochs=2", "train.lr=0.005"), run_dir)  # a mistyped setting
     aside = run_dir / f"{CHECKPOINT_DIR}-{config_hash(to_dict(original))}"
-    assert (f"it was written for a different config (train.lr: 0.004 -> 0.005); starting from epoch 0; it is kept in "
+    assert (f"it was written for a different config (train.lr: 0.004 -> 0.005); starting from epoch 1; it is kept in "
             f"{aside} (re-run with that config to resume from it)") in caplog.text
     assert [p.name for p in aside.iterdir()] == ["epoch_1.pt"]
 
