@@ -11,22 +11,33 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from .data import Inputs
-from .statistics import ALPHA, MIN_PAIRED_SEEDS, STAGES, completed, depth_shares
+from .comparison import BOOTSTRAP_DRAWS, MIN_PAIRED_SEEDS, POWER, power
+from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
 
 METHOD = (
     "Accuracy is the validation accuracy after the last epoch; ± is the half-width of the 95 % confidence interval of "
-    "the mean over seeds (Student's t, n − 1 degrees of freedom). **best**: highest mean. Every other stem is compared "
-    "with the best over the seeds both ran: Δ is the mean paired difference (stem − best, accuracy points) with its "
-    "95 % t-interval, d_z is Cohen's effect size for paired data (mean difference / SD of the differences), and p is a "
-    f"two-sided paired t-test, Holm-adjusted for comparing every stem with the best at once. \"≈ best\": adjusted "
-    f"p ≥ {ALPHA}; \"worse\": adjusted p < {ALPHA}. No p-value from fewer than {MIN_PAIRED_SEEDS} paired seeds "
-    "(\"too few seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). FLOPs "
-    "are per image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share "
-    "of the layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end "
-    "step; † marks batch size / training img/s instead (measured during training, data loading included). Times, "
-    "time shares and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); "
-    "the other columns are means.")
+    "the mean over seeds (Student's t, n − 1 degrees of freedom). Every stem is compared with the study's **reference** "
+    "stem, named before the study ran (`compare.reference`; without one, resnet_7x7 when the study has it, else the "
+    "first stem by name), over the seeds both completed: Δ is the mean paired difference (stem − reference, accuracy "
+    "points) and p a two-sided paired t-test. With m stems tested against the reference, the correction is Bonferroni's: "
+    "adjusted p = min(1, m × raw p), and the interval next to Δ is the t-interval at level 1 − 0.05/m (n − 1 degrees of "
+    "freedom), so all m intervals hold together at 95 % and each verdict can be read off its interval: **better** (it "
+    "lies above 0), **worse** (below 0), **equivalent** (inside ±margin, `compare.margin`, 1 point by default: both "
+    "one-sided tests of statsmodels' ttost_paired reject at 0.025/m; p equiv. is min(1, m × raw TOST p)), else "
+    f"**inconclusive** (the data cannot tell). No test from fewer than {MIN_PAIRED_SEEDS} paired seeds (\"too few "
+    "seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). P(best): the "
+    "share of bootstrap resamples of the n seeds every stem completed (one draw for all stems; all n^n draws when "
+    f"that is at most {BOOTSTRAP_DRAWS:,}, else {BOOTSTRAP_DRAWS:,} from a fixed generator) in which the stem has the "
+    "highest mean accuracy, ties split evenly. At ref. time: the stem's "
+    "mean validation accuracy after the epochs it trains in the reference's training time (the reference's epochs × "
+    "its step time / the stem's, median step times), interpolated between epoch ends from the per-epoch history "
+    "(– before a first epoch would end; a stem faster than the reference is read at its last epoch). FLOPs are per "
+    "image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share of the "
+    "layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end step; † "
+    "marks batch size / training img/s instead (measured during training, data loading included). Times, time shares "
+    "and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); the other "
+    "columns are means.")
 
 CAPTIONS = {
     "pareto": "Accuracy (mean, bars: 95 % CI over seeds) against the time of a training step (median over seeds) and "
@@ -57,21 +68,34 @@ def md_table(head: list[str], align: str, rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _p(v: float) -> str:
+    """4 decimals, or 3 significant digits below 0.001: enough to redo m × raw p by hand."""
+    return "–" if not math.isfinite(v) else (f"{v:.2e}" if 0 < v < 1e-3 else f"{v:.4f}")
+
+
 def comparison_cells(r: pd.Series) -> list[str]:
-    """Δ vs best with its CI, d_z, adjusted p, verdict."""
-    if r["verdict"] in ("**best**", "no completed seed"):
+    """Δ vs the reference with its Bonferroni interval, p (adjusted; raw), p equiv. (adjusted; raw), verdict."""
+    if r["verdict"] in ("**reference**", "no completed seed"):
         return ["", "", "", r["verdict"]]
-    diff = _num(100 * r["diff"], 2) + ("" if not math.isfinite(r["diff_ci95"]) or r["diff_ci95"] == 0 else
-                                       f" [{100 * (r['diff'] - r['diff_ci95']):.2f}, {100 * (r['diff'] + r['diff_ci95']):.2f}]")
-    p = "–" if not math.isfinite(r["p_holm"]) else f"{r['p_holm']:.3f}" + (f" ({r['p']:.3f})" if r["p"] != r["p_holm"] else "")
-    return [diff, _num(r["d_z"], 2), p, r["verdict"]]
+    diff = _num(100 * r["diff"], 2) + ("" if not math.isfinite(r["diff_lo"]) else
+                                       f" [{100 * r['diff_lo']:.2f}, {100 * r['diff_hi']:.2f}]")
+    return [diff, f"{_p(r['p_adj'])} ({_p(r['p'])})" if math.isfinite(r["p"]) else "–",
+            f"{_p(r['p_tost_adj'])} ({_p(r['p_tost'])})" if math.isfinite(r["p_tost"]) else "–", r["verdict"]]
+
+
+def _at_ref_time(r: pd.Series) -> str:
+    if not math.isfinite(r["epochs_at_ref_time"]):
+        return "–"
+    acc = "–" if not math.isfinite(r["acc_at_ref_time"]) else f"{100 * r['acc_at_ref_time']:.2f} %"
+    return f"{acc} ({r['epochs_at_ref_time']:.2f} ep.)"
 
 
 def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
     """The stem table; an lr column where stems trained at different LRs (a tuned study)."""
     tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
-    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "Δ vs best (pp, 95 % CI)", "d_z",
-            "p (Holm; raw)", "verdict", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
+    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "P(best)",
+            "Δ vs reference (pp, adjusted CI)", "p (adjusted; raw)", "p equiv. (adjusted; raw)", "verdict",
+            "at ref. time", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
             "ms / train step", "img/s"]
     rows = []
     for _, r in table.iterrows():
@@ -79,11 +103,24 @@ def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
                + ("" if not math.isfinite(r["acc_ci95"]) else f" ± {100 * r['acc_ci95']:.2f}"))
         seeds = f"{r['n']}" + (f" of {r['points']}" if r["points"] != r["n"] else "")
         ms = _num(r["ms_step"], 1) + (" †" if r["ms_step_source"] == "throughput" else "")
-        name = f"**`{r['stem']}`**" if r["verdict"] == "**best**" else f"`{r['stem']}`"
-        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), *comparison_cells(r),
-                     _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
+        name = f"**`{r['stem']}`**" if r["verdict"] == "**reference**" else f"`{r['stem']}`"
+        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), _pct(r["p_best"]), *comparison_cells(r),
+                     _at_ref_time(r), _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
                      _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0)])
-    return md_table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 7, rows)
+    return md_table(head, "lrr" + "r" * tuned + "rrrrlr" + "r" * 7, rows)
+
+
+def power_line(table: pd.DataFrame) -> str:
+    """What the study could detect: the smallest Δ at 80 % power, and the seeds 1 point would need."""
+    pw = power(table)
+    if pw is None:
+        return "Power: no stem was tested against the reference, so the study's power is unknown."
+    need = f"{pw.seeds_for_1pt} paired seeds" if pw.seeds_for_1pt else "– (no spread)"
+    return (f"Power: from the paired spread of this study (SD of stem − reference {100 * pw.sd:.2f} points, pooled over "
+            f"{pw.comparisons} comparisons, {pw.df} degrees of freedom) and {pw.seeds} paired seeds, the smallest "
+            f"difference detected with {100 * POWER:.0f} % power at the corrected level 0.05/{pw.comparisons} is "
+            f"**{100 * pw.detectable:.2f} points**; detecting 1 point would take {need} (statsmodels' TTestPower, "
+            "paired t-test).")
 
 
 def depth_table(study: Study, order: list[str]) -> str:
@@ -149,7 +186,9 @@ def provenance(runs: list) -> list[str]:
 def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str]) -> list[str]:
     out = ["", f"## {study.label}", ""]
     if len(table):
-        out += [markdown_table(table, show_lr=bool(study.tuning)), ""]
+        reference, source, margin = reference_of(study, table)
+        out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
+                f"{'s' * (margin != 1)}.", "", markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), ""]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]
