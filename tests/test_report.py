@@ -287,7 +287,9 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     out = tmp_path / "report"
     assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "### LR tuning" in text and "| `resnet_7x7` | **0.01** | 0.01 | 0.001: 71.00 % (2) · 0.01: 82.00 % (2) |" in text
+    assert "### LR tuning" in text and "| `resnet_7x7` | **0.01** | 0.01 | 0.001: 71.00 % (sd 1.41) (2) · 0.01: 82.00 % (sd 2.83) (2) |" in text
+    # cost: 8 tuning runs of 30 s = 4.0 min, of 4.0 + 3.0 min in all
+    assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
     assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -135,23 +135,34 @@ def depth_table(study: Study, order: list[str]) -> str:
     return md_table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
 
 
+def wall_minutes(runs: list) -> float:
+    return sum(float(r.record["wall_s"]) for r in runs if isinstance(r.record.get("wall_s"), (int, float))) / 60
+
+
 def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
-    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), and the curve."""
+    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), the curve with
+    its spread over tuning seeds, and what the tuning cost."""
     chosen = tuning[tuning["chosen"]].set_index("stem")
     final_lr = dict(zip(table["stem"], table["lr"]))
     rows = []
     for stem, g in tuning.groupby("stem", sort=True):
-        cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %") + f" ({n})"
-                           for lr, m, n in zip(g["lr"], g["acc_mean"], g["n"]))
+        cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %")
+                           + ("" if not math.isfinite(sd) else f" (sd {100 * sd:.2f})") + f" ({n})"
+                           for lr, m, sd, n in zip(g["lr"], g["acc_mean"], g["acc_sd"], g["n"]))
         rows.append([f"`{stem}`", f"**{chosen.at[stem, 'lr']:g}**" if stem in chosen.index else "–",
                      _lr(final_lr.get(stem, [])), cells])
     grid = sorted({lr for lr in tuning["lr"] if math.isfinite(lr)})
+    tune_min, final_min = wall_minutes(study.tuning), wall_minutes(study.runs)
+    cost = (f" Tuning cost: {len(study.tuning)} runs, {tune_min:.1f} min of wall time"
+            + (f" ({100 * tune_min / (tune_min + final_min):.0f} % of the study's {tune_min + final_min:.1f} min)."
+               if tune_min + final_min > 0 else "."))
     out = ["### LR tuning", "",
            f"Each stem's LR is chosen by its mean accuracy on the tuning split (carved from the training set with a "
-           f"fixed seed, never the validation set above) over the grid {_lr(grid)}; ties go to the smaller LR. "
-           f"{len(study.tuning)} tuning runs.", "",
-           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean over seeds; completed seeds)"],
-                  "lrrl", rows), ""]
+           f"fixed seed, never the validation set above) over the learning rates {_lr(grid)} (the sweeper extends a "
+           "stem's grid one step while its best LR sits at an edge, so stems may have tried different LRs); ties go "
+           "to the smaller LR; sd is the spread over tuning seeds." + cost, "",
+           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean, sd over seeds; completed seeds)"],
+                    "lrrl", rows), ""]
     if figure:
         out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]
     return out

@@ -131,15 +131,17 @@ def depth_shares(runs: list[Run]) -> pd.DataFrame:
 
 
 def tuning_table(study: Study) -> pd.DataFrame:
-    """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, n),
+    """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, SD, n),
     and `chosen`: the LR with the best mean for that stem (the smaller LR on a tie)."""
     labels = stem_labels(study.tuning)
     rows = []
     for (stem, lr), rs in _group(study.tuning, lambda r: (labels[id(r)], r.lr)).items():
         accs = [r.metric("valid_acc") for r in completed(rs)]
         mean, half = t_interval(accs)
-        rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "n": len(accs), "points": len(rs)})
-    table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "n", "points"]).sort_values(["stem", "lr"])
+        sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan
+        rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "acc_sd": sd, "n": len(accs),
+                     "points": len(rs)})
+    table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "acc_sd", "n", "points"]).sort_values(["stem", "lr"])
     table["chosen"] = False
     ranked = table[table["n"] > 0].sort_values(["stem", "acc_mean", "lr"], ascending=[True, False, True])
     table.loc[ranked.groupby("stem").head(1).index, "chosen"] = True
