@@ -8,7 +8,8 @@ makes it (same Hydra config and overrides as ``train.py``: model, data, batch, d
 
 says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes
 ``layers.csv``, ``groups.csv``, ``totals.json``, ``shares.png`` and ``roofline.png`` to the output
-directory.  ``report`` (analyze.report.cli), ``space`` (analyze.report.space) and ``dashboard`` (analyze.dashboard) plug in the same way:
+directory.  ``report`` (analyze.report.cli), ``space`` (analyze.report.space), ``readme`` (analyze.report.readme) and
+``dashboard`` (analyze.dashboard) plug in the same way:
 each command is one subparser (``add_<command>_parser``) whose ``func`` runs it.
 """
 
@@ -31,6 +32,7 @@ from analyze.dashboard import add_dashboard_parser
 from analyze.profile import Profile
 from analyze.profile.plots import save_plots
 from analyze.report.cli import add_report_parser
+from analyze.report.readme import add_readme_parser
 from analyze.report.space import add_space_parser
 from experiments.config import compose as compose_checked
 from experiments.data import build_data
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_parser(sub)
     add_report_parser(sub)
     add_space_parser(sub)
+    add_readme_parser(sub)
     add_dashboard_parser(sub)
     return parser
 

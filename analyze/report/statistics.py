@@ -77,6 +77,8 @@ def stem_table(study: Study) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
                                         "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
                                         "ms_step", "ms_step_source", "img_s", "best_acc"])
+    if not len(table):  # a tuned study whose final stage has not run yet
+        return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)
     table = compare_with_reference(table, acc_by_stem, reference, margin)
     best = probability_best(acc_by_stem)
