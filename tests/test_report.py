@@ -41,8 +41,8 @@ def write_point(root, stem, seed, acc, trunk="xresnet18", status="completed", fm
     if fmt is not None:
         record["format"] = fmt
     (d / "result.json").write_text(json.dumps(record))
-    pd.DataFrame({"epoch": list(range(epochs)), "accuracy": [acc - 0.1, acc][-epochs:],
-                  "train_loss": [1.0, 0.5][-epochs:]}).to_csv(d / "history.csv", index=False)
+    pd.DataFrame({"epoch": list(range(epochs)), "accuracy": [acc - 0.1 * (epochs - 1 - e) for e in range(epochs)],
+                  "train_loss": [0.5 * (epochs - e) for e in range(epochs)]}).to_csv(d / "history.csv", index=False)
     ms = [1.0, 2.0, 1.0, 0.1] if timed else [math.nan] * 4
     pd.DataFrame({"group": ["stem", "stage1", "stage4", "head"], "flops_fwd": [4.0, 30.0, 60.0, 6.0],
                   "flops_bwd": [8.0, 60.0, 120.0, 12.0], "ms_fwd": ms, "ms_bwd": [2 * m for m in ms]}).to_csv(d / "layers.csv", index=False)
@@ -220,12 +220,28 @@ def test_report_cli_writes_markdown_figures_and_table(study, tmp_path, capsys):
     assert (f"| -0.33 [{-100 / 300 - half:.2f}, {-100 / 300 + half:.2f}] | 1.0000 ({p_two_sided_df2(-math.sqrt(3 / 21)):.4f}) | "
             f"{min(1, 2 * p_tost):.4f} ({p_tost:.4f}) | inconclusive | 81.67 % (2.00 ep.) |") in text
     assert "Bonferroni" in text and "torch 2.x" in text
-    for fig in ("pareto", "depth", "curves"):
+    for fig in ("pareto", "depth"):
         png = out / f"xresnet18_mnist5k_{fig}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png.name})" in text
+    # 2 epochs are too few for a curve: a table of accuracy per epoch instead (epoch 1: 0.1 below the last)
+    assert not (out / "xresnet18_mnist5k_curves.png").exists()
+    assert "| stem | epoch 1 | epoch 2 |" in text and "| `resnet_7x7` | 72.00 % | 82.00 % |" in text
     # compute by depth from layers.csv: the stem's FLOPs share 12/300 = 4.0 %, time share 3/12.3 = 24.4 %
     assert "| `resnet_7x7` | 4.0 → 24.4 |" in text
     assert not list(out.glob(".*.tmp"))
+
+
+def test_three_epochs_make_curves_and_the_time_axis_names_batch_and_device(tmp_path):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8, epochs=3)
+        write_point(tmp_path, "patchify_4x4", seed, 0.7, epochs=3)
+    (study,) = split_studies(read_records(tmp_path).runs)
+    table = statistics.stem_table(study)
+    assert table["ms_lo"].tolist() == [20.0, 20.0] and table["ms_hi"].tolist() == [22.0, 22.0]  # 20 + seed
+    fig = figures.plot_pareto(table, figures.stem_colors(list(table["stem"])), figures.time_setting(study))
+    assert fig.axes[0].get_xlabel().startswith("ms per training step, batch 64 on cpu (profiled; median,")
+    assert sorted(t.get_text() for t in fig.legends[0].texts) == ["Pareto front (one stem beats all)", "patchify_4x4", "resnet_7x7"]
+    assert figures.plot_curves(study, list(table["stem"]), figures.stem_colors(list(table["stem"]))) is not None
 
 
 def test_mixed_trunks_partial_sweeps_and_unreadable_files_named(study):
@@ -292,6 +308,10 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
     assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
+    # the tuning figure's title claims CI bars only when some LR has 2 seeds or more
+    assert "bars = 95 % CI" in figures.plot_tuning(statistics.tuning_table(study), figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
+    one_seed = statistics.tuning_table(study).assign(acc_ci95=math.nan)
+    assert "one seed per LR: no CI bars" in figures.plot_tuning(one_seed, figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
 
 
 def test_depth_shares_keep_missing_time_missing_and_show_the_spread(tmp_path):

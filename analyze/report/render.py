@@ -123,6 +123,23 @@ def power_line(table: pd.DataFrame) -> str:
             "paired t-test).")
 
 
+def epoch_table(study: Study, order: list[str]) -> list[str]:
+    """Too few epochs for a curve (figures.MIN_CURVE_EPOCHS): validation accuracy after each epoch as a table."""
+    labels = stem_labels(study.runs)
+    means = {}
+    for stem in order:
+        hs = [r.history for r in completed([r for r in study.runs if labels[id(r)] == stem])
+              if r.history is not None and {"epoch", "accuracy"} <= set(r.history.columns)]
+        if hs:
+            means[stem] = pd.concat(hs).groupby("epoch")["accuracy"].mean()
+    if not means:
+        return ["No training curves: these records have no per-epoch history.", ""]
+    epochs = sorted({e for m in means.values() for e in m.index})
+    rows = [[f"`{stem}`", *(f"{100 * m[e]:.2f} %" if e in m.index else "–" for e in epochs)] for stem, m in means.items()]
+    return [f"Validation accuracy after each epoch (mean over seeds; {len(epochs)} epoch{'s' * (len(epochs) != 1)}, too "
+            "few for a curve):", "", md_table(["stem", *(f"epoch {e + 1}" for e in epochs)], "l" + "r" * len(epochs), rows), ""]
+
+
 def depth_table(study: Study, order: list[str]) -> str:
     """Share of FLOPs → share of time per stage, means over seeds; – for time where layers were not timed."""
     labels = stem_labels(study.runs)
@@ -209,9 +226,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         if key in figs:
             out += [f"![{key}]({figs[key]})", "", CAPTIONS[key], ""]
     if len(table) and "curves" not in figs:
-        epochs = max((r.history["epoch"].nunique() for r in study.runs if r.history is not None and "epoch" in r.history), default=0)
-        out += ["No training curves: " + ("these runs have one epoch each (the table holds its values)."
-                                          if epochs == 1 else "these records have no per-epoch history."), ""]
+        out += epoch_table(study, list(table["stem"]))
     if len(table):
         out += ["Compute by depth, share of FLOPs → share of time per stage (%, training step):", "",
                 depth_table(study, list(table["stem"])), ""]

@@ -72,11 +72,12 @@ def stem_table(study: Study) -> pd.DataFrame:
                      "gflops_fwd": avg("flops_fwd_per_image") / 1e9, "gflops_train": avg("flops_train_per_image") / 1e9,
                      "stem_share_flops": avg("stem_share_flops"), "stem_share_time": avg("stem_share_time"),
                      "ms_step": float(np.median([s for s, _ in steps])) if steps else math.nan,
+                     "ms_lo": min((s for s, _ in steps), default=math.nan), "ms_hi": max((s for s, _ in steps), default=math.nan),
                      "ms_step_source": ",".join(sorted({src for _, src in steps})),
                      "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc")})
     table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
                                         "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
-                                        "ms_step", "ms_step_source", "img_s", "best_acc"])
+                                        "ms_step", "ms_lo", "ms_hi", "ms_step_source", "img_s", "best_acc"])
     if not len(table):  # a tuned study whose final stage has not run yet
         return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)
