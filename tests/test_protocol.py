@@ -183,6 +183,24 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
     assert json.loads((sweep / "tuning.json").read_text()) == tuning
 
 
+def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_path):
+    sweep, bounds = tmp_path / "ext", [0.0003, 0.01]
+    # grid (0.003, 0.01), ratio 10/3: at the top the bound stops it at once; at the bottom it may step to 0.0009
+    # (a tie, common on 16 tiny images, goes to the smaller LR: the bottom edge), then 0.00027 is below the bound
+    proc = run_cli("-m", "hydra/sweeper=tuned", *TINY, "data.num_classes=2", "stem=resnet_7x7", "seed=0",
+                   "hydra.sweeper.lrs=[0.003,0.01]", "hydra.sweeper.tune_seeds=[0]",
+                   f"hydra.sweeper.lr_bounds=[{bounds[0]},{bounds[1]}]", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (arm,) = json.loads((sweep / "tuning.json").read_text())["arms"]
+    lrs, acc = arm["lrs"], [NAN if a is None else a for a in arm["mean_acc"]]
+    assert lrs == sorted(lrs) and {0.003, 0.01} <= set(lrs) and set(lrs) <= {0.0009, 0.003, 0.01}
+    assert sorted(r["lr"] for r in arm["runs"]) == lrs  # every LR of the extended grid was tuned
+    assert extend_grid(lrs, acc, bounds) is None           # and the loop stopped where the rule says
+    assert arm["chosen_lr"] == choose_lr(lrs, acc)
+    (final,) = records(sweep / "final").values()
+    assert final["config"]["train"]["lr"] == arm["chosen_lr"]
+
+
 def test_lr_on_the_command_line_is_refused(tmp_path):
     proc = run_cli("-m", "hydra/sweeper=tuned", *TINY, "stem=resnet_7x7", "train.lr=0.1", f"hydra.sweep.dir={tmp_path / 's'}",
                    cwd=tmp_path)
