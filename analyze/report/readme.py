@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stems.base import StemlabError, atomic_write
+from stems.base import StemlabError, atomic_write, replace_between
 
 from .render import md_table
 
@@ -95,14 +95,6 @@ def block(root: Path = Path(".")) -> str:
     return "\n".join(lines)
 
 
-def splice(text: str, new_block: str, path: str) -> str:
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise StemlabError(f"{path} needs one {START} line followed by one {END} line around the study summary; add them.")
-    before, rest = text.split(START)
-    _, after = rest.split(END)
-    return f"{before}{START}\n{new_block}\n{END}{after}"
-
-
 def add_readme_parser(sub: Any) -> None:
     p = sub.add_parser("readme", help="the README's study numbers, from the committed reports",
                        description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -121,7 +113,7 @@ def run_readme(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise StemlabError(f"{path} is not a file; pass the README, e.g. --check README.md.")
     text = path.read_text(encoding="utf-8")
-    updated = splice(text, new_block, str(path))
+    updated = replace_between(text, START, END, new_block, str(path), "study summary")
     if args.check:
         if updated != text:
             print(f"{path}'s study summary is stale; regenerate it with `{COMMAND}`.")
