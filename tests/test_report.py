@@ -186,6 +186,17 @@ def test_a_named_reference_the_study_lacks_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
 
 
+def test_a_changed_compare_setting_keeps_one_study_and_the_newest_setting_wins(tmp_path):
+    for seed in range(3):  # seeds 0-1 ran under margin 2, seed 2 (finished last) under margin 0.5
+        compare = {"reference": "resnet_7x7", "margin": 2.0 if seed < 2 else 0.5}
+        for stem, acc in (("resnet_7x7", 0.8), ("patchify_4x4", 0.79 + seed / 100)):
+            d = write_point(tmp_path, stem, seed, acc, compare=compare)
+            record = json.loads((d / "result.json").read_text())
+            (d / "result.json").write_text(json.dumps({**record, "finished": f"2026-12-01T10:0{seed}:00"}))
+    (study,) = split_studies(read_records(tmp_path).runs)
+    assert statistics.reference_of(study, statistics.stem_table(study)) == ("resnet_7x7", "compare.reference", 0.5)
+
+
 def test_without_resnet_7x7_the_first_stem_is_the_reference(tmp_path):
     for seed in range(3):
         write_point(tmp_path, "patchify_4x4", seed, 0.8)

@@ -40,8 +40,9 @@ METHOD = (
     "columns are means.")
 
 CAPTIONS = {
-    "pareto": "Accuracy (mean, bars: 95 % CI over seeds) against the time of a training step (median over seeds) and "
-              "against forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
+    "pareto": "Accuracy (mean, vertical bars: 95 % CI over seeds) against the time of a training step (median over "
+              "seeds, horizontal bars: lowest to highest seed; the axis names the batch size and device) and against "
+              "forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
     "depth": "Compute by depth: each stage's share of a training step's FLOPs and of its measured time (forward + "
              "backward); bars are the mean over seeds, whiskers the lowest and highest seed.",
     "curves": "Training curves: mean over seeds, band from the lowest to the highest seed.",

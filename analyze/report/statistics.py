@@ -91,8 +91,11 @@ def stem_table(study: Study) -> pd.DataFrame:
 
 
 def reference_of(study: Study, table: pd.DataFrame) -> tuple[str, str, float]:
-    """The study's reference stem, where it comes from, and its equivalence margin in points."""
-    compare = study.config.get("compare") or {}
+    """The study's reference stem, where it comes from, and its equivalence margin in points: the `compare`
+    setting of its most recently finished record (a re-run skips completed points, which keep the setting they
+    ran under, so the newest record carries the study's current one)."""
+    runs = sorted(study.runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
+    compare = (runs[-1].config.get("compare") or {}) if runs else {}
     reference, source = choose_reference(list(table["stem"]), compare.get("reference"))
     return reference, source, float(compare.get("margin") or DEFAULT_MARGIN)
 
