@@ -8,7 +8,7 @@ Hydra config and overrides as train.py: model, data, batch, device, precision):
 
 says what it is doing as it goes (on stderr), prints a grouped table (with shares) and writes layers.csv,
 groups.csv, totals.json, shares.png and roofline.png to the output directory. report (analyze.report.cli),
-space (analyze.report.space), evaluate and export (analyze.evaluate) and dashboard (analyze.dashboard) plug in
+space (analyze.report.space), readme (analyze.report.readme), evaluate and export (analyze.evaluate) and dashboard (analyze.dashboard) plug in
 the same way: each command is one subparser (add_<command>_parser) whose func runs it. The parsers import
 nothing heavy (torch, fastai, matplotlib load when a command runs), so every --help answers at once.
 """
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from analyze.dashboard import add_dashboard_parser
 from analyze.evaluate import add_evaluate_parser, add_export_parser
 from analyze.report.cli import add_report_parser, add_space_parser
+from analyze.report.readme import add_readme_parser
 from analyze.shapes.cli import add_shapes_parser  # light: the command imports torch and the profiler when it runs
 from stems.base import StemlabError, atomic_write
 
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_space_parser(sub)
     add_evaluate_parser(sub)
     add_export_parser(sub)
+    add_readme_parser(sub)
     add_dashboard_parser(sub)
     add_shapes_parser(sub)
     return parser

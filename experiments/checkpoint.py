@@ -42,7 +42,7 @@ WEIGHTS = "model.pt"
 CHECKPOINT_FORMAT = 1
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # keys that change where results go or what is kept, not what is trained
-NOT_TRAINING = {"logger": None, "profile": None, "train": ("save_model", "keep_checkpoints")}
+NOT_TRAINING = {"logger": None, "profile": None, "compare": None, "train": ("save_model", "keep_checkpoints")}
 
 
 class NoTrainedModel(StemlabError):

@@ -212,6 +212,16 @@ STEM_KEYS = ("name", "out_channels", "match")  # the keys of a stem node that ar
 
 
 @dataclass
+class CompareConf:
+    """How the report compares a study's stems, named before the study runs (changes no training)."""
+
+    # every stem is compared with this one; null: resnet_7x7 when the study has it, else the first stem by name
+    reference: Optional[str] = setting(None, **name_rule())
+    # equivalence margin in accuracy points: a stem is "equivalent" when both one-sided tests put Δ inside ±margin
+    margin: float = setting(1.0, "a number > 0 (accuracy points)", lambda v: v > 0)
+
+
+@dataclass
 class Config:
     """The whole job config: one node per group, plus the seed, the profile and the study's name."""
 
@@ -223,6 +233,7 @@ class Config:
     seed: int = setting(MISSING, **at_least(0))
     profile: ProfileConf = MISSING
     study: Optional[str] = setting(None, **name_rule())  # set by the study presets (conf/experiment/)
+    compare: CompareConf = field(default_factory=CompareConf)  # the report's reference stem and equivalence margin
 
 
 def stem_node(name: str) -> dict[str, Any]:

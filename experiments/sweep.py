@@ -15,7 +15,7 @@ from .record import RESULT_FILE, Unreadable, environment, failure, read_record, 
 
 log = logging.getLogger("stemlab")
 
-IGNORED_FOR_RESUME = ("logger",)  # where results are sent, not what is computed
+IGNORED_FOR_RESUME = ("logger", "compare")  # where results are sent and how they are compared, not what is computed
 KEPT_FILES = ("save_model", "keep_checkpoints")  # train keys that choose which files stay, not what is computed
 
 

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .base import StemlabError, atomic_write
+from .base import StemlabError, atomic_write, replace_between
 
 START, END = "<!-- stems:table:start -->", "<!-- stems:table:end -->"
 SIZES = (128, 224)
@@ -73,11 +73,7 @@ def listing(size: int, in_channels: int = IN_CHANNELS) -> str:
 
 def splice(text: str, new_table: str, path: str) -> str:
     """`text` with the part between the markers replaced by `new_table`."""
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise StemlabError(f"{path} needs one {START} line followed by one {END} line around the stem table; add them.")
-    before, rest = text.split(START)
-    _, after = rest.split(END)
-    return f"{before}{START}\n{new_table}\n{END}{after}"
+    return replace_between(text, START, END, new_table, path, "stem table")
 
 
 def main(argv: list[str] | None = None) -> int:

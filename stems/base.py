@@ -14,6 +14,16 @@ class StemlabError(ValueError):
     problem and the fix. Entry points print it without a traceback and exit with status 2."""
 
 
+def replace_between(text: str, start: str, end: str, new: str, path: str, what: str) -> str:
+    """`text` with the part between the marker lines `start` and `end` replaced by `new` (a generated block of a
+    file such as the README: `what` it holds names it in the one-sentence error when the markers are not there)."""
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise StemlabError(f"{path} needs one {start} line followed by one {end} line around the {what}; add them.")
+    before, rest = text.split(start)
+    _, after = rest.split(end)
+    return f"{before}{start}\n{new}\n{end}{after}"
+
+
 def atomic_write(path: Path | str, content: str | bytes | Callable[[Path], None]) -> Path:
     """Write `path` so that it either holds the complete new content or is left as it was.
 

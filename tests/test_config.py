@@ -51,9 +51,9 @@ def test_study_preset_composes(make_cfg):
 
 def test_valid_command_lines_pass_the_checks():
     assert check_command_line([*TINY, "stem=resnet_7x7", "stem.kernel_size=5"]) == 1
-    # a sweep is checked point by point: 2 stems x 2 seeds, and the study preset's 4 stems x 3 seeds
+    # a sweep is checked point by point: 2 stems x 2 seeds, and the study preset's 4 stems x 5 seeds
     assert check_command_line([*TINY, "stem=resnet_7x7,patchify_4x4", "seed=0,1"], multirun=True) == 4
-    assert check_command_line(["+experiment=stem_study_mnist5k", "logger=none"], multirun=True) == 12
+    assert check_command_line(["+experiment=stem_study_mnist5k", "logger=none"], multirun=True) == 20
 
 
 @pytest.mark.parametrize("override,message", [
@@ -64,7 +64,7 @@ def test_valid_command_lines_pass_the_checks():
                        "channels_last, save_model, keep_checkpoints."),
     ("train.epoch=5", "train has no key 'epoch'; its keys are: epochs, lr, bs, wd, label_smoothing, device, precision, "
                       "channels_last, save_model, keep_checkpoints."),
-    ("+foo=1", "the config has no key 'foo'; its keys are: stem, trunk, data, train, logger, seed, profile, study."),
+    ("+foo=1", "the config has no key 'foo'; its keys are: stem, trunk, data, train, logger, seed, profile, study, compare."),
     ("train.epochs=abc", "train.epochs=abc is not valid; use an integer ≥ 1."),
     ("train.bs=0", "train.bs=0 is not valid; use an integer ≥ 1."),
     ("train.label_smoothing=2", "train.label_smoothing=2.0 is not valid; use a number in [0, 1)."),
@@ -73,6 +73,8 @@ def test_valid_command_lines_pass_the_checks():
     ("train.channels_last=1", "train.channels_last=1 is not valid; use auto, true or false."),
     ("profile.latency=maybe", "profile.latency=maybe is not valid"),
     ("profile.budget_s=-1", "profile.budget_s=-1.0 is not valid; use a number ≥ 0, or null for no budget."),
+    ("compare.margin=0", "compare.margin=0.0 is not valid; use a number > 0 (accuracy points)."),
+    ("compare.reference=a/b", "compare.reference=a/b is not valid; use a name made of letters, digits, _ and - only."),
     ("data.tune_pct=0.5", "data.tune_pct=0.5 is not valid; use a number in (0, 0.5)."),
     ("seed=-1", "seed=-1 is not valid; use an integer ≥ 0."),
     ("trunk.name=my/trunk", "trunk.name=my/trunk is not valid; use a name made of letters, digits, _ and - only."),

@@ -10,7 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments.config import CONF_DIR, register_configs
-from hydra_plugins.stemlab_tuned_sweeper._protocol import Grid, NoUsableLR, ProtocolError, choose_lr, mean_accuracy
+from hydra_plugins.stemlab_tuned_sweeper._protocol import (Grid, NoUsableLR, ProtocolError, check_bounds, choose_lr, extend_grid,
+                                                          mean_accuracy)
 from tests.conftest import TINY, run_cli
 
 NAN = math.nan
@@ -27,6 +28,30 @@ def test_choice_rule_on_a_hand_made_table():
     # over tuning seeds: the mean, and an LR that failed on any seed is unusable
     assert mean_accuracy([0.5, 0.75]) == 0.625
     assert math.isnan(mean_accuracy([0.9, NAN]))
+
+
+def test_grid_extends_while_the_best_lr_sits_at_an_edge():
+    bounds = (1e-4, 0.1)
+    # the best at the top: one more step of the grid's ratio (x4) there; at the bottom: one step down (/4)
+    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.92, 0.93], bounds) == 0.064
+    assert extend_grid([0.001, 0.004, 0.016], [0.95, 0.92, 0.93], bounds) == 0.00025
+    # the best inside (a tie at the top goes to the smaller LR, which is inside): the grid is done
+    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.95, 0.94], bounds) is None
+    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.95, 0.95], bounds) is None
+    # the bound stops it: 0.064 x 4 = 0.256 > 0.1; 0.00025 / 4 = 0.0000625 < 0.0001
+    assert extend_grid([0.004, 0.016, 0.064], [0.90, 0.92, 0.93], bounds) is None
+    assert extend_grid([0.00025, 0.001, 0.004], [0.95, 0.92, 0.90], bounds) is None
+    # nothing usable, or one LR (no step to take): no extension
+    assert extend_grid([0.001, 0.004], [NAN, NAN], bounds) is None
+    assert extend_grid([0.004], [0.9], bounds) is None
+    # a failed LR is skipped: the best usable one decides the edge
+    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.93, NAN], bounds) is None
+
+
+@pytest.mark.parametrize("bounds", [(0.002, 0.1), (1e-4, 0.008), (0.1, 1e-4), (1e-4,), (0, 0.1)])
+def test_bounds_must_enclose_the_grid(bounds):
+    with pytest.raises(ProtocolError, match="lr_bounds"):
+        check_bounds(bounds, [0.001, 0.004, 0.016])
 
 
 def grid(*overrides, lrs=(0.004, 0.001), tune_seeds=(0,)):
@@ -70,9 +95,26 @@ def test_tuned_study_preset():
     # the quick study's settings, with the protocol's sweeper and grid
     assert (cfg.study, cfg.trunk.name, cfg.data.name, cfg.train.epochs) == ("stem_study_mnist5k_tuned", "xresnet18", "mnist5k", 2)
     assert cfg.hydra.sweeper._target_.endswith("TunedSweeper") and cfg.hydra.sweep.dir == "multirun/stem_study_mnist5k_tuned"
-    assert list(cfg.hydra.sweeper.lrs) == [0.001, 0.004, 0.016] and list(cfg.hydra.sweeper.tune_seeds) == [0]
+    assert list(cfg.hydra.sweeper.lrs) == [0.001, 0.004, 0.016] and list(cfg.hydra.sweeper.tune_seeds) == [0, 1]
+    assert list(cfg.hydra.sweeper.lr_bounds) == [0.0001, 0.1]
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == \
-        {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "0,1,2"}
+        {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "range(5)"}
+    assert (cfg.compare.reference, cfg.compare.margin) == ("resnet_7x7", 1.0)
+
+
+@pytest.mark.parametrize("preset", ["stem_study_mnist5k", "stem_study_mnist5k_tuned", "stem_study_imagenette_cpu",
+                                    "stem_study_imagenette"])
+def test_study_presets_name_their_reference_and_run_five_seeds(preset):
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"+experiment={preset}"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    seeds = OverridesParser.create().parse_overrides([f"seed={cfg.hydra.sweeper.params.seed}"])[0]
+    assert len(list(seeds.sweep_string_iterator())) >= 5
+    assert cfg.compare.reference in cfg.hydra.sweeper.params.stem or cfg.hydra.sweeper.params.stem.startswith("glob(")
 
 
 def records(directory):
@@ -84,7 +126,8 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
     lrs = [0.001, 0.01]
     # stem.out_channels=0 breaks a stem at build time: every tuning run of those arms fails, so they get no LR
     args = ["-m", "+experiment=stem_study_mnist5k_tuned", *TINY, "data.num_classes=2", "stem=resnet_7x7,patchify_4x4",
-            "stem.out_channels=64,0", "seed=0,1", f"hydra.sweeper.lrs=[{lrs[1]},{lrs[0]}]", f"hydra.sweep.dir={sweep}"]
+            "stem.out_channels=64,0", "seed=0,1", f"hydra.sweeper.lrs=[{lrs[1]},{lrs[0]}]", f"hydra.sweep.dir={sweep}",
+            "hydra.sweeper.tune_seeds=[0]", f"hydra.sweeper.lr_bounds=[{lrs[0]},{lrs[1]}]"]  # the grid cannot extend
     proc = run_cli(*args, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -119,10 +162,12 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
 
     # tuning.json: the grid, each arm's accuracies per lr (from its records) and its choice
     tuning = json.loads((sweep / "tuning.json").read_text())
-    assert (tuning["lrs"], tuning["tune_seeds"]) == (lrs, [0])
+    assert (tuning["lrs"], tuning["tune_seeds"], tuning["lr_bounds"]) == (lrs, [0], lrs)
+    assert tuning["wall_s"] == pytest.approx(sum(r["wall_s"] for r in tune.values()))
     for entry in tuning["arms"]:
         arm = (entry["swept"]["stem"], int(entry["swept"]["stem.out_channels"]))
-        assert entry["mean_acc"] == [accuracy[arm][lr] for lr in lrs]
+        assert entry["mean_acc"] == [accuracy[arm][lr] for lr in lrs] and entry["lrs"] == lrs
+        assert entry["sd_acc"] == [None, None]  # one tuning seed: no spread
         assert entry["chosen_lr"] == expected.get(arm)
         assert (entry["error"] is None) == (arm in expected)
         assert sorted(run["dir"] for run in entry["runs"]) == \
@@ -138,7 +183,31 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("already completed") == len(completed) == 8
     assert {p: p.stat().st_mtime_ns for p in completed} == mtimes
-    assert json.loads((sweep / "tuning.json").read_text()) == tuning
+    # the same choice from the same records; only the failed runs, tried again, took new wall time
+    assert without_wall_times(json.loads((sweep / "tuning.json").read_text())) == without_wall_times(tuning)
+
+
+def without_wall_times(tuning):
+    return {**{k: v for k, v in tuning.items() if k != "wall_s"},
+            "arms": [{**arm, "runs": [{k: v for k, v in r.items() if k != "wall_s"} for r in arm["runs"]]} for arm in tuning["arms"]]}
+
+
+def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_path):
+    sweep, bounds = tmp_path / "ext", [0.0003, 0.01]
+    # grid (0.003, 0.01), ratio 10/3: at the top the bound stops it at once; at the bottom it may step to 0.0009
+    # (a tie, common on 16 tiny images, goes to the smaller LR: the bottom edge), then 0.00027 is below the bound
+    proc = run_cli("-m", "hydra/sweeper=tuned", *TINY, "data.num_classes=2", "stem=resnet_7x7", "seed=0",
+                   "hydra.sweeper.lrs=[0.003,0.01]", "hydra.sweeper.tune_seeds=[0]",
+                   f"hydra.sweeper.lr_bounds=[{bounds[0]},{bounds[1]}]", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (arm,) = json.loads((sweep / "tuning.json").read_text())["arms"]
+    lrs, acc = arm["lrs"], [NAN if a is None else a for a in arm["mean_acc"]]
+    assert lrs == sorted(lrs) and {0.003, 0.01} <= set(lrs) and set(lrs) <= {0.0009, 0.003, 0.01}
+    assert sorted(r["lr"] for r in arm["runs"]) == lrs  # every LR of the extended grid was tuned
+    assert extend_grid(lrs, acc, bounds) is None           # and the loop stopped where the rule says
+    assert arm["chosen_lr"] == choose_lr(lrs, acc)
+    (final,) = records(sweep / "final").values()
+    assert final["config"]["train"]["lr"] == arm["chosen_lr"]
 
 
 def test_lr_on_the_command_line_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analyze import __main__ as cli
-from analyze.report import figures, statistics
+from analyze.report import comparison, figures, statistics
 from analyze.report.data import read_records
 from analyze.report.render import render
 from analyze.report.studies import split_studies
@@ -26,22 +26,24 @@ ACC = {"resnet_7x7": [0.80, 0.82, 0.84], "patchify_4x4": [0.81, 0.80, 0.84], "dw
 
 
 def write_point(root, stem, seed, acc, trunk="xresnet18", status="completed", fmt=1, epochs=2, lr=1e-3, tune=None,
-                timed=True):
+                timed=True, ms_step=None, compare=None):
     d = root / (f"{trunk}_{stem}_s{seed}_lr{lr}" + ("_tune" if tune else ""))
     d.mkdir(parents=True)
     data = {"name": "mnist5k", "valid_pct": 0.2, **({} if tune is None else {"tune_split": tune})}
     config = {"stem": {"name": stem, "out_channels": 64, "match": None}, "trunk": {"name": trunk}, "data": data,
-              "train": {"epochs": epochs, "bs": 64, "lr": lr}, "seed": seed, "logger": {"name": "none"}}
+              "train": {"epochs": epochs, "bs": 64, "lr": lr}, "seed": seed, "logger": {"name": "none"},
+              **({"compare": compare} if compare else {})}
     metrics = {"valid_acc": acc, "best_valid_acc": acc, "train_img_s": 100.0 + seed, "params": 11.2e6,
                "flops_fwd_per_image": 3e7, "flops_train_per_image": 9e7, "stem_share_flops": 0.04,
-               "stem_share_time": 0.1, "ms_fwd": 5.0, "ms_train_step": 20.0 + seed}
+               "stem_share_time": 0.1, "ms_fwd": 5.0, "ms_train_step": 20.0 + seed if ms_step is None else ms_step}
     record = {"config": config, "status": status, "metrics": metrics, "wall_s": 30.0,
               "environment": {"torch": "2.x", "python": "3.11"}, "hardware": {"device": "cpu"}}
     if fmt is not None:
         record["format"] = fmt
     (d / "result.json").write_text(json.dumps(record))
-    pd.DataFrame({"epoch": list(range(epochs)), "accuracy": [acc - 0.1, acc][-epochs:],
-                  "train_loss": [1.0, 0.5][-epochs:]}).to_csv(d / "history.csv", index=False)
+    ends = range(1, epochs + 1)  # history.csv counts epochs from 1
+    pd.DataFrame({"epoch": list(ends), "accuracy": [acc - 0.1 * (epochs - e) for e in ends],
+                  "train_loss": [0.5 * (epochs + 1 - e) for e in ends]}).to_csv(d / "history.csv", index=False)
     ms = [1.0, 2.0, 1.0, 0.1] if timed else [math.nan] * 4
     pd.DataFrame({"group": ["stem", "stage1", "stage4", "head"], "flops_fwd": [4.0, 30.0, 60.0, 6.0],
                   "flops_bwd": [8.0, 60.0, 120.0, 12.0], "ms_fwd": ms, "ms_bwd": [2 * m for m in ms]}).to_csv(d / "layers.csv", index=False)
@@ -61,50 +63,159 @@ def the_table(root):
     return statistics.stem_table(split_studies(read_records(root).runs)[0]).set_index("stem")
 
 
-def test_ci_effect_size_and_holm_adjusted_p_match_hand_computation(study):
+def t_df2(q):
+    """Student's t quantile at 2 degrees of freedom, from the closed-form CDF: u = 2q − 1, t = √(2u² / (1 − u²))."""
+    u = 2 * q - 1
+    return math.copysign(math.sqrt(2 * u * u / (1 - u * u)), u)
+
+
+def cdf_df2(t):
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+def test_comparison_with_the_reference_matches_hand_computation(study):
     table = the_table(study)
-    best = table.loc["resnet_7x7"]
+    ref = table.loc["resnet_7x7"]  # the default reference: resnet_7x7 is in the study
     # mean 0.82, sample sd 0.02: half-width t(0.975, 2) · 0.02 / √3
-    assert best["acc_mean"] == pytest.approx(0.82) and best["acc_ci95"] == pytest.approx(T_975_DF2 * 0.02 / math.sqrt(3))
-    assert best["n"] == 3 and best["verdict"] == "**best**" and best["ms_step"] == pytest.approx(21.0)
-    # patchify − best per seed: (+0.01, −0.02, 0.00); mean −1/300; deviations (4, −5, 1)/300, so
-    # sd = √((16 + 25 + 1) / 2) / 300 = √21 / 300; t = mean / (sd / √3) = −√3 / √21
+    assert ref["acc_mean"] == pytest.approx(0.82) and ref["acc_ci95"] == pytest.approx(T_975_DF2 * 0.02 / math.sqrt(3))
+    assert ref["n"] == 3 and ref["verdict"] == "**reference**" and ref["ms_step"] == pytest.approx(21.0)
+    # m = 2 stems tested: Bonferroni, p × 2, intervals at 1 − 0.05/2 = t(0.9875, 2) = 6.2053
+    t_adj = t_df2(1 - 0.05 / 4)
+    assert t_adj == pytest.approx(6.2053, abs=1e-4)
+    # patchify − reference per seed: (+0.01, −0.02, 0.00); mean −1/300; sd = √21 / 300; t = −√3 / √21
     other = table.loc["patchify_4x4"]
-    sd = math.sqrt(21) / 300
-    t_patchify = -math.sqrt(3) / math.sqrt(21)
-    assert other["diff"] == pytest.approx(-1 / 300) and other["d_z"] == pytest.approx(-1 / math.sqrt(21))
-    assert other["diff_ci95"] == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
-    assert other["p"] == pytest.approx(p_two_sided_df2(t_patchify))  # 0.7418
-    # dw_separable − best: (−0.30, −0.30, −0.33); mean −0.31, sd = √((1 + 1 + 4) / 2) / 100 = √3 / 100, t = −31
+    sd, se = math.sqrt(21) / 300, math.sqrt(21) / 300 / math.sqrt(3)
+    p_patchify = p_two_sided_df2(-math.sqrt(3) / math.sqrt(21))  # 0.7418
+    assert other["diff"] == pytest.approx(-1 / 300) and other["diff_sd"] == pytest.approx(sd)
+    assert other["p"] == pytest.approx(p_patchify) and other["p_adj"] == pytest.approx(1.0)  # min(1, 2 × 0.74)
+    assert (other["diff_lo"], other["diff_hi"]) == pytest.approx((-1 / 300 - t_adj * se, -1 / 300 + t_adj * se))
+    # TOST at ±1 point: the larger of P(T > (Δ + 0.01)/se) and P(T < (Δ − 0.01)/se)
+    p_tost = max(1 - cdf_df2((-1 / 300 + 0.01) / se), cdf_df2((-1 / 300 - 0.01) / se))
+    assert other["p_tost"] == pytest.approx(p_tost) and other["p_tost_adj"] == pytest.approx(min(1, 2 * p_tost))
+    assert other["verdict"] == "inconclusive"  # [−5.81, 5.14] points: neither side of 0, not inside ±1
+    # dw_separable − reference: (−0.30, −0.30, −0.33); mean −0.31, sd = √3 / 100, t = −31
     worse = table.loc["dw_separable"]
-    p_dw = p_two_sided_df2(-31.0)  # 0.00104
-    assert worse["diff"] == pytest.approx(-0.31) and worse["d_z"] == pytest.approx(-0.31 / (math.sqrt(3) / 100))
-    assert worse["p"] == pytest.approx(p_dw)
-    # Holm over the 2 comparisons: the smaller p × 2, the larger × 1 (but never below the one before)
-    assert worse["p_holm"] == pytest.approx(2 * p_dw) and other["p_holm"] == pytest.approx(p_two_sided_df2(t_patchify))
-    assert (worse["verdict"], other["verdict"]) == ("worse", "≈ best")
+    assert worse["diff"] == pytest.approx(-0.31) and worse["p"] == pytest.approx(p_two_sided_df2(-31.0))
+    assert worse["p_adj"] == pytest.approx(2 * p_two_sided_df2(-31.0))
+    assert worse["diff_hi"] == pytest.approx(-0.31 + t_adj * math.sqrt(3) / 100 / math.sqrt(3)) and worse["verdict"] == "worse"
+    # P(best) over the 27 equally likely resamples of 3 seeds (hand count: reference − patchify per seed is
+    # (−1, +2, 0)/100; its resampled sum is > 0 in 16, = 0 in 4 (shared), < 0 in 7): 18/27 and 9/27; dw never
+    assert table["p_best"].to_dict() == pytest.approx({"resnet_7x7": 18 / 27, "patchify_4x4": 9 / 27, "dw_separable": 0.0})
 
 
-def test_holm_by_hand():
-    # sorted: 0.01 × 3 = 0.03; 0.03 × 2 = 0.06; 0.04 × 1 = 0.04 → 0.06 (adjusted p never decreases)
-    assert statistics.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    adjusted = statistics.holm([0.02, math.nan, 0.5, 0.9])  # untested stems are not counted: m = 3
-    assert adjusted[0] == pytest.approx(0.06) and math.isnan(adjusted[1]) and adjusted[2:] == pytest.approx([1.0, 1.0])
+def test_bonferroni_interval_and_verdict_never_disagree():
+    # a verdict is read off the printed interval: above 0, below 0, inside ±margin, else inconclusive
+    assert comparison.verdict(0.001, 0.004, 0.01, 1) == "better, by < 1 pt"
+    assert comparison.verdict(-0.05, -0.02, 0.01, 1) == "worse"
+    assert comparison.verdict(-0.004, 0.006, 0.01, 1) == "equivalent (±1 pt)"
+    assert comparison.verdict(-0.02, 0.006, 0.01, 1) == "inconclusive"
+
+
+def test_power_matches_the_noncentral_t():
+    from scipy import stats as st
+
+    # three stems against the reference over 5 seeds; pooled SD of the differences from hand-made spreads
+    table = pd.DataFrame({"pairs": [5, 5, 5], "diff_sd": [0.01, 0.02, 0.02], "p_adj": [0.5, 0.5, 0.5]})
+    pw = comparison.power(table)
+    sd = math.sqrt((4 * 0.01 ** 2 + 4 * 0.02 ** 2 + 4 * 0.02 ** 2) / 12)  # √0.0003 = 0.01732
+    assert (pw.sd, pw.df, pw.seeds, pw.comparisons) == (pytest.approx(sd), 12, 5, 3)
+    # at the detectable difference a two-sided paired t-test at 0.05/3 has 80 % power: P(|T'| > t_crit)
+    # under the noncentral t with 4 degrees of freedom and noncentrality Δ/sd · √5
+    t_crit = st.t.ppf(1 - 0.05 / 6, 4)
+    nc = pw.detectable / sd * math.sqrt(5)
+    assert 1 - st.nct.cdf(t_crit, 4, nc) + st.nct.cdf(-t_crit, 4, nc) == pytest.approx(0.8, abs=1e-3)
+    # 1 point needs n seeds with power ≥ 0.8, and n − 1 would not reach it
+    n = pw.seeds_for_1pt
+
+    def power_at(k):
+        t_k, nc_k = st.t.ppf(1 - 0.05 / 6, k - 1), 0.01 / sd * math.sqrt(k)
+        return 1 - st.nct.cdf(t_k, k - 1, nc_k) + st.nct.cdf(-t_k, k - 1, nc_k)
+
+    assert power_at(n) >= 0.8 > power_at(n - 1)
+
+
+def test_accuracy_at_the_references_time():
+    history = pd.Series([0.5, 0.7, 0.8], index=[1, 2, 3])  # epochs 1, 2, 3 end at 1, 2, 3
+    assert comparison.accuracy_at_time(history, 1.5) == pytest.approx(0.6)
+    assert comparison.accuracy_at_time(history, 3.0) == pytest.approx(0.8)
+    assert comparison.accuracy_at_time(history, 7.0) == pytest.approx(0.8)  # faster than the reference: its last epoch
+    assert math.isnan(comparison.accuracy_at_time(history, 0.5))          # no epoch ends that early
+
+
+def test_a_slower_stem_is_read_where_the_references_time_runs_out(tmp_path):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8, ms_step=20.0)
+        write_point(tmp_path, "patchify_4x4", seed, 0.9, ms_step=40.0)  # twice as slow: 1 of its 2 epochs fits
+    table = the_table(tmp_path)
+    assert table.loc["patchify_4x4", "epochs_at_ref_time"] == pytest.approx(1.0)
+    assert table.loc["patchify_4x4", "acc_at_ref_time"] == pytest.approx(0.8)  # its first epoch: 0.9 − 0.1
+    assert table.loc["resnet_7x7", ["epochs_at_ref_time", "acc_at_ref_time"]].tolist() == pytest.approx([2.0, 0.8])
+
+
+# the issue's controlled records: the reference and 3 stems x 5 seeds, in accuracy points
+REF = [91.0, 92.5, 90.0, 93.0, 91.5]
+CONTROLLED = {"resnet_7x7": REF,
+              "xresnet_3conv": [a + e for a, e in zip(REF, [0.9, -1.2, 0.4, -0.3, 1.1])],        # equal up to seed noise
+              "patchify_4x4": [a - 4 + e for a, e in zip(REF, [0.5, -0.6, 0.3, -0.4, 0.2])],     # clearly worse
+              "dw_separable": [a + 0.05 + e for a, e in zip(REF, [0.1, -0.1, 0.15, -0.1, -0.05])]}  # tightly equal
+
+
+def test_controlled_records_get_the_verdicts_they_were_made_with(tmp_path):
+    for stem, accs in CONTROLLED.items():
+        for seed, acc in enumerate(accs):
+            write_point(tmp_path, stem, seed, acc / 100, compare={"reference": "resnet_7x7", "margin": 1.0})
+    table = the_table(tmp_path)
+    assert table["verdict"].to_dict() == {"resnet_7x7": "**reference**", "xresnet_3conv": "inconclusive",
+                                          "patchify_4x4": "worse", "dw_separable": "equivalent (±1 pt)"}
+    assert table["p_best"].sum() == pytest.approx(1.0) and table.loc["patchify_4x4", "p_best"] == 0.0
+    out = tmp_path / "report"
+    assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "Reference: **`resnet_7x7`** (compare.reference); equivalence margin ±1 accuracy point." in text
+    assert "≈" not in text and "Power: from the paired spread" in text
+    for stem in CONTROLLED:
+        assert f"{100 * table.loc[stem, 'p_best']:.1f} %" in text
+
+
+def test_a_named_reference_the_study_lacks_is_one_sentence(tmp_path, capsys):
+    for seed in range(3):
+        write_point(tmp_path, "patchify_4x4", seed, 0.8, compare={"reference": "resnet_7x7", "margin": 1.0})
+        write_point(tmp_path, "dw_separable", seed, 0.7, compare={"reference": "resnet_7x7", "margin": 1.0})
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "reference stem 'resnet_7x7' (compare.reference) is not one of its stems" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_a_changed_compare_setting_keeps_one_study_and_the_newest_setting_wins(tmp_path):
+    for seed in range(3):  # seeds 0-1 ran under margin 2, seed 2 (finished last) under margin 0.5
+        compare = {"reference": "resnet_7x7", "margin": 2.0 if seed < 2 else 0.5}
+        for stem, acc in (("resnet_7x7", 0.8), ("patchify_4x4", 0.79 + seed / 100)):
+            d = write_point(tmp_path, stem, seed, acc, compare=compare)
+            record = json.loads((d / "result.json").read_text())
+            (d / "result.json").write_text(json.dumps({**record, "finished": f"2026-12-01T10:0{seed}:00"}))
+    (study,) = split_studies(read_records(tmp_path).runs)
+    assert statistics.reference_of(study, statistics.stem_table(study)) == ("resnet_7x7", "compare.reference", 0.5)
+
+
+def test_without_resnet_7x7_the_first_stem_is_the_reference(tmp_path):
+    for seed in range(3):
+        write_point(tmp_path, "patchify_4x4", seed, 0.8)
+        write_point(tmp_path, "dw_separable", seed, 0.7 + seed / 100)
+    assert the_table(tmp_path).loc["dw_separable", "verdict"] == "**reference**"
 
 
 def test_no_p_value_the_data_cannot_carry():
-    best = {0: 0.80, 1: 0.82, 2: 0.84}
-    same = statistics.paired_comparison(best, dict(best))
-    assert (same.n, same.mean_diff, same.untested) == (3, 0.0, "identical on every seed") and math.isnan(same.p)
-    shifted = statistics.paired_comparison(best, {s: a - 0.02 for s, a in best.items()})
-    assert shifted.mean_diff == pytest.approx(-0.02) and shifted.ci95 == 0.0 and math.isnan(shifted.p)
-    assert shifted.untested == "the same difference on every seed"
-    # two seeds: differences (−0.01, −0.03), mean −0.02, sd √2 · 0.01; a CI from t(0.975, 1) but no p-value
-    two = statistics.paired_comparison({0: 0.80, 1: 0.82}, {0: 0.79, 1: 0.79})
-    assert two.mean_diff == pytest.approx(-0.02) and two.ci95 == pytest.approx(T_975_DF1 * math.sqrt(2) * 0.01 / math.sqrt(2))
-    assert two.untested == "too few seeds (2 paired)" and math.isnan(two.p)
-    one = statistics.paired_comparison({0: 0.8, 1: 0.9}, {1: 0.85, 2: 0.7})  # one shared seed
-    assert one.n == 1 and one.mean_diff == pytest.approx(-0.05) and math.isnan(one.ci95) and one.untested.startswith("too few")
+    ref = {0: 0.80, 1: 0.82, 2: 0.84}
+    same = comparison.paired(ref, dict(ref), 0.01)
+    assert (same.n, same.mean_diff, same.untested) == (3, 0.0, "identical on every seed (untested)") and math.isnan(same.p)
+    shifted = comparison.paired(ref, {s: a - 0.02 for s, a in ref.items()}, 0.01)
+    assert shifted.mean_diff == pytest.approx(-0.02) and math.isnan(shifted.p)
+    assert shifted.untested == "the same difference on every seed (untested)"
+    two = comparison.paired({0: 0.80, 1: 0.82}, {0: 0.79, 1: 0.79}, 0.01)
+    assert two.mean_diff == pytest.approx(-0.02) and two.untested == "too few seeds (2 paired)" and math.isnan(two.p)
+    one = comparison.paired({0: 0.8, 1: 0.9}, {1: 0.85, 2: 0.7}, 0.01)  # one shared seed
+    assert one.n == 1 and one.mean_diff == pytest.approx(-0.05) and one.untested.startswith("too few")
 
 
 def test_report_cli_writes_markdown_figures_and_table(study, tmp_path, capsys):
@@ -115,15 +226,34 @@ def test_report_cli_writes_markdown_figures_and_table(study, tmp_path, capsys):
     for stem in ACC:
         assert f"`{stem}`" in printed and f"`{stem}`" in text
     assert f"82.00 % ± {100 * T_975_DF2 * 0.02 / math.sqrt(3):.2f}" in text and "| 3 |" in text
-    half = 100 * T_975_DF2 * math.sqrt(21) / 300 / math.sqrt(3)
-    assert f"| -0.33 [{-100 / 300 - half:.2f}, {-100 / 300 + half:.2f}] | -0.22 | 0.742 | ≈ best |" in text
-    assert "Holm-adjusted" in text and "torch 2.x" in text
-    for fig in ("pareto", "depth", "curves"):
+    half = 100 * t_df2(1 - 0.05 / 4) * math.sqrt(21) / 300 / math.sqrt(3)
+    p_tost = max(1 - cdf_df2((-1 / 300 + 0.01) / (half / 100 / t_df2(1 - 0.05 / 4))),
+                 cdf_df2((-1 / 300 - 0.01) / (half / 100 / t_df2(1 - 0.05 / 4))))
+    assert (f"| -0.33 [{-100 / 300 - half:.2f}, {-100 / 300 + half:.2f}] | 1.0000 ({p_two_sided_df2(-math.sqrt(3 / 21)):.4f}) | "
+            f"{min(1, 2 * p_tost):.4f} ({p_tost:.4f}) | inconclusive | 81.67 % (2.00 ep.) |") in text
+    assert "Bonferroni" in text and "torch 2.x" in text
+    for fig in ("pareto", "depth"):
         png = out / f"xresnet18_mnist5k_{fig}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png.name})" in text
+    # 2 epochs are too few for a curve: a table of accuracy per epoch instead (epoch 1: 0.1 below the last)
+    assert not (out / "xresnet18_mnist5k_curves.png").exists()
+    assert "| stem | epoch 1 | epoch 2 |" in text and "| `resnet_7x7` | 72.00 % | 82.00 % |" in text
     # compute by depth from layers.csv: the stem's FLOPs share 12/300 = 4.0 %, time share 3/12.3 = 24.4 %
     assert "| `resnet_7x7` | 4.0 → 24.4 |" in text
     assert not list(out.glob(".*.tmp"))
+
+
+def test_three_epochs_make_curves_and_the_time_axis_names_batch_and_device(tmp_path):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8, epochs=3)
+        write_point(tmp_path, "patchify_4x4", seed, 0.7, epochs=3)
+    (study,) = split_studies(read_records(tmp_path).runs)
+    table = statistics.stem_table(study)
+    assert table["ms_lo"].tolist() == [20.0, 20.0] and table["ms_hi"].tolist() == [22.0, 22.0]  # 20 + seed
+    fig = figures.plot_pareto(table, figures.stem_colors(list(table["stem"])), figures.time_setting(study))
+    assert fig.axes[0].get_xlabel().startswith("ms per training step, batch 64 on cpu (profiled; median,")
+    assert sorted(t.get_text() for t in fig.legends[0].texts) == ["Pareto front (one stem beats all)", "patchify_4x4", "resnet_7x7"]
+    assert figures.plot_curves(study, list(table["stem"]), figures.stem_colors(list(table["stem"]))) is not None
 
 
 def test_mixed_trunks_partial_sweeps_and_unreadable_files_named(study):
@@ -185,9 +315,15 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     out = tmp_path / "report"
     assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "### LR tuning" in text and "| `resnet_7x7` | **0.01** | 0.01 | 0.001: 71.00 % (2) · 0.01: 82.00 % (2) |" in text
-    assert "| **`patchify_4x4`** | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
+    assert "### LR tuning" in text and "| `resnet_7x7` | **0.01** | 0.01 | 0.001: 71.00 % (sd 1.41) (2) · 0.01: 82.00 % (sd 2.83) (2) |" in text
+    # cost: 8 tuning runs of 30 s = 4.0 min, of 4.0 + 3.0 min in all
+    assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
+    assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
+    # the tuning figure's title claims CI bars only when some LR has 2 seeds or more
+    assert "bars = 95 % CI" in figures.plot_tuning(statistics.tuning_table(study), figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
+    one_seed = statistics.tuning_table(study).assign(acc_ci95=math.nan)
+    assert "one seed per LR: no CI bars" in figures.plot_tuning(one_seed, figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
 
 
 def sweep_yaml(folder, target):
@@ -275,3 +411,12 @@ def test_identical_seeds_near_chance_and_a_loaded_machine_are_warned(tmp_path, c
     assert "### Warnings" in text
     for line in expected:
         assert f"- {line}" in text and f"warning: {line}" in printed
+
+
+def test_records_that_counted_epochs_from_0_read_as_counted_from_1():
+    from analyze.report.data import from_one
+
+    old = pd.DataFrame({"epoch": [0, 1, 2], "accuracy": [0.5, 0.6, 0.7]})
+    assert from_one(old)["epoch"].tolist() == [1, 2, 3]
+    new = pd.DataFrame({"epoch": [1, 2], "accuracy": [0.5, 0.6]})
+    assert from_one(new)["epoch"].tolist() == [1, 2]

@@ -89,3 +89,11 @@ def test_a_bad_points_file_is_one_sentence(tmp_path):
     # installed in stems/points/, it is named in one warning and skipped: no command dies at import
     with pytest.warns(UserWarning, match=r"bad.yaml is not a stem points file .* Its stems are not registered\."):
         load_installed_points(tmp_path)
+
+
+def test_far_outliers_leave_the_view_not_the_data():
+    from analyze.report.space import far_out
+
+    # quartiles of (1, 2, 3, 4, 100): 2 and 4, IQR 2: far out above 4 + 3 × 2 = 10
+    assert far_out(np.array([1.0, 2.0, 3.0, 4.0, 100.0])).tolist() == [False, False, False, False, True]
+    assert not far_out(np.array([1.0, 2.0, 3.0, 4.0, 9.9])).any()

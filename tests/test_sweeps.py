@@ -3,6 +3,7 @@ the launcher and study presets compose into what the plugins and submitit accept
 import json
 import logging
 import os
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -137,16 +138,22 @@ def test_imagenette_study_preset(hydra_cfg):
 
 
 def test_imagenette_cpu_study_preset_runs_at_a_tiny_size(tmp_path):
-    # the preset as committed (6 stems, xresnet18, Imagenette layout, per-layer timing on), on 2 generated images
-    # per split at 16 px, one epoch, seed 0: every stem of it builds, trains, times its layers and writes its record
+    # the preset as committed (6 stems, xresnet18, Imagenette layout, per-layer timing on, LR tuned), on generated
+    # images at 16 px (10 a class to train on, 1 to validate), one epoch, seed 0: every stem of it builds, tunes,
+    # trains, times its layers and writes its record
     from tests.test_data import two_class_folder
 
     root, sweep = two_class_folder(tmp_path / "imagenette", 24), tmp_path / "study"
+    for image in root.glob("train/*/a.JPEG"):  # 10 training images a class: enough to carve a tuning split from
+        for copy in "bcdefghij":
+            shutil.copy(image, image.with_name(f"{copy}.JPEG"))
     proc = run_cli("-m", "+experiment=stem_study_imagenette_cpu", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",
                    "data.image_size=16", "data.workers=1", "train.bs=2", "train.epochs=1", "seed=0", "logger=none",
-                   "profile.budget_s=0", f"hydra.sweep.dir={sweep}")
+                   "profile.budget_s=0", f"hydra.sweep.dir={sweep}",
+                   "hydra.sweeper.lrs=[0.004]", "hydra.sweeper.tune_seeds=[0]", timeout=900)  # tuned, at one LR: 6 + 6 runs
     assert proc.returncode == 0, proc.stderr[-3000:]
-    done = records(sweep)
+    assert len(records(sweep / "tune")) == 6
+    done = records(sweep / "final")
     assert sorted(r["config"]["stem"]["name"] for r in done.values()) == sorted(
         ["resnet_7x7", "xresnet_3conv", "resblock", "patchify_4x4", "space_to_depth", "dw_separable"])
     for r in done.values():

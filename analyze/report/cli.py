@@ -3,7 +3,8 @@
 Reads every result record under DIR (recursively; or W&B runs with ``--wandb``), splits them into studies
 (records whose config differs only in the stem and the seed; mixed trunks, datasets or settings are never
 averaged together), and writes ``report.md`` with PNG figures beside it: per stem the accuracy over seeds
-with its 95 % CI, the paired comparison with the best stem (effect size with its CI, Holm-adjusted p), the
+with its 95 % CI, the paired comparison with the reference stem (Bonferroni-adjusted p and interval, equivalence,
+P(best), accuracy within the reference's time, the study's power), the
 costs, accuracy vs cost with the Pareto front, compute by depth, training curves, the LR tuning of a tuned
 study, provenance, and the missing, failed and skipped points.
 """

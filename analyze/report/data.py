@@ -78,6 +78,13 @@ class Inputs:
     sweep_commands: list[str] = field(default_factory=list)
 
 
+def from_one(history: pd.DataFrame) -> pd.DataFrame:
+    """history.csv with its epochs counted from 1, as records since 2026-12-01 count them (older ones from 0)."""
+    if "epoch" in history.columns and len(history) and history["epoch"].min() == 0:
+        history = history.assign(epoch=history["epoch"] + 1)
+    return history
+
+
 def read_records(root: Path) -> Inputs:
     """Every result record under `root` (recursively), with the points its sweeps asked for and never ran."""
     if not root.is_dir():
@@ -94,7 +101,7 @@ def read_records(root: Path) -> Inputs:
             if isinstance(table, Unreadable):
                 inputs.incomplete.append((str(table.path), table.reason))
             else:
-                setattr(run, attr, table)
+                setattr(run, attr, from_one(table) if attr == "history" else table)
         inputs.runs.append(run)
     label_sweeps(inputs.runs, root)
     recorded = {Path(r.source).resolve() for r in inputs.runs} | {Path(p).parent.resolve() for p, _ in inputs.skipped}

@@ -2,7 +2,8 @@
 training curves and the LR tuning curve.
 
 matplotlib's object-oriented API (Figure + the Agg canvas) draws without pyplot, so no global backend or
-figure registry is touched; adjustText places the stem names so that none overprints another."""
+figure registry is touched. Stems are named in legends, each in its own colour (names written beside points
+stack when stems cost about the same)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-from adjustText import adjust_text
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -22,6 +22,7 @@ from .statistics import STAGES, completed, depth_shares, pareto_front
 from .studies import Study, stem_labels
 
 FLOPS_COLOR, TIME_COLOR = "tab:blue", "tab:orange"
+MIN_CURVE_EPOCHS = 3  # fewer epochs make a table (render.epoch_table), not a figure
 
 
 def stem_colors(names: list[str]) -> dict[str, tuple]:
@@ -33,7 +34,7 @@ def stem_colors(names: list[str]) -> dict[str, tuple]:
 def new_figure(rows: int, cols: int, figsize: tuple[float, float], **subplots) -> tuple[Figure, np.ndarray]:
     """A figure and its axes as a 2-d array."""
     fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)  # the canvas adjustText measures text on
+    FigureCanvasAgg(fig)  # a canvas of its own: text can be measured (adjustText in space.py) without pyplot
     return fig, fig.subplots(rows, cols, squeeze=False, **subplots)
 
 
@@ -46,11 +47,17 @@ def write_figures(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
     """{'pareto'|'depth'|'curves'|'tuning': file name} for the figures this study's records allow."""
     done = table[table["n"] > 0]
     colors = stem_colors(sorted(set(done["stem"]) | (set(tuning["stem"]) if tuning is not None else set())))
-    figures = {"pareto": plot_pareto(done, colors) if len(done) else None,
+    figures = {"pareto": plot_pareto(done, colors, time_setting(study)) if len(done) else None,
                "depth": plot_depth(study, list(done["stem"])),
                "curves": plot_curves(study, list(done["stem"]), colors),
                "tuning": plot_tuning(tuning, colors) if tuning is not None and tuning["n"].sum() else None}
     return {key: save(fig, out / f"{study.slug}_{key}.png") for key, fig in figures.items() if fig is not None}
+
+
+def time_setting(study: Study) -> str:
+    """'batch 64 on cpu': what the step times were measured at (devices listed when runs differ)."""
+    devices = sorted({str((r.record.get("hardware") or {}).get("device")) for r in completed(study.runs)})
+    return f"batch {(study.config.get('train') or {}).get('bs', '?')} on {' + '.join(devices) or '?'}"
 
 
 def log_axis_if_spread(ax, values: np.ndarray) -> None:
@@ -64,35 +71,40 @@ def log_axis_if_spread(ax, values: np.ndarray) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
+def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple], setting: str) -> Figure:
+    """Accuracy against step time (with its spread over seeds) and against FLOPs; `setting` names the batch size and
+    device the time was measured at. Stems are told apart by colour and named in one legend (names written next to
+    points stack when stems cost about the same)."""
     source = "profiled" if set(table["ms_step_source"]) == {"profiled"} else "batch / training img/s"
     fig, axes = new_figure(1, 2, figsize=(11, 4.6), sharey=True)
     acc, ci = 100 * table["acc_mean"].to_numpy(float), 100 * table["acc_ci95"].to_numpy(float)
     names = list(table["stem"])
-    for ax, col, xlabel in ((axes[0, 0], "ms_step", f"ms per training step ({source})"),
+    for ax, col, xlabel in ((axes[0, 0], "ms_step", f"ms per training step, {setting} ({source}; median,\n"
+                                                     "bar: lowest to highest seed)"),
                             (axes[0, 1], "gflops_fwd", "forward GFLOPs per image")):
         x = table[col].to_numpy(float)
-        for xi, yi, ei, name in zip(x, acc, ci, names):
-            ax.errorbar([xi], [yi], yerr=[ei] if math.isfinite(ei) else None, fmt="o", ms=6, capsize=4, elinewidth=1.2,
-                        color=colors[name])
+        xerr = None
+        if col == "ms_step":
+            lo, hi = table["ms_lo"].to_numpy(float), table["ms_hi"].to_numpy(float)
+            xerr = np.clip(np.nan_to_num([x - lo, hi - x]), 0, None)
+        for i, (xi, yi, ei, name) in enumerate(zip(x, acc, ci, names)):
+            ax.errorbar([xi], [yi], yerr=[ei] if math.isfinite(ei) else None,
+                        xerr=xerr[:, i:i + 1] if xerr is not None else None, fmt="o", ms=6, capsize=4, elinewidth=1.2,
+                        color=colors[name], label=name)
         front = pareto_front(x, acc)
         if len(front) > 1:
             ax.plot(x[front], acc[front], "-", color="0.3", lw=1, zorder=0, label="Pareto front")
         elif len(front) == 1:  # one stem is both cheapest and most accurate: the front is that point
             ax.plot(x[front], acc[front], "o", ms=14, mfc="none", mec="0.3", label="Pareto front (one stem beats all)")
-        if len(front):
-            ax.legend(loc="lower right", fontsize=8)
         log_axis_if_spread(ax, x)
-        ax.margins(x=0.15, y=0.15)
-        texts = [ax.text(xi, yi, name, fontsize=8) for xi, yi, name in zip(x, acc, names) if math.isfinite(xi)]
-        adjust_text(texts, x=x[np.isfinite(x)], y=acc[np.isfinite(x)], ax=ax,
-                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
-        ax.set_xlabel(xlabel)
+        ax.margins(x=0.1, y=0.1)
+        ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("validation accuracy (%)")
+    fig.legend(*axes[0, 1].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     few = int((table["n"] < 2).sum())
-    fig.suptitle("accuracy vs cost: mean over seeds, bars = 95 % CI" + (f" (no bar for {few} stem(s) with one seed)" if few else ""),
-                 fontsize=10)
+    fig.suptitle("accuracy vs cost: mean over seeds, vertical bars = 95 % CI"
+                 + (f" (no bar for {few} stem(s) with one seed)" if few else ""), fontsize=10)
     return fig
 
 
@@ -140,15 +152,15 @@ def plot_curves(study: Study, order: list[str], colors: dict[str, tuple]) -> Fig
         hs = [r.history for r in completed([r for r in study.runs if labels[id(r)] == stem]) if r.history is not None]
         if hs:
             curves[stem] = pd.concat(hs)
-    if not curves or max(h["epoch"].nunique() for h in curves.values()) < 2:
-        return None  # one epoch is a point, not a curve: the table has it
+    if not curves or max(h["epoch"].nunique() for h in curves.values()) < MIN_CURVE_EPOCHS:
+        return None  # one or two epochs are points, not curves: the report gives them as a table
     fig, axes = new_figure(1, 2, figsize=(11, 4))
     for stem, h in curves.items():
         for ax, (col, _, scale) in zip(axes.flat, panels):
             if col not in h:
                 continue
             g = h.groupby("epoch")[col]
-            epochs = g.mean().index.to_numpy() + 1
+            epochs = g.mean().index.to_numpy()
             ax.plot(epochs, scale * g.mean(), "-o", ms=3, color=colors[stem], label=stem)
             ax.fill_between(epochs, scale * g.min(), scale * g.max(), color=colors[stem], alpha=0.15)
     for ax, (_, ylabel, _) in zip(axes.flat, panels):
@@ -182,5 +194,7 @@ def plot_tuning(tuning: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
         ax.axis("off")
     fig.supxlabel("learning rate", fontsize=9)
     fig.supylabel("tuning-split accuracy (%)", fontsize=9)
-    fig.suptitle("LR tuning per stem: mean over seeds, bars = 95 % CI; ring = chosen LR", fontsize=10)
+    bars = bool(np.isfinite(tuning["acc_ci95"].to_numpy(float)).any())
+    fig.suptitle("LR tuning per stem: mean over seeds" + (", bars = 95 % CI" if bars else " (one seed per LR: no CI bars)")
+                 + "; ring = chosen LR", fontsize=10)
     return fig

@@ -12,28 +12,40 @@ from omegaconf import OmegaConf
 
 from .checks import warnings_section
 from .data import Inputs
+from .comparison import BOOTSTRAP_DRAWS, MIN_PAIRED_SEEDS, POWER, power
 from .stage_costs import stage_cost_lines
-from .statistics import ALPHA, MIN_PAIRED_SEEDS, STAGES, completed, depth_shares
+from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
 
 METHOD = (
     "Accuracy is the validation accuracy after the last epoch; ± is the half-width of the 95 % confidence interval of "
-    "the mean over seeds (Student's t, n − 1 degrees of freedom). **best**: highest mean. Every other stem is compared "
-    "with the best over the seeds both ran: Δ is the mean paired difference (stem − best, accuracy points) with its "
-    "95 % t-interval, d_z is Cohen's effect size for paired data (mean difference / SD of the differences), and p is a "
-    f"two-sided paired t-test, Holm-adjusted for comparing every stem with the best at once. \"≈ best\": adjusted "
-    f"p ≥ {ALPHA}; \"worse\": adjusted p < {ALPHA}. No p-value from fewer than {MIN_PAIRED_SEEDS} paired seeds "
-    "(\"too few seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). FLOPs "
-    "are per image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share "
-    "of the layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end "
-    "step; † marks batch size / training img/s instead (measured during training, data loading included). Times, "
-    "time shares and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); "
-    "the other columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times "
-    "the training img/s over the peak FLOP/s measured on the run's device at its precision (– in older records).")
+    "the mean over seeds (Student's t, n − 1 degrees of freedom). Every stem is compared with the study's **reference** "
+    "stem, named before the study ran (`compare.reference`; without one, resnet_7x7 when the study has it, else the "
+    "first stem by name), over the seeds both completed: Δ is the mean paired difference (stem − reference, accuracy "
+    "points) and p a two-sided paired t-test. With m stems tested against the reference, the correction is Bonferroni's: "
+    "adjusted p = min(1, m × raw p), and the interval next to Δ is the t-interval at level 1 − 0.05/m (n − 1 degrees of "
+    "freedom), so all m intervals hold together at 95 % and each verdict can be read off its interval: **better** (it "
+    "lies above 0), **worse** (below 0), **equivalent** (inside ±margin, `compare.margin`, 1 point by default: both "
+    "one-sided tests of statsmodels' ttost_paired reject at 0.025/m; p equiv. is min(1, m × raw TOST p)), else "
+    f"**inconclusive** (the data cannot tell). No test from fewer than {MIN_PAIRED_SEEDS} paired seeds (\"too few "
+    "seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). P(best): the "
+    "share of bootstrap resamples of the n seeds every stem completed (one draw for all stems; all n^n draws when "
+    f"that is at most {BOOTSTRAP_DRAWS:,}, else {BOOTSTRAP_DRAWS:,} from a fixed generator) in which the stem has the "
+    "highest mean accuracy, ties split evenly. At ref. time: the stem's "
+    "mean validation accuracy after the epochs it trains in the reference's training time (the reference's epochs × "
+    "its step time / the stem's, median step times), interpolated between epoch ends from the per-epoch history "
+    "(– before a first epoch would end; a stem faster than the reference is read at its last epoch). FLOPs are per "
+    "image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share of the "
+    "layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end step; † "
+    "marks batch size / training img/s instead (measured during training, data loading included). Times, time shares "
+    "and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); the other "
+    "columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times the training "
+    "img/s over the peak FLOP/s measured on the run's device at its precision (– in older records).")
 
 CAPTIONS = {
-    "pareto": "Accuracy (mean, bars: 95 % CI over seeds) against the time of a training step (median over seeds) and "
-              "against forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
+    "pareto": "Accuracy (mean, vertical bars: 95 % CI over seeds) against the time of a training step (median over "
+              "seeds, horizontal bars: lowest to highest seed; the axis names the batch size and device) and against "
+              "forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
     "depth": "Compute by depth: each stage's share of a training step's FLOPs and of its measured time (forward + "
              "backward); bars are the mean over seeds, whiskers the lowest and highest seed.",
     "curves": "Training curves: mean over seeds, band from the lowest to the highest seed.",
@@ -60,21 +72,34 @@ def md_table(head: list[str], align: str, rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _p(v: float) -> str:
+    """4 decimals, or 3 significant digits below 0.001: enough to redo m × raw p by hand."""
+    return "–" if not math.isfinite(v) else (f"{v:.2e}" if 0 < v < 1e-3 else f"{v:.4f}")
+
+
 def comparison_cells(r: pd.Series) -> list[str]:
-    """Δ vs best with its CI, d_z, adjusted p, verdict."""
-    if r["verdict"] in ("**best**", "no completed seed"):
+    """Δ vs the reference with its Bonferroni interval, p (adjusted; raw), p equiv. (adjusted; raw), verdict."""
+    if r["verdict"] in ("**reference**", "no completed seed"):
         return ["", "", "", r["verdict"]]
-    diff = _num(100 * r["diff"], 2) + ("" if not math.isfinite(r["diff_ci95"]) or r["diff_ci95"] == 0 else
-                                       f" [{100 * (r['diff'] - r['diff_ci95']):.2f}, {100 * (r['diff'] + r['diff_ci95']):.2f}]")
-    p = "–" if not math.isfinite(r["p_holm"]) else f"{r['p_holm']:.3f}" + (f" ({r['p']:.3f})" if r["p"] != r["p_holm"] else "")
-    return [diff, _num(r["d_z"], 2), p, r["verdict"]]
+    diff = _num(100 * r["diff"], 2) + ("" if not math.isfinite(r["diff_lo"]) else
+                                       f" [{100 * r['diff_lo']:.2f}, {100 * r['diff_hi']:.2f}]")
+    return [diff, f"{_p(r['p_adj'])} ({_p(r['p'])})" if math.isfinite(r["p"]) else "–",
+            f"{_p(r['p_tost_adj'])} ({_p(r['p_tost'])})" if math.isfinite(r["p_tost"]) else "–", r["verdict"]]
+
+
+def _at_ref_time(r: pd.Series) -> str:
+    if not math.isfinite(r["epochs_at_ref_time"]):
+        return "–"
+    acc = "–" if not math.isfinite(r["acc_at_ref_time"]) else f"{100 * r['acc_at_ref_time']:.2f} %"
+    return f"{acc} ({r['epochs_at_ref_time']:.2f} ep.)"
 
 
 def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
     """The stem table; an lr column where stems trained at different LRs (a tuned study)."""
     tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
-    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "Δ vs best (pp, 95 % CI)", "d_z",
-            "p (Holm; raw)", "verdict", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
+    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "P(best)",
+            "Δ vs reference (pp, adjusted CI)", "p (adjusted; raw)", "p equiv. (adjusted; raw)", "verdict",
+            "at ref. time", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
             "ms / train step", "img/s", "MFU"]
     rows = []
     for _, r in table.iterrows():
@@ -82,11 +107,41 @@ def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
                + ("" if not math.isfinite(r["acc_ci95"]) else f" ± {100 * r['acc_ci95']:.2f}"))
         seeds = f"{r['n']}" + (f" of {r['points']}" if r["points"] != r["n"] else "")
         ms = _num(r["ms_step"], 1) + (" †" if r["ms_step_source"] == "throughput" else "")
-        name = f"**`{r['stem']}`**" if r["verdict"] == "**best**" else f"`{r['stem']}`"
-        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), *comparison_cells(r),
-                     _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
+        name = f"**`{r['stem']}`**" if r["verdict"] == "**reference**" else f"`{r['stem']}`"
+        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), _pct(r["p_best"]), *comparison_cells(r),
+                     _at_ref_time(r), _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
                      _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0), _pct(r["mfu"])])
-    return md_table(head, "lrr" + "r" * tuned + "rrrl" + "r" * 8, rows)
+    return md_table(head, "lrr" + "r" * tuned + "rrrrlr" + "r" * 8, rows)
+
+
+def power_line(table: pd.DataFrame) -> str:
+    """What the study could detect: the smallest Δ at 80 % power, and the seeds 1 point would need."""
+    pw = power(table)
+    if pw is None:
+        return "Power: no stem was tested against the reference, so the study's power is unknown."
+    need = f"{pw.seeds_for_1pt} paired seeds" if pw.seeds_for_1pt else "– (no spread)"
+    return (f"Power: from the paired spread of this study (SD of stem − reference {100 * pw.sd:.2f} points, pooled over "
+            f"{pw.comparisons} comparisons, {pw.df} degrees of freedom) and {pw.seeds} paired seeds, the smallest "
+            f"difference detected with {100 * POWER:.0f} % power at the corrected level 0.05/{pw.comparisons} is "
+            f"**{100 * pw.detectable:.2f} points**; detecting 1 point would take {need} (statsmodels' TTestPower, "
+            "paired t-test).")
+
+
+def epoch_table(study: Study, order: list[str]) -> list[str]:
+    """Too few epochs for a curve (figures.MIN_CURVE_EPOCHS): validation accuracy after each epoch as a table."""
+    labels = stem_labels(study.runs)
+    means = {}
+    for stem in order:
+        hs = [r.history for r in completed([r for r in study.runs if labels[id(r)] == stem])
+              if r.history is not None and {"epoch", "accuracy"} <= set(r.history.columns)]
+        if hs:
+            means[stem] = pd.concat(hs).groupby("epoch")["accuracy"].mean()
+    if not means:
+        return ["No training curves: these records have no per-epoch history.", ""]
+    epochs = sorted({e for m in means.values() for e in m.index})
+    rows = [[f"`{stem}`", *(f"{100 * m[e]:.2f} %" if e in m.index else "–" for e in epochs)] for stem, m in means.items()]
+    return [f"Validation accuracy after each epoch (mean over seeds; {len(epochs)} epoch{'s' * (len(epochs) != 1)}, too "
+            "few for a curve):", "", md_table(["stem", *(f"epoch {e}" for e in epochs)], "l" + "r" * len(epochs), rows), ""]
 
 
 def depth_table(study: Study, order: list[str]) -> str:
@@ -101,23 +156,34 @@ def depth_table(study: Study, order: list[str]) -> str:
     return md_table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
 
 
+def wall_minutes(runs: list) -> float:
+    return sum(float(r.record["wall_s"]) for r in runs if isinstance(r.record.get("wall_s"), (int, float))) / 60
+
+
 def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
-    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), and the curve."""
+    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), the curve with
+    its spread over tuning seeds, and what the tuning cost."""
     chosen = tuning[tuning["chosen"]].set_index("stem")
     final_lr = dict(zip(table["stem"], table["lr"]))
     rows = []
     for stem, g in tuning.groupby("stem", sort=True):
-        cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %") + f" ({n})"
-                           for lr, m, n in zip(g["lr"], g["acc_mean"], g["n"]))
+        cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %")
+                           + ("" if not math.isfinite(sd) else f" (sd {100 * sd:.2f})") + f" ({n})"
+                           for lr, m, sd, n in zip(g["lr"], g["acc_mean"], g["acc_sd"], g["n"]))
         rows.append([f"`{stem}`", f"**{chosen.at[stem, 'lr']:g}**" if stem in chosen.index else "–",
                      _lr(final_lr.get(stem, [])), cells])
     grid = sorted({lr for lr in tuning["lr"] if math.isfinite(lr)})
+    tune_min, final_min = wall_minutes(study.tuning), wall_minutes(study.runs)
+    cost = (f" Tuning cost: {len(study.tuning)} runs, {tune_min:.1f} min of wall time"
+            + (f" ({100 * tune_min / (tune_min + final_min):.0f} % of the study's {tune_min + final_min:.1f} min)."
+               if tune_min + final_min > 0 else "."))
     out = ["### LR tuning", "",
            f"Each stem's LR is chosen by its mean accuracy on the tuning split (carved from the training set with a "
-           f"fixed seed, never the validation set above) over the grid {_lr(grid)}; ties go to the smaller LR. "
-           f"{len(study.tuning)} tuning runs.", "",
-           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean over seeds; completed seeds)"],
-                  "lrrl", rows), ""]
+           f"fixed seed, never the validation set above) over the learning rates {_lr(grid)} (the sweeper extends a "
+           "stem's grid one step while its best LR sits at an edge, so stems may have tried different LRs); ties go "
+           "to the smaller LR; sd is the spread over tuning seeds." + cost, "",
+           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean, sd over seeds; completed seeds)"],
+                    "lrrl", rows), ""]
     if figure:
         out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]
     return out
@@ -152,7 +218,9 @@ def provenance(runs: list) -> list[str]:
 def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str]) -> list[str]:
     out = ["", f"## {study.label}", ""]
     if len(table):
-        out += [markdown_table(table, show_lr=bool(study.tuning)), ""]
+        reference, source, margin = reference_of(study, table)
+        out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
+                f"{'s' * (margin != 1)}.", "", markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), ""]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]
@@ -162,9 +230,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         if key in figs:
             out += [f"![{key}]({figs[key]})", "", CAPTIONS[key], ""]
     if len(table) and "curves" not in figs:
-        epochs = max((r.history["epoch"].nunique() for r in study.runs if r.history is not None and "epoch" in r.history), default=0)
-        out += ["No training curves: " + ("these runs have one epoch each (the table holds its values)."
-                                          if epochs == 1 else "these records have no per-epoch history."), ""]
+        out += epoch_table(study, list(table["stem"]))
     if len(table):
         out += ["Compute by depth, share of FLOPs → share of time per stage (%, training step):", "",
                 depth_table(study, list(table["stem"])), ""]

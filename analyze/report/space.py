@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import yaml
@@ -88,40 +89,80 @@ def plot_edf(table: pd.DataFrame):
     eps = dkw(len(x))
     ax.step(x, f, where="post", color="black", label=f"all {len(x)} stems")
     ax.fill_between(x, np.clip(f - eps, 0, 1), np.clip(f + eps, 0, 1), step="post", color="grey", alpha=0.25,
-                    label=f"95 % DKW band (±{eps:.2f})")
+                    label=f"95 % DKW band (±{eps:.2f} of the share of stems)")
     ax.set(xlabel="validation error (%)", ylabel="share of stems with error ≤ x", ylim=(0, 1.02))
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
 def plot_edf_by_choice(table: pd.DataFrame):
+    """One panel per design choice: each value's error EDF with its 95 % DKW band (its own n, so its own width)."""
     cols = 4
     rows = math.ceil(len(CHOICES) / cols)
     fig, axes = new_figure(rows, cols, (3.2 * cols, 2.7 * rows), sharey=True)
+    colors = matplotlib.colormaps["tab10"]
     for ax, choice in zip(axes.flat, CHOICES):
-        for value, g in table.groupby(choice, sort=True):
+        for i, (value, g) in enumerate(table.groupby(choice, sort=True)):
             x, f = edf(g["error"])
-            ax.step(np.r_[x[0], x], np.r_[0, f], where="post", label=f"{value} (n={len(g)})")
+            x, f, eps = np.r_[x[0], x], np.r_[0, f], dkw(len(g))
+            ax.step(x, f, where="post", color=colors(i % 10), label=f"{value} (n={len(g)}, ±{eps:.2f})")
+            ax.fill_between(x, np.clip(f - eps, 0, 1), np.clip(f + eps, 0, 1), step="post", color=colors(i % 10), alpha=0.08)
         ax.set_title(choice, fontsize=9)
-        ax.set_xlabel("error (%)", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel("validation error (%)", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        hidden = limit_to_bulk(ax.set_xlim, table["error"].to_numpy(float))
+        ax.legend(fontsize=6, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("share of stems\nwith error ≤ x", fontsize=8)
     for ax in axes.flat[len(CHOICES):]:
         ax.set_visible(False)
+    fig.suptitle("error EDF by design choice; bands: 95 % DKW (± a share of stems, wider for fewer stems)"
+                 + (f"; {hidden} far outlier(s), above Q3 + 3 IQR, out of view" if hidden else ""), fontsize=10)
     return fig
 
 
+def far_out(values: np.ndarray) -> np.ndarray:
+    """Tukey's far outliers: above Q3 + 3 IQR (a mask). They stay in every table; a figure's axis stops before
+    them so that one slow or failed stem does not squeeze the rest into a corner."""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 4:
+        return np.zeros(len(values), dtype=bool)
+    q1, q3 = np.percentile(finite, [25, 75])
+    return np.isfinite(values) & (values > q3 + 3 * (q3 - q1))
+
+
+def limit_to_bulk(set_lim, values: np.ndarray) -> int:
+    """Stops an axis just past the stems that are not far outliers; how many it leaves out of view."""
+    out = far_out(values)
+    if out.any():
+        bulk = values[np.isfinite(values) & ~out]
+        set_lim(bulk.min() - 0.05 * np.ptp(bulk), bulk.max() + 0.08 * np.ptp(bulk))
+    return int(out.sum())
+
+
 def plot_cost(table: pd.DataFrame):
-    fig, axes = new_figure(1, 2, (10, 3.8))
+    """Error against cost; far outliers (above Q3 + 3 IQR, in cost or error) are left out of view and counted."""
+    fig, axes = new_figure(1, 2, (10, 4))
+    err = table["error"].to_numpy(float)
+    hidden = []
     for ax, (key, label) in zip(axes[0], [("ms_step", "measured train step (ms, whole model)"),
                                            ("gflops", "forward GFLOPs per image (whole model)")]):
-        cost, err = table[key].to_numpy(float), table["error"].to_numpy(float)
-        ax.scatter(cost, err, s=18, color="tab:blue", alpha=0.7)
+        cost = table[key].to_numpy(float)
+        ax.scatter(cost, err, s=18, color="tab:blue", alpha=0.7, label="a sampled stem")
         front = pareto_front(cost, -err)
         ax.plot(cost[front], err[front], color="tab:red", marker="o", ms=4, label="Pareto front")
+        n_cost, n_err = limit_to_bulk(ax.set_xlim, cost), limit_to_bulk(ax.set_ylim, err)
+        if n_cost:
+            hidden.append(f"{n_cost} stem(s) past the {'time' if key == 'ms_step' else 'FLOPs'} axis")
+        if n_err and not any("error" in h for h in hidden):
+            hidden.append(f"{n_err} stem(s) above the error axis")
         texts = [ax.text(cost[i], err[i], table["code"].iloc[i], fontsize=6) for i in front]
-        adjust_text(texts, ax=ax)  # as the report's figures: no name overprints another
+        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
         ax.set(xlabel=label, ylabel="validation error (%)")
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("error vs cost" + (f" (far outliers, above Q3 + 3 IQR, out of view: {', '.join(hidden)})"
+                                    if hidden else ""), fontsize=10)
     return fig
 
 
@@ -154,7 +195,8 @@ def render(table: pd.DataFrame, plan: dict[str, Any] | None, figures: dict[str, 
     lines += [f"**{n} completed runs** of {table['code'].nunique()} distinct stems" +
               (f" ({skipped} runs not completed are left out)" if skipped else "") + ". "
               f"Error: median {errors.median():.2f} %, best {errors.min():.2f} %, worst {errors.max():.2f} %. "
-              f"With {n} samples the EDF is known to within ±{eps:.2f} (95 % DKW band, the same everywhere): "
+              f"With {n} samples the EDF is known to within ±{eps:.2f} of the share of stems (95 % DKW band, the same "
+              "everywhere): "
               "split by a design choice, each curve rests on fewer stems and its band widens (e.g. "
               f"±{dkw(max(1, n // 3)):.2f} for a choice a third of the stems made); curves closer than their "
               "bands are not told apart.", ""]

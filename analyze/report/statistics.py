@@ -1,6 +1,5 @@
-"""The report's numbers: accuracy over seeds with t confidence intervals, paired comparisons with the best
-stem (effect size, its CI, Holm-corrected p-values, and no p-value where the data cannot carry one), the
-Pareto front, compute by depth, and the LR tuning curve of a tuned study."""
+"""The report's numbers: accuracy over seeds with t confidence intervals, each stem against the study's
+reference (comparison.py), the Pareto front, compute by depth, and the LR tuning curve of a tuned study."""
 from __future__ import annotations
 
 import math
@@ -11,12 +10,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .comparison import (DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time,
+                         probability_best)
 from .data import Run
 from .studies import Study, stem_labels
 
-ALPHA = 0.05
-MIN_PAIRED_SEEDS = 3  # below this a paired t-test has 1 degree of freedom or none: no p-value is given
-EXACT = 1e-12         # accuracy differences below this are float noise: accuracies are multiples of 1/N
 STAGES = ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
 TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd", "mfu")  # reported as medians over seeds
 
@@ -37,50 +35,6 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
-@dataclass(frozen=True)
-class Paired:
-    """A stem against the best, over the seeds both completed: differences are stem − best (fractions)."""
-
-    n: int
-    mean_diff: float
-    ci95: float           # half-width of the 95 % t-interval of the mean difference
-    d_z: float            # Cohen's d_z: mean difference / standard deviation of the differences
-    p: float              # two-sided paired t-test; NaN when untested
-    untested: str = ""    # why there is no p-value
-
-
-def paired_comparison(best: dict[Any, float], other: dict[Any, float]) -> Paired:
-    seeds = sorted((s for s in set(best) & set(other) if math.isfinite(best[s]) and math.isfinite(other[s])), key=str)
-    d = np.array([other[s] - best[s] for s in seeds], dtype=float)
-    n = len(d)
-    if n == 0:
-        return Paired(0, math.nan, math.nan, math.nan, math.nan, "no shared seed")
-    if np.all(np.abs(d) <= EXACT):
-        return Paired(n, 0.0, 0.0, math.nan, math.nan, "identical on every seed")
-    mean, half = t_interval(d)
-    sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    if n > 1 and np.ptp(d) <= EXACT:  # t = mean / 0: no test, but the difference is plain to state
-        return Paired(n, mean, 0.0, math.nan, math.nan, "the same difference on every seed")
-    d_z = mean / sd if n > 1 else math.nan
-    if n < MIN_PAIRED_SEEDS:
-        return Paired(n, mean, half, d_z, math.nan, f"too few seeds ({n} paired)")
-    return Paired(n, mean, half, d_z, float(stats.ttest_1samp(d, 0.0).pvalue))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment for testing every stem against the best at once (NaN stays NaN: untested).
-
-    Sorted ascending, the k-th smallest of m p-values becomes max over j <= k of min(1, (m - j + 1) p_(j)).
-    Written out because scipy has only Benjamini-Hochberg (false_discovery_control), a different error rate,
-    and statsmodels is not a dependency for these few lines."""
-    tested = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
-    adjusted, running = [math.nan] * len(p_values), 0.0
-    for rank, (p, i) in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
 def step_ms(run: Run) -> tuple[float, str]:
     """Time per training step: the profiled end-to-end step when the run timed layers, else batch / img/s."""
     ms = run.metric("ms_train_step")
@@ -95,7 +49,8 @@ def completed(runs: list[Run]) -> list[Run]:
 
 
 def stem_table(study: Study) -> pd.DataFrame:
-    """One row per stem: accuracy over seeds, the paired comparison with the best, and cost metrics."""
+    """One row per stem: accuracy over seeds, the comparison with the reference, P(best), accuracy within the
+    reference's training time, and cost metrics."""
     labels = stem_labels(study.runs)
     rows, acc_by_stem = [], {}
     for label in sorted(set(labels.values())):
@@ -117,37 +72,33 @@ def stem_table(study: Study) -> pd.DataFrame:
                      "gflops_fwd": avg("flops_fwd_per_image") / 1e9, "gflops_train": avg("flops_train_per_image") / 1e9,
                      "stem_share_flops": avg("stem_share_flops"), "stem_share_time": avg("stem_share_time"),
                      "ms_step": float(np.median([s for s, _ in steps])) if steps else math.nan,
+                     "ms_lo": min((s for s, _ in steps), default=math.nan), "ms_hi": max((s for s, _ in steps), default=math.nan),
                      "ms_step_source": ",".join(sorted({src for _, src in steps})),
                      "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc"),
                      "mfu": avg("mfu")})  # model FLOPs utilisation (experiments.runner.summarize); older records: NaN
     table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
                                         "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
-                                        "ms_step", "ms_step_source", "img_s", "best_acc", "mfu"])
-    return compare_with_best(table, acc_by_stem).sort_values(
-        ["acc_mean", "stem"], ascending=[False, True], na_position="last").reset_index(drop=True)
+                                        "ms_step", "ms_lo", "ms_hi", "ms_step_source", "img_s", "best_acc", "mfu"])
+    if not len(table):  # a tuned study whose final stage has not run yet
+        return table.assign(verdict="", p_best=math.nan)
+    reference, _, margin = reference_of(study, table)
+    table = compare_with_reference(table, acc_by_stem, reference, margin)
+    best = probability_best(acc_by_stem)
+    table["p_best"] = [best.get(s, math.nan) for s in table["stem"]]
+    histories = {label: [r.history for r in completed([r for r in study.runs if labels[id(r)] == label])
+                         if r.history is not None] for label in table["stem"]}
+    table = equal_time(table, histories, reference)
+    return table.sort_values(["acc_mean", "stem"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
 
-def compare_with_best(table: pd.DataFrame, acc_by_stem: dict[str, dict[Any, float]]) -> pd.DataFrame:
-    """Adds the paired comparison with the best stem and a verdict: ≈ best / worse by Holm-adjusted p."""
-    table = table.assign(diff=math.nan, diff_ci95=math.nan, d_z=math.nan, pairs=0, p=math.nan, p_holm=math.nan,
-                         verdict="")
-    ranked = table[table["n"] > 0].sort_values(["acc_mean", "stem"], ascending=[False, True])
-    if not len(ranked):
-        return table
-    best = ranked.iloc[0]["stem"]
-    for i, row in table.iterrows():
-        if row["stem"] == best:
-            table.at[i, "verdict"] = "**best**"
-        elif row["n"] == 0:
-            table.at[i, "verdict"] = "no completed seed"
-        else:
-            c = paired_comparison(acc_by_stem[best], acc_by_stem[row["stem"]])
-            table.loc[i, ["diff", "diff_ci95", "d_z", "pairs", "p"]] = [c.mean_diff, c.ci95, c.d_z, c.n, c.p]
-            table.at[i, "verdict"] = c.untested
-    table["p_holm"] = holm(list(table["p"]))
-    tested = table["p_holm"].notna()
-    table.loc[tested, "verdict"] = np.where(table.loc[tested, "p_holm"] >= ALPHA, "≈ best", "worse")
-    return table
+def reference_of(study: Study, table: pd.DataFrame) -> tuple[str, str, float]:
+    """The study's reference stem, where it comes from, and its equivalence margin in points: the `compare`
+    setting of its most recently finished record (a re-run skips completed points, which keep the setting they
+    ran under, so the newest record carries the study's current one)."""
+    runs = sorted(study.runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
+    compare = (runs[-1].config.get("compare") or {}) if runs else {}
+    reference, source = choose_reference(list(table["stem"]), compare.get("reference"))
+    return reference, source, float(compare.get("margin") or DEFAULT_MARGIN)
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
@@ -187,15 +138,17 @@ def depth_shares(runs: list[Run]) -> pd.DataFrame:
 
 
 def tuning_table(study: Study) -> pd.DataFrame:
-    """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, n),
+    """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, SD, n),
     and `chosen`: the LR with the best mean for that stem (the smaller LR on a tie)."""
     labels = stem_labels(study.tuning)
     rows = []
     for (stem, lr), rs in _group(study.tuning, lambda r: (labels[id(r)], r.lr)).items():
         accs = [r.metric("valid_acc") for r in completed(rs)]
         mean, half = t_interval(accs)
-        rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "n": len(accs), "points": len(rs)})
-    table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "n", "points"]).sort_values(["stem", "lr"])
+        sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan
+        rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "acc_sd": sd, "n": len(accs),
+                     "points": len(rs)})
+    table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "acc_sd", "n", "points"]).sort_values(["stem", "lr"])
     table["chosen"] = False
     ranked = table[table["n"] > 0].sort_values(["stem", "acc_mean", "lr"], ascending=[True, False, True])
     table.loc[ranked.groupby("stem").head(1).index, "chosen"] = True

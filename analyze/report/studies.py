@@ -17,7 +17,8 @@ from typing import Any
 
 from .data import Run
 
-VARIES_IN_A_STUDY = ("stem", "seed", "logger")  # what a study compares, or what changes no result
+VARIES_IN_A_STUDY = ("stem", "seed", "logger", "compare")  # what a study compares, or what changes no result
+# (compare: how the report compares; a re-run keeps completed records with the setting they ran under)
 STAGE_KEYS = (("data", "tune_split"),)           # which stage a record belongs to, not which study
 PER_STEM_IN_TUNED = (("train", "lr"),)           # chosen per stem in a tuned study
 

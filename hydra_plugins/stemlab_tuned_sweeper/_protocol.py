@@ -100,7 +100,11 @@ class Grid:
 
     def tune_jobs(self) -> list[TuneJob]:
         """Stage 1: every arm at every learning rate and tuning seed, on the tuning split."""
-        return [TuneJob(arm, lr, seed) for arm in self.arms for lr in self.lrs for seed in self.tune_seeds]
+        return [job for arm in self.arms for lr in self.lrs for job in self.tune_jobs_at(arm, lr)]
+
+    def tune_jobs_at(self, arm: Arm, lr: float) -> list[TuneJob]:
+        """One arm at one learning rate over the tuning seeds (also for a learning rate the grid extended to)."""
+        return [TuneJob(arm, lr, seed) for seed in self.tune_seeds]
 
     def final_overrides(self, arm: Arm, lr: float | None) -> list[list[str]]:
         """Stage 2: the arm's points over the seeds at `lr` (None: without one, for a skipped point's record)."""
@@ -129,30 +133,70 @@ class TuneResult:
     job: TuneJob
     accuracy: float  # NaN: the run failed or diverged
     run_dir: str  # relative to the sweep directory
+    wall_s: float = math.nan  # the run's wall time from its record (NaN: not recorded)
 
 
-def accuracy_table(grid: Grid, results: Sequence[TuneResult]) -> dict[Arm, list[float]]:
-    """Per arm, the mean tuning accuracy at each learning rate of the grid (in grid order)."""
+def accuracy_table(arm_lrs: dict[Arm, list[float]], results: Sequence[TuneResult]) -> dict[Arm, list[float]]:
+    """Per arm, the mean tuning accuracy at each of its learning rates (in the order of `arm_lrs[arm]`)."""
+    by_point = accuracies_by_point(results)
+    return {arm: [mean_accuracy(by_point.get((arm, lr), [math.nan])) for lr in lrs] for arm, lrs in arm_lrs.items()}
+
+
+def accuracies_by_point(results: Sequence[TuneResult]) -> dict[tuple[Arm, float], list[float]]:
     by_point: dict[tuple[Arm, float], list[float]] = {}
     for r in results:
         by_point.setdefault((r.job.arm, r.job.lr), []).append(r.accuracy)
-    return {arm: [mean_accuracy(by_point[arm, lr]) for lr in grid.lrs] for arm in grid.arms}
+    return by_point
 
 
-def tuning_record(grid: Grid, results: Sequence[TuneResult], table: dict[Arm, list[float]],
-                  chosen: dict[Arm, float | None], errors: dict[Arm, str]) -> dict[str, Any]:
-    """tuning.json: the grid, every tuning run, each arm's mean accuracy per LR and its chosen LR (or why none)."""
+def check_bounds(bounds: Sequence[float], lrs: Sequence[float]) -> None:
+    """lr_bounds must be (lowest, highest) positive learning rates around the grid."""
+    if len(bounds) != 2 or not 0 < bounds[0] <= min(lrs) <= max(lrs) <= bounds[1]:
+        raise ProtocolError(f"hydra.sweeper.lr_bounds={list(bounds)} is not [lowest, highest] around the grid {sorted(lrs)}; "
+                            "give two positive learning rates that enclose it, e.g. hydra.sweeper.lr_bounds=[0.0001,0.1].")
+
+
+def extend_grid(lrs: Sequence[float], accuracies: Sequence[float], bounds: Sequence[float]) -> float | None:
+    """The next learning rate to try when the best one sits at an edge of `lrs` (ascending): one more step of the
+    grid's own ratio at that edge, unless it would leave `bounds` (lowest, highest); None when the best is inside
+    (or no LR is usable, or the grid has one LR and so no step)."""
+    if len(lrs) < 2 or not any(math.isfinite(a) for a in accuracies):
+        return None
+    best, (lo, hi) = choose_lr(lrs, accuracies), bounds
+    if best == lrs[-1]:
+        nxt = float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.6g}")
+        return nxt if nxt <= hi * (1 + 1e-9) else None
+    if best == lrs[0]:
+        nxt = float(f"{lrs[0] * lrs[0] / lrs[1]:.6g}")
+        return nxt if nxt >= lo * (1 - 1e-9) else None
+    return None
+
+
+def tuning_record(grid: Grid, results: Sequence[TuneResult], arm_lrs: dict[Arm, list[float]],
+                  table: dict[Arm, list[float]], chosen: dict[Arm, float | None], errors: dict[Arm, str],
+                  bounds: Sequence[float]) -> dict[str, Any]:
+    """tuning.json: the grid and its bounds, every tuning run (with its wall time: the tuning's cost), each arm's
+    learning rates (the grid plus its extensions), mean and spread of accuracy per LR, and its chosen LR (or why none)."""
     def finite(x: float) -> float | None:
         return x if math.isfinite(x) else None
 
+    by_point = accuracies_by_point(results)
+
+    def spread(arm: Arm, lr: float) -> float | None:  # sample SD over the tuning seeds
+        accs = by_point.get((arm, lr), [])
+        return finite(statistics.stdev(accs)) if len(accs) > 1 and all(math.isfinite(a) for a in accs) else None
+
     return {
         "objective": "valid_acc on the tuning split (data.tune_split=true), mean over tune_seeds; "
-                     "the highest wins, ties go to the smaller lr, a failed or diverged run is never chosen",
-        "lrs": grid.lrs, "tune_seeds": grid.tune_seeds,
-        "arms": [{"name": arm.name(), "swept": dict(arm.swept), "chosen_lr": chosen.get(arm),
+                     "the highest wins, ties go to the smaller lr, a failed or diverged run is never chosen; "
+                     "while the best lr is at an edge of an arm's grid, the grid extends one step there (within lr_bounds)",
+        "lrs": grid.lrs, "lr_bounds": list(bounds), "tune_seeds": grid.tune_seeds,
+        "wall_s": sum(r.wall_s for r in results if math.isfinite(r.wall_s)),
+        "arms": [{"name": arm.name(), "swept": dict(arm.swept), "lrs": arm_lrs[arm], "chosen_lr": chosen.get(arm),
                   "error": errors.get(arm), "mean_acc": [finite(a) for a in table[arm]],
-                  "runs": [{"lr": r.job.lr, "seed": r.job.seed, "valid_acc": finite(r.accuracy), "dir": r.run_dir}
-                           for r in results if r.job.arm == arm]}
+                  "sd_acc": [spread(arm, lr) for lr in arm_lrs[arm]],
+                  "runs": [{"lr": r.job.lr, "seed": r.job.seed, "valid_acc": finite(r.accuracy), "dir": r.run_dir,
+                            "wall_s": finite(r.wall_s)} for r in results if r.job.arm == arm]}
                  for arm in grid.arms],
     }
 

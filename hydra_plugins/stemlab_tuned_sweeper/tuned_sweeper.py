@@ -10,8 +10,10 @@ the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets o
    stratified tuning split; the run validates on that split, never on the validation set the report shows),
    in `<sweep.dir>/tune/<overrides>/`;
 2. choose: per arm, the LR with the highest mean tuning accuracy (ties: the smaller LR; an LR whose run failed
-   or diverged on any tuning seed is never chosen); `<sweep.dir>/tuning.json` holds the grid, every tuning
-   run and the choice. An arm without a usable LR skips its final points, each with a `failed` record saying why;
+   or diverged on any tuning seed is never chosen). While an arm's best LR sits at an edge of its grid, the grid
+   extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve still rising
+   at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every tuning run (with its
+   wall time: the tuning's cost), the spread over tuning seeds, and the choice. An arm without a usable LR skips its final points, each with a `failed` record saying why;
 3. final: every arm x seed trains at its chosen LR with `data.tune_split=false` in `<sweep.dir>/final/<overrides>/`
    (the chosen LR is left out of the directory name, so a changed choice replaces that point's run).
 
@@ -40,7 +42,9 @@ log = logging.getLogger("stemlab")
 class TunedSweeperConf:  # registering it in sys.modules, where dataclasses would look the string annotations up
     _target_: str = "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper"
     lrs: List[float] = MISSING  # the learning rates to try (conf/hydra/sweeper/tuned.yaml gives the default grid)
-    tune_seeds: List[int] = field(default_factory=lambda: [0])  # the seeds each (arm, lr) is tuned over
+    tune_seeds: List[int] = field(default_factory=lambda: [0, 1])  # the seeds each (arm, lr) is tuned over
+    # the grid extends past its edges (while the best LR sits there) but never below/above these
+    lr_bounds: List[float] = field(default_factory=lambda: [1e-4, 0.1])
     max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (None: a whole stage)
     params: Optional[Dict[str, str]] = None  # the swept values, as for Hydra's basic sweeper
 
@@ -52,10 +56,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_tuned", node=T
 class TunedSweeper(BasicSweeper):
     """Hydra's basic sweeper (point expansion, launcher set-up) with the two-stage protocol as its sweep."""
 
-    def __init__(self, lrs: Sequence[float], tune_seeds: Sequence[int], max_batch_size: Optional[int] = None,
-                 params: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, lrs: Sequence[float], tune_seeds: Sequence[int], lr_bounds: Sequence[float] = (1e-4, 0.1),
+                 max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self.lrs, self.tune_seeds = list(lrs), list(tune_seeds)
+        self.lrs, self.tune_seeds, self.lr_bounds = list(lrs), list(tune_seeds), [float(b) for b in lr_bounds]
         self.next_job_idx = 0
 
     def sweep(self, arguments: List[str]) -> Any:
@@ -66,6 +70,7 @@ class TunedSweeper(BasicSweeper):
         try:
             grid = protocol.Grid.from_overrides(parser.parse_overrides([*self._parse_config(), *arguments]),
                                                 self.lrs, self.tune_seeds)
+            protocol.check_bounds(self.lr_bounds, grid.lrs)
         except protocol.ProtocolError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -73,26 +78,38 @@ class TunedSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        tune_jobs = grid.tune_jobs()
-        tune_returns = self.launch_stage([job.overrides() for job in tune_jobs], "tune", protocol.UNNAMED["tune"])
-        results = [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir)) for job, r in zip(tune_jobs, tune_returns)]
-        table = protocol.accuracy_table(grid, results)
+        results, tune_returns = [], []
+        arm_lrs = {arm: list(grid.lrs) for arm in grid.arms}
+        jobs = grid.tune_jobs()
+        while jobs:  # the grid, then one step past an edge for every arm whose best LR sits there, until none does
+            returns = self.launch_stage([job.overrides() for job in jobs], "tune", protocol.UNNAMED["tune"])
+            results += [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir), wall_s(r)) for job, r in zip(jobs, returns)]
+            tune_returns += returns
+            table = protocol.accuracy_table(arm_lrs, results)
+            jobs = []
+            for arm in grid.arms:
+                nxt = protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds)
+                if nxt is not None:
+                    arm_lrs[arm] = sorted([*arm_lrs[arm], nxt])
+                    jobs += grid.tune_jobs_at(arm, nxt)
+        table = protocol.accuracy_table(arm_lrs, results)
         chosen: dict[protocol.Arm, float | None] = {}
         errors: dict[protocol.Arm, str] = {}
         for arm in grid.arms:
             try:
-                chosen[arm] = protocol.choose_lr(grid.lrs, table[arm])
+                chosen[arm] = protocol.choose_lr(arm_lrs[arm], table[arm])
             except protocol.NoUsableLR as e:
                 chosen[arm], errors[arm] = None, f"{arm.name()}: {e}"
                 for overrides in grid.final_overrides(arm, None):
                     protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
-        protocol.write_tuning(sweep_dir / "tuning.json", protocol.tuning_record(grid, results, table, chosen, errors))
+        protocol.write_tuning(sweep_dir / "tuning.json",
+                              protocol.tuning_record(grid, results, arm_lrs, table, chosen, errors, self.lr_bounds))
         for arm, lr in chosen.items():  # the choice in the log, not only in tuning.json
             if lr is None:
                 log.warning("tuned: %s; its final points are skipped.", errors[arm])
             else:
                 log.info("tuned: %s trains at lr %g (mean tuning accuracy %.2f %%)", arm.name(), lr,
-                         100 * table[arm][grid.lrs.index(lr)])
+                         100 * table[arm][arm_lrs[arm].index(lr)])
 
         final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
         return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
@@ -132,6 +149,16 @@ def accuracy(job: JobReturn) -> float:
     """A tuning run's return: train.py's validation accuracy (on the tuning split), NaN when it failed."""
     value = job.return_value
     return float(value) if value is not None else float("nan")
+
+
+def wall_s(job: JobReturn) -> float:
+    """A run's wall time from its record (a resumed run's record keeps the time it took when it ran)."""
+    from experiments.record import RESULT_FILE, Unreadable, read_record
+
+    record = read_record(Path(job.hydra_cfg.hydra.runtime.output_dir) / RESULT_FILE)
+    # no record or an unreadable one: the cost is unknown, the tuning goes on
+    value = None if isinstance(record, Unreadable) else record.get("wall_s")
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def run_dir(job: JobReturn, sweep_dir: Path) -> str:

@@ -1,0 +1,123 @@
+"""``python -m analyze readme [--write FILE | --check FILE]``: the README's study numbers, read from the committed
+reports (docs/studies/*/report.md), so that the README never says what no report shows.
+
+The block between <!-- studies:summary:start --> and <!-- studies:summary:end --> holds, per committed stem study,
+its stem table's main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
+and time (from its compute-by-depth table), and what the report cannot claim (the older protocol, no records
+beside it). --check exits 1 when FILE's block differs from the reports (a test runs it on README.md)."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from stems.base import StemlabError, atomic_write, replace_between
+
+from .render import md_table
+
+START, END = "<!-- studies:summary:start -->", "<!-- studies:summary:end -->"
+STUDIES = Path("docs/studies")
+COMMAND = "python -m analyze readme --write README.md"
+# the stem table's columns the README shows, when the report has them (older reports: Δ vs the best stem)
+COLUMNS = ("stem", "accuracy (mean ± 95 % CI)", "seeds", "lr", "P(best)", "Δ vs reference (pp, adjusted CI)",
+           "Δ vs best (pp, 95 % CI)", "p (Holm; raw)", "verdict", "at ref. time", "ms / train step")
+
+
+def tables(lines: list[str]) -> list[tuple[int, list[list[str]]]]:
+    """(first line index, rows of cells) of every markdown table in `lines`; the alignment row dropped."""
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            rows = [[c.strip() for c in row.strip().strip("|").split(" | ")] for row in lines[i:j]]
+            out.append((i, [rows[0], *rows[2:]]))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def share_range(depth: list[list[str]], column: int) -> str:
+    """'lo–hi' of the stem column's FLOPs (column 0) or time (1) share over the rows of `depth` ('a → b' cells)."""
+    values = []
+    for row in depth[1:]:
+        parts = row[1].split(" → ")
+        if len(parts) == 2 and re.fullmatch(r"[\d.]+", parts[column]):
+            values.append(float(parts[column]))
+    return f"{min(values):.1f}–{max(values):.1f} %" if values else "–"
+
+
+def study_summary(report: Path) -> list[str]:
+    """The README's lines for one committed report: per study section, its table and what it can claim."""
+    text = report.read_text(encoding="utf-8")
+    folder = report.parent
+    has_records = any(folder.rglob("result.json"))
+    out = []
+    for section in text.split("\n## ")[1:]:
+        lines = section.splitlines()
+        found = tables(lines)
+        stem_tables = [rows for _, rows in found if rows[0][:2] == ["stem", "accuracy (mean ± 95 % CI)"]]
+        if not stem_tables:
+            continue
+        rows = stem_tables[0]
+        keep = [rows[0].index(c) for c in COLUMNS if c in rows[0]]
+        head = [rows[0][k] for k in keep]
+        new_protocol = "Δ vs reference (pp, adjusted CI)" in head
+        reference = next((ln for ln in lines if ln.startswith("Reference: ")), "")
+        power = next((ln for ln in lines if ln.startswith("Power: ")), "")
+        caveats = []
+        if not new_protocol:
+            caveats.append("the protocol before a named reference: each stem against the best of the same data, Holm-adjusted "
+                           "p beside unadjusted intervals; \"≈ best\" means only \"not shown worse\"")
+        if not has_records:
+            caveats.append("its records are not beside it, so it cannot be regenerated from this repository")
+        depth = next((rows for i, rows in found if i > 0 and "Compute by depth, share of FLOPs" in lines[i - 2]), None)
+        out += [f"**{lines[0]}** (`{report.as_posix()}`" + (f"; {'; '.join(caveats)}" if caveats else "") + "):", ""]
+        if reference:
+            out += [reference, ""]
+        out += [md_table(head, "".join("l" if h in ("stem", "verdict") else "r" for h in head), [[r[k] for k in keep] for r in rows[1:]]), ""]
+        if power:
+            out += [power, ""]
+        if depth:
+            out += [f"The stem's share of a training step: {share_range(depth, 0)} of the FLOPs, {share_range(depth, 1)} of "
+                    "the measured time (over these stems, from the report's compute-by-depth table).", ""]
+    return out
+
+
+def block(root: Path = Path(".")) -> str:
+    lines = []
+    for report in sorted((root / STUDIES).glob("*/report.md")):
+        lines += study_summary(report.relative_to(root) if root != Path(".") else report)
+    lines.append(f"Generated from the committed reports by `{COMMAND}`.")
+    return "\n".join(lines)
+
+
+def add_readme_parser(sub: Any) -> None:
+    p = sub.add_parser("readme", help="the README's study numbers, from the committed reports",
+                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="FILE", help="replace the block between the markers in FILE")
+    group.add_argument("--check", metavar="FILE", help="exit 1 when the block in FILE is stale")
+    p.set_defaults(func=run_readme)
+
+
+def run_readme(args: argparse.Namespace) -> int:
+    new_block = block()
+    if not (args.write or args.check):
+        print(new_block)
+        return 0
+    path = Path(args.write or args.check)
+    if not path.is_file():
+        raise StemlabError(f"{path} is not a file; pass the README, e.g. --check README.md.")
+    text = path.read_text(encoding="utf-8")
+    updated = replace_between(text, START, END, new_block, str(path), "study summary")
+    if args.check:
+        if updated != text:
+            print(f"{path}'s study summary is stale; regenerate it with `{COMMAND}`.")
+            return 1
+        return 0
+    atomic_write(path, updated)
+    return 0
