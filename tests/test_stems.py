@@ -277,8 +277,8 @@ def test_unknown_parameter_names_it_and_lists_the_valid_ones():
 
 @pytest.mark.parametrize("name, params, words", [
     ("xresnet_3conv", {"widths": [32, 32, 48]}, "end in 48, but the last width is the output width, out_channels=64"),
-    ("xresnet_3conv", {"widths": [-32, 32, 64]}, "positive"),
-    ("conv_stack", {"widths": [32, 0, 64]}, "positive"),
+    ("xresnet_3conv", {"widths": [-32, 32, 64]}, "integers ≥ 1"),
+    ("conv_stack", {"widths": [32, 0, 64]}, "integers ≥ 1"),
     ("resnet_7x7", {"kernel_size": 0}, "kernel size"),
     ("conv_stack", {"kernel_sizes": [3, 0, 1]}, "kernel_sizes must be positive"),
     ("conv_stack", {"strides": [2, 1, 1]}, "multiply to 2, but the stem contract needs 4"),

@@ -14,7 +14,6 @@ from typing import Any
 
 from stems.base import StemlabError, atomic_write, replace_between
 
-from .render import md_table
 
 START, END = "<!-- studies:summary:start -->", "<!-- studies:summary:end -->"
 STUDIES = Path("docs/studies")
@@ -52,6 +51,8 @@ def share_range(depth: list[list[str]], column: int) -> str:
 
 def study_summary(report: Path) -> list[str]:
     """The README's lines for one committed report: per study section, its table and what it can claim."""
+    from .render import md_table  # pandas: loaded when the command runs, so --help answers at once
+
     text = report.read_text(encoding="utf-8")
     folder = report.parent
     has_records = any(folder.rglob("result.json"))
