@@ -2,9 +2,10 @@
 trying, a short probe of the run's own training step says which of them is fastest, and the result is cached per
 machine (CPU model, threads, torch version) and workload, like the profiler's peaks (analyze/profile/calibrate.py).
 
-Why measure: bf16 autocast is 1.6x faster than fp32 on a Xeon with AMX tiles, faster still on an AMD EPYC with
-AVX-512 BF16 but no AMX, and emulated (slower) on a CPU with neither; channels_last helps some convolutions and
-models and hurts others. No rule of thumb holds on every CPU, so the candidates are timed."""
+Why measure: bf16 autocast with channels_last trained xresnet18 at 64 px 1.6x faster than fp32 on a Xeon with AMX
+and 1.9x on an AMD EPYC with AVX-512 BF16 but no AMX (benchmarks/RESULTS.md), while channels_last alone helped the
+same model by 1.35x at 28 px and 1.12x at 64 px on the EPYC and slowed it on the Xeon. No rule of thumb holds on
+every CPU and model, so the candidates are timed."""
 from __future__ import annotations
 
 import hashlib

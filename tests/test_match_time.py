@@ -14,7 +14,7 @@ import stems.match
 from analyze.profile.timing import interleaved
 from experiments.config import ConfigError, check_command_line
 from experiments.model import resolve_stem
-from stems.match import REPEATS, TOLERANCE, cost, match_params
+from stems.match import TOLERANCE, cost, match_params
 from tests.conftest import TINY
 from tests.test_stems import one_sentence
 
