@@ -146,6 +146,7 @@ def test_missing_and_offline_says_where_it_looked_and_what_to_do(tmp_path, monke
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(imagenette_mod, "download", offline)
+    (tmp_path / "nowhere").mkdir()  # an existing, empty data.root: the download is tried there (a missing one is refused)
     with pytest.raises(DataError) as err:
         build_data(imagenette_cfg(tmp_path / "nowhere", tmp_path / "cache", download=True, size=320), bs=4, seed=0)
     msg = str(err.value)

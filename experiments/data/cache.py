@@ -202,6 +202,7 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
     # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
     ctx = _Tracked(mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None))
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=output)
+    finished = False
     try:
         pending = {pool.submit(_decode_rows, jobs[k:k + CHUNK]) for k in range(0, len(jobs), CHUNK)}
         while pending:
@@ -216,11 +217,13 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
                     codes = [p.exitcode for p in ctx.started if p.exitcode]
                     raise DataError(f"{desc}: a decoding process died ({_death(codes)}); free memory or disk "
                                     "space, or try data.workers=1.") from None
+        finished = True
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for p in ctx.started:  # a stuck or busy worker: the pool cannot stop it itself
-            if p.is_alive():
-                p.kill()
+        if not finished:  # stuck, dead or interrupted: kill the workers before the pool's own shutdown, which cannot
+            for p in ctx.started:  # stop a busy one (killed after it, a worker could outlive the parent's wait)
+                if p.exitcode is None:
+                    p.kill()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 class _Tracked:
