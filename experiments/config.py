@@ -27,7 +27,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import stems
 from stems.base import StemlabError
-from stems.match import check_match, cost
+from stems.cost import cost
+
+from .match import check_match
 
 from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 

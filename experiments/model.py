@@ -15,7 +15,7 @@ from torch import nn
 
 import stems
 from stems.base import StemlabError
-from stems.match import match_params
+from .match import match_params
 
 from .schema import STEM_KEYS, TrainConf
 
@@ -40,7 +40,7 @@ def stem_params(stem_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_stem(stem_cfg: Mapping[str, Any], in_channels: int, image_size: int | None, device: str = "cpu",
                  batch_size: int = TrainConf.bs, precision: str = "fp32",
                  channels_last: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The stem node with `stem.match` applied: widths scaled to the target cost (stems.match) and match
+    """The stem node with `stem.match` applied: widths scaled to the target cost (experiments.match) and match
     cleared, plus the match record for result.json (None without a match).
 
     A `time:` match times the stem on `device` at `batch_size`, `precision` and memory format: a run passes its

@@ -9,6 +9,7 @@ disk without room for the config, the log and the record (Hydra would end in a t
 Kept free of torch and stemlab's heavy modules: Hydra imports it for every command."""
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import shutil
@@ -67,6 +68,16 @@ def lock_folder(folder: Path, key: str) -> int | None:
     return fd
 
 
+def remove_if_unused(folder: Path) -> None:
+    """Remove a folder this process created for its lock when nothing else was written into it."""
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()
+            folder.rmdir()
+    except OSError:  # gone already, or not ours to remove: leave it
+        pass
+
+
 class RunFolderGuard(Callback):
     """Locks the run folder (single run) or the sweep folder (multirun) for this process; refuses a full disk."""
 
@@ -82,10 +93,13 @@ class RunFolderGuard(Callback):
     def guard(self, folder: Path, key: str) -> None:
         try:
             check_room(folder, key)
+            created = not folder.exists()
             self.fd = lock_folder(folder, key)
         except FolderRefused as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        if created:  # a command refused after this point (e.g. by a sweeper) must leave no folder behind
+            atexit.register(remove_if_unused, folder)
 
     def release(self, **kwargs: Any) -> None:
         if self.fd is not None:

@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 import stems
-from stems.match import MATCH_SPEC, MATCH_TEXT
+from .match import MATCH_SPEC, MATCH_TEXT
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
 
@@ -204,7 +204,7 @@ class StemConf:
 
     name: str = setting(MISSING, **name_rule())
     out_channels: int = MISSING  # the stem contract's width, handed to the trunk
-    # iso-cost widths (stems.match): equal FLOPs, params or measured train-step time
+    # iso-cost widths (experiments.match): equal FLOPs, params or measured train-step time
     match: Optional[str] = setting(None, MATCH_TEXT, lambda v: bool(MATCH_SPEC.fullmatch(v)))
 
 

@@ -28,7 +28,7 @@ def table() -> str:
     """Markdown table: one row per canonical stem, costs for 3 input channels and the default out_channels;
     the note under it names the aliases."""
     from . import aliases, available, spec
-    from .match import cost
+    from .cost import cost
 
     head = ["stem", "family", "source", "params"] + [f"MFLOPs @{s} px" for s in SIZES]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (1 + len(SIZES))]
@@ -50,7 +50,7 @@ def table() -> str:
 def listing(size: int, in_channels: int = IN_CHANNELS) -> str:
     """Every stem, its parameters with their defaults, and its params and forward FLOPs at `size` px."""
     from . import aliases, available, check_image_size, spec
-    from .match import cost
+    from .cost import cost
 
     for name in available():
         try:
@@ -111,7 +111,7 @@ def run(argv: list[str] | None) -> int:
         return 0
     if args.command == "match":
         from . import spec
-        from .match import match_params
+        from experiments.match import match_params
 
         params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {},
                                     batch_size=args.batch_size, precision=args.precision,

@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 from .layers import ACTS, CONVNEXT_LN_EPS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
-from .match import cost
+from .cost import cost
 from .registry import StemError, register, spec
 
 POINTS_DIR = Path(__file__).with_name("points")  # named points (python -m analyze space exports them): stems by name

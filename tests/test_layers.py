@@ -18,6 +18,7 @@ LAYERS = [
     ("experiments", 2),
     ("analyze.report", 3),
     ("analyze.dashboard", 3),
+    ("analyze.evaluate", 3),  # a command over a finished run: reads its record, rebuilds its data and model
 ]
 ENTRY_LAYER = 4
 NAMES = {0: "stems", 1: "cost profiler", 2: "experiments", 3: "report", 4: "entry points"}

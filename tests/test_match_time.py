@@ -10,11 +10,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import stems
-import stems.match
+import experiments.match
 from analyze.profile.timing import interleaved
 from experiments.config import ConfigError, check_command_line
 from experiments.model import resolve_stem
-from stems.match import TOLERANCE, cost, match_params
+from experiments.match import TOLERANCE, match_params
+from stems.cost import cost
 from tests.conftest import TINY
 from tests.test_stems import one_sentence
 
@@ -114,8 +115,8 @@ def test_noisy_timings_are_refused():
 
 def test_a_change_between_search_and_retiming_is_refused(monkeypatch):
     timer, starts = FakeTimer(), []
-    compare = stems.match._Clock.compare
-    monkeypatch.setattr(stems.match._Clock, "compare", lambda clock, a, b: starts.append(timer.calls) or compare(clock, a, b))
+    compare = experiments.match._Clock.compare
+    monkeypatch.setattr(experiments.match._Clock, "compare", lambda clock, a, b: starts.append(timer.calls) or compare(clock, a, b))
     time_match("time:resnet_7x7", timer=timer)
     last = starts[-1]  # the last comparison: the pick against the target, timed again
     # from then on the candidate alone takes 20 % longer (its target, timed beside it, does not)
@@ -155,8 +156,8 @@ def test_bad_time_specs_are_one_sentence(match, words):
 def test_real_timing_on_cpu_end_to_end(monkeypatch):
     # at 16 px the time is mostly overhead, so on a loaded machine the noise may decide: a refusal for noise, for a
     # drift, or for a target the noisy timings never came within 5 % of is a valid outcome, a crash is not
-    monkeypatch.setattr(stems.match, "MIN_RUN_TIME", 0.01)
-    monkeypatch.setattr(stems.match, "MIN_ROUNDS", 5)
+    monkeypatch.setattr(experiments.match, "MIN_RUN_TIME", 0.01)
+    monkeypatch.setattr(experiments.match, "MIN_ROUNDS", 5)
     try:
         params, info = match_params("xresnet_3conv", 3, 64, 16, "time:xresnet_3conv", {}, batch_size=2)
     except stems.StemError as e:
@@ -169,7 +170,7 @@ def test_real_timing_on_cpu_end_to_end(monkeypatch):
 
 
 def test_resolve_stem_times_on_the_runs_device_and_batch(monkeypatch):
-    monkeypatch.setattr(stems.match, "train_step_time", FakeTimer())
+    monkeypatch.setattr(experiments.match, "train_step_time", FakeTimer())
     node, info = resolve_stem({"name": "xresnet_3conv", "match": "time:resnet_7x7"}, 3, SIZE, "cpu", 4)
     assert node["match"] is None and node["widths"] == info["widths"] and info["image_size"] == SIZE
     assert (info["target_kind"], info["device"], info["batch_size"]) == ("time", "cpu", 4)

@@ -13,7 +13,7 @@ import stems
 from analyze.report.space import run_space
 from experiments.config import ConfigError, check_command_line
 from stems import space
-from stems.match import cost
+from stems.cost import cost
 from stems.space import Choices, design, point_of, sample, sample_points
 
 from tests.conftest import TINY, run_cli

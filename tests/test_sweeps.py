@@ -41,7 +41,7 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     assert len(failed) == 4 and all("must have the same length" in r["error"] and r["config"]["trunk"]["layers"] == [1, 1]
                                     for r in failed.values())
     # the point's directory is its overrides (not a timestamp or job number): the same command finds it again
-    assert "seed=0,stem=resnet_7x7,train.bs=8,train.epochs=1,trunk.layers=[1,1,1,1]" in "".join(done)
+    assert "seed=0,stem=resnet_7x7,train.bs=8,train.channels_last=False,train.epochs=1,train.precision=fp32,trunk.layers=[1,1,1,1]" in "".join(done)
     again, garbled = sorted(done)[:2]
     (sweep / again / "result.json").write_text(json.dumps({**done[again], "status": "failed"}))
     (sweep / garbled / "result.json").write_bytes(b'{"status": "completed\xff"}')  # a non-UTF-8 byte

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from stems import spec
 from stems.base import StemlabError, atomic_write
-from stems.match import cost, target_of
+from experiments.match import target_of
+from stems.cost import cost
 from stems.space import Choices, code, sample_points
 
 STEM_KEYS = [f"stem.{k}" for k in spec("space").defaults]  # left out of a point's directory name (sample<NNN> says it)

@@ -1,5 +1,5 @@
-"""Cost of a stem (forward FLOPs by torch's FlopCounterMode, parameter count, measured train-step time) and
-equal-cost matching: scale a stem's internal widths until its FLOPs, params or time are within 5 % of a target.
+"""Equal-cost matching (`stem.match`): scale a stem's internal widths until its FLOPs, params (stems.cost) or measured
+train-step time are within 5 % of a target. A setup step of a run, above the cost profiler whose step timer it uses.
 
 FLOPs and params are counted on the meta device: shapes only, no arithmetic, so a search over widths is cheap.
 Time is measured on the run's device, batch, threads and precision with the profiler's step timer, the candidate and
@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from analyze.profile.runtime import AUTOCAST_DTYPES, make_input
 from analyze.profile.timing import interleaved, time_step
 
-from .registry import StemError, available, make, spec
+from stems.cost import cost
+from stems.registry import StemError, available, make, spec
 
 TOLERANCE = 0.05  # |achieved / target - 1| allowed
 WIDTH_MIN = 8  # lower bound for any scaled width: narrower layers are degenerate (BN statistics over a few channels)
@@ -41,19 +41,6 @@ MIN_RUN_TIME = 0.2  # ... and more until each stem's timed steps add up to this 
 MAX_ROUNDS = 400  # ... but no more than this (a stem of a few microseconds)
 
 Timer = Callable[[nn.Module, torch.Tensor, "torch.dtype | None"], float]  # (stem, batch, autocast dtype) -> s of one step
-
-
-def cost(name: str, in_channels: int, image_size: int, out_channels: int | None = None,
-         params: dict[str, Any] | None = None) -> dict[str, int]:
-    """{'flops': forward FLOPs on a (1, C, S, S) input (FlopCounterMode: 2 x MACs of convs and matmuls),
-    'params': parameter count} of stem `name` with `params` overriding its defaults."""
-    s = spec(name)
-    with torch.device("meta"):
-        stem = make(s, in_channels, s.out_channels if out_channels is None else out_channels, dict(params or {}))
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        stem(torch.empty(1, in_channels, image_size, image_size, device="meta"))
-    return {"flops": int(counter.get_total_flops()), "params": sum(p.numel() for p in stem.parameters())}
 
 
 def train_step_time(stem: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None) -> float:
