@@ -420,6 +420,7 @@ def test_records_that_counted_epochs_from_0_read_as_counted_from_1():
     assert from_one(old)["epoch"].tolist() == [1, 2, 3]
     new = pd.DataFrame({"epoch": [1, 2], "accuracy": [0.5, 0.6]})
     assert from_one(new)["epoch"].tolist() == [1, 2]
+    assert from_one(None) is None  # a run that wrote no history.csv
 
 
 def test_mfu_column_is_the_median_over_seeds_and_a_dash_without_it(tmp_path):

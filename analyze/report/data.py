@@ -78,9 +78,10 @@ class Inputs:
     sweep_commands: list[str] = field(default_factory=list)
 
 
-def from_one(history: pd.DataFrame) -> pd.DataFrame:
-    """history.csv with its epochs counted from 1, as records since 2026-12-01 count them (older ones from 0)."""
-    if "epoch" in history.columns and len(history) and history["epoch"].min() == 0:
+def from_one(history: pd.DataFrame | None) -> pd.DataFrame | None:
+    """history.csv with its epochs counted from 1, as records since 2026-12-01 count them (older ones from 0); None
+    where the run wrote none."""
+    if history is not None and "epoch" in history.columns and len(history) and history["epoch"].min() == 0:
         history = history.assign(epoch=history["epoch"] + 1)
     return history
 
