@@ -182,7 +182,9 @@ def plot_tuning(tuning: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
     grid = sorted(set(tuning["lr"]))
     for ax, (stem, g) in zip(axes.flat, curves.items()):
         acc, ci = 100 * g["acc_mean"].to_numpy(float), 100 * g["acc_ci95"].to_numpy(float)
-        ax.errorbar(g["lr"], acc, yerr=np.where(np.isfinite(ci), ci, 0), fmt="-o", ms=4, capsize=3, color=colors[stem])
+        ci = np.where(np.isfinite(ci), ci, 0)  # few seeds make wide t-intervals: drawn within what accuracy can be
+        ax.errorbar(g["lr"], acc, yerr=[np.minimum(ci, acc), np.minimum(ci, 100 - acc)], fmt="-o", ms=4, capsize=3,
+                    color=colors[stem])
         chosen = g[g["chosen"]]
         ax.plot(chosen["lr"], 100 * chosen["acc_mean"], "o", ms=12, mfc="none", mec="0.2", mew=1.2)
         ax.set_title(f"{stem}: lr {chosen['lr'].iloc[0]:g}", fontsize=8)
@@ -195,6 +197,6 @@ def plot_tuning(tuning: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
     fig.supxlabel("learning rate", fontsize=9)
     fig.supylabel("tuning-split accuracy (%)", fontsize=9)
     bars = bool(np.isfinite(tuning["acc_ci95"].to_numpy(float)).any())
-    fig.suptitle("LR tuning per stem: mean over seeds" + (", bars = 95 % CI" if bars else " (one seed per LR: no CI bars)")
+    fig.suptitle("LR tuning per stem: mean over seeds" + (", bars = 95 % CI (cut at 0 and 100 %)" if bars else " (one seed per LR: no CI bars)")
                  + "; ring = chosen LR", fontsize=10)
     return fig
