@@ -22,14 +22,13 @@ from analyze.profile.timing import interleaved, time_step
 from stems.cost import cost
 from stems.registry import StemError, available, make, spec
 
+from .schema import MATCH_TEXT
+
 TOLERANCE = 0.05  # |achieved / target - 1| allowed
 WIDTH_MIN = 8  # lower bound for any scaled width: narrower layers are degenerate (BN statistics over a few channels)
 WIDTH_MAX = 2048  # upper bound for any scaled width
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _NUMBER = r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*"
-# what stem.match accepts (experiments.schema checks config values with these two)
-MATCH_TEXT = "flops:<stem or number>, params:<stem or number> or time:<stem or milliseconds like 2.5ms>"
-MATCH_SPEC = re.compile(r"(flops|params):\S+|time:(?:[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?ms|[A-Za-z][\w-]*)")
 
 REPEATS = 3  # null comparisons (a stem against a copy of itself): how far their ratios stray from 1 is the noise
 REPEATABILITY = TOLERANCE / 2  # noise allowed: timing noise may use at most half of the 5 %

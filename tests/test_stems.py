@@ -344,6 +344,11 @@ def test_readme_table_is_current():
     assert stems_main(["table", "--check", str(readme)]) == 0, "run: python -m stems table --write README.md"
 
 
+def test_manifest_is_current():
+    # the stem config group (train.py --help, completion) is built from it without torch
+    assert stems_main(["manifest", "--check"]) == 0, "run: python -m stems manifest --write"
+
+
 def test_match_command(capsys):
     assert stems_main(["match", "deep_tiered", "flops:xresnet_3conv", "--size", "64"]) == 0
     assert "stem=deep_tiered stem.widths=[" in capsys.readouterr().out
