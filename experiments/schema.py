@@ -6,6 +6,7 @@ Hydra checks the types and the keys when it composes a config; experiments.confi
 dataclasses; the stem group is generated from the stem registry's manifest (stems/manifest.json, so that --help and
 Hydra's completion need no torch), one dataclass per registered stem; experiments.config checks the manifest against
 the live registry before a run."""
+import copy
 import re
 import sys
 from dataclasses import dataclass, field, make_dataclass
@@ -282,12 +283,13 @@ def stem_label(node: Any) -> str:
 def share_config_store() -> None:
     """Hydra 1.3 deep-copies its whole ConfigStore for every config group it lists (StructuredConfigSource keeps the
     store, and each CachingConfigRepository deep-copies its sources): about 85 copies for `train.py --help`, most of
-    its time. Hydra 1.4 looks the singleton up instead (facebookresearch/hydra#2928); this is that change for 1.3,
-    made after Hydra's plugin scan (which executes the module again, redefining the class)."""
+    its time. Hydra 1.4 looks the singleton up instead (facebookresearch/hydra#2928); here a copy of the source shares
+    the store. Made after Hydra's plugin scan, which executes the module again (a class defined anew copies slowly,
+    never wrongly)."""
     Plugins.instance()
     source = sys.modules["hydra._internal.core_plugins.structured_config_source"].StructuredConfigSource
-    if "store" in getattr(source, "__annotations__", {}):  # 1.3: an attribute set in __init__
-        source.store = property(lambda self: ConfigStore.instance(), lambda self, value: None)
+    if "store" in getattr(source, "__annotations__", {}):  # 1.3: the source holds the store
+        source.__deepcopy__ = lambda self, memo: copy.copy(self)  # provider, path and the one ConfigStore
 
 
 def register_configs() -> None:
