@@ -23,7 +23,11 @@ from experiments.schema import register_configs  # torch-free (stems/manifest.js
 from stems.base import StemlabError
 
 log = logging.getLogger("stemlab")
-register_configs()
+try:
+    register_configs()
+except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming the command that rewrites it
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

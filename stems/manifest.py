@@ -13,6 +13,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from .base import StemlabError
+
 PATH = Path(__file__).with_name("manifest.json")
 REGENERATE = "python -m stems manifest --write"
 SCALARS = {int: "int", float: "float", str: "str", bool: "bool"}
@@ -20,7 +22,10 @@ SCALARS = {int: "int", float: "float", str: "str", bool: "bool"}
 
 def load() -> dict[str, dict[str, Any]]:
     """{stem: {"out_channels": int, "params": {key: {"default": value, "type": type text}}}} as committed."""
-    return json.loads(PATH.read_text(encoding="utf-8"))
+    try:
+        return json.loads(PATH.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StemlabError(f"{PATH} cannot be read ({type(e).__name__}); regenerate it with `{REGENERATE}`.") from None
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -47,8 +52,8 @@ def stale() -> str | None:
     differs and the command that regenerates the manifest."""
     try:
         committed = load()
-    except (OSError, ValueError):
-        committed = {}
+    except StemlabError as e:
+        return str(e)
     live = generate()
     if render(committed) == render(live):  # text: the parameters' order counts too
         return None

@@ -65,6 +65,11 @@ def test_a_stale_manifest_refuses_a_run_naming_the_command_that_regenerates_it(t
     del entries["resnet_7x7"]
     manifest.PATH.write_text(manifest.render(entries))
     assert manifest.stale().startswith("stem 'resnet_7x7' is missing in manifest.json")
+    manifest.PATH.write_text('{"resnet_7x7": ')  # cut short: the group cannot be built, --help included
+    with pytest.raises(stems.base.StemlabError, match=r"manifest.json cannot be read \(JSONDecodeError\); regenerate "
+                                                      r"it with `python -m stems manifest --write`\.$"):
+        schema.register_configs()
+    assert manifest.stale().endswith("regenerate it with `python -m stems manifest --write`.")
 
 
 def test_study_preset_composes(make_cfg):
