@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from experiments.config import ConfigError, check_command_line, register_configs, to_dict
+from experiments.hydra_private import get_args_parser
 from stems.base import StemlabError
 
 log = logging.getLogger("stemlab")
@@ -89,7 +90,7 @@ if __name__ == "__main__":
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
     # Hydra creates the run directory before it calls main(): every setting (of every point of a sweep) is
     # checked first, so that a refused command writes nothing
-    args = hydra._internal.utils.get_args_parser().parse_args()
+    args = get_args_parser().parse_args()
     if not (args.help or args.hydra_help or args.shell_completion):  # -sc install=bash: no run to check
         try:
             check_command_line(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")

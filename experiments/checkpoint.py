@@ -34,6 +34,7 @@ from stems.base import StemlabError, atomic_write
 
 from .model import build_model
 from .record import RESULT_FILE, Unreadable, disk_full, read_record
+from .same_run import same_run_config
 
 log = logging.getLogger("stemlab")
 
@@ -42,7 +43,6 @@ WEIGHTS = "model.pt"
 CHECKPOINT_FORMAT = 1
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # keys that change where results go or what is kept, not what is trained
-NOT_TRAINING = {"logger": None, "profile": None, "compare": None, "train": ("save_model", "keep_checkpoints")}
 
 
 class NoTrainedModel(StemlabError):
@@ -86,14 +86,8 @@ def signals_deferred() -> Iterator[None]:
 
 
 def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without the keys that do not change training (JSON round-trip: as a record stores it)."""
-    plain = json.loads(json.dumps(config, default=str))
-    for key, sub in NOT_TRAINING.items():
-        if sub is None:
-            plain.pop(key, None)
-        elif key in plain:
-            plain[key] = {k: v for k, v in plain[key].items() if k not in sub}
-    return plain
+    """The config without the keys that do not change training (experiments.same_run), as a record stores it."""
+    return same_run_config(config, training_only=True)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ from omegaconf import MISSING, OmegaConf
 
 import stems
 from .match import MATCH_SPEC, MATCH_TEXT
+from .same_run import dirname_excludes
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
 
@@ -284,6 +285,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     # the single-run folder names the stem's non-default parameters: two runs differing in one are told apart
     OmegaConf.register_new_resolver("stem_label", stem_label, replace=True)
+    OmegaConf.register_new_resolver("not_the_run", dirname_excludes, replace=True)  # a sweep point's folder name
     cs.store(name="stemlab_schema", node=Config)
     for name in stems.available():
         cs.store(group="stem", name=name, node=stem_schema(name))

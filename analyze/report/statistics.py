@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from experiments.model import GROUPS
+
 from .comparison import (DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time,
                          probability_best)
 from .data import Run
 from .studies import Study, stem_labels
 
-STAGES = ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
+STAGES = list(GROUPS)  # the model's top-level children: what the per-layer tables are grouped by
 TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd", "mfu")  # reported as medians over seeds
 
 
