@@ -7,7 +7,7 @@ Hydra upgrade that changes one fails there, not in a run.
 - `BasicSweeper`: point expansion (`split_arguments`), batching and the launcher's set-up; the tuned and the
   design-space sweepers extend it (experiments.sweeper), and the config checks expand a sweep as it does;
 - `apply_overrides` and `get_overrides_dirname`: a sweep point composed, and its folder named, as Hydra's config
-  loader does."""
+  loader does. docs/DESIGN.md, Contracts."""
 from __future__ import annotations
 
 from typing import Any

@@ -6,7 +6,7 @@ non-finite number is `null`, never `NaN`/`Infinity`, so jq, JavaScript and every
 
 Reading is tolerant: a file that is not UTF-8, not JSON, or not shaped like a record (every field a reader
 uses is type-checked: RECORD_FIELDS) comes back as an `Unreadable` with the reason, for the caller to name (a sweep re-runs the point, the report skips it);
-nothing here raises on a bad file. Older records written with `NaN` literals are still read.
+nothing here raises on a bad file. Older records written with `NaN` literals are still read (docs/DESIGN.md, The record).
 """
 from __future__ import annotations
 

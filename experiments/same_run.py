@@ -2,7 +2,8 @@
 only in them (experiments.sweep), a checkpoint resumes across them (experiments.checkpoint), a report pools runs
 that differ only in them (analyze.report.studies), and a sweep point's folder name leaves them out
 (conf/config.yaml's hydra.job.config.override_dirname.exclude_keys, through the `not_the_run` resolver that
-experiments.schema.register_configs registers). Light on purpose (no torch): train.py's config checks import it."""
+experiments.schema.register_configs registers). Light on purpose (no torch): train.py's config checks import it.
+docs/DESIGN.md, Contracts."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """A run's setup, the one both training (experiments.runner) and `python -m analyze profile` use: hardware → data →
-precision and memory format → stem (`stem.match` applied) → model → its cost profile, each as the run trains."""
+precision and memory format → stem (`stem.match` applied) → model → its cost profile, each as the run trains
+(docs/DESIGN.md, One run)."""
 from __future__ import annotations
 
 import logging

@@ -1,7 +1,7 @@
 """What every layer of stemlab shares: the error users see, how an exception is quoted, and atomic file writes.
 
 They live in the bottom layer (stems) so that the profiler, experiments, the report and the entry points
-can all import them without an edge pointing upwards (DESIGN.md, Layers)."""
+can all import them without an edge pointing upwards (docs/DESIGN.md, Layers)."""
 from __future__ import annotations
 
 import os

@@ -1,6 +1,6 @@
 """Datasets: each builder turns its `data` config into a DataBundle (loaders + what the model needs to know).
 
-The dataset decides in_channels, num_classes and the image size handed to the stem (DESIGN.md)."""
+The dataset decides in_channels, num_classes and the image size handed to the stem (docs/DESIGN.md, One run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
