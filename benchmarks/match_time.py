@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from analyze.profile.calibrate import cpu_model  # noqa: E402
-from analyze.profile.timing import interleaved  # noqa: E402
+from profiler.calibrate import cpu_model  # noqa: E402
+from profiler.timing import interleaved  # noqa: E402
 from experiments import match  # noqa: E402
 from stems.base import StemlabError  # noqa: E402
 
