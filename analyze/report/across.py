@@ -46,7 +46,7 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     refs = [reference_of(c.study, c.table) for c in contexts]
     figure = save(forest_plot(contexts, refs), out / FIGURE)
     lines = ["", f"## {HEADING}", "", " ".join(s for s in answer if s), "",
-             md_table(["context", "its section below", "stems", "seeds", "reference", "best by mean accuracy"], "llrrll",
+             md_table(["context", "report section", "stems", "seeds", "reference", "best by mean accuracy"], "llrrll",
                       [[c.label, c.study.label, str(int((c.table["n"] > 0).sum())), seeds_cell(c), f"`{ref}`",
                         f"`{c.table['stem'].iloc[0]}`"] for c, (ref, _, _) in zip(contexts, refs)]), ""]
     if left_out:
@@ -59,6 +59,23 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     summary = [f"{HEADING} {' '.join(s for s in answer if s)}"] + [
         f"tau {contexts[t.a].label} vs {contexts[t.b].label}: {tau_text(t)}" for t in pairs]
     return Across(lines, summary)
+
+
+PLACES = "Place of each stem"
+
+
+def readme_lines(section: str) -> list[str]:
+    """What the README's study block copies of a report's section across contexts (`section`: its text from the
+    heading on): the answer, the contexts, the verdicts and what held or flipped, and the τ table, cell for cell;
+    not the table of places (the verdicts carry the news) nor what follows the τ table (test, figure, method)."""
+    paragraphs = section.split("\n\n")[1:]
+    keep = []
+    for i, paragraph in enumerate(paragraphs):
+        if paragraph.startswith("Stem × context interaction"):
+            break
+        if not (paragraph.startswith(PLACES) or (i and paragraphs[i - 1].startswith(PLACES))):
+            keep.append(paragraph)
+    return "\n\n".join(keep).splitlines() + [""]
 
 
 def seeds_cell(c: Context) -> str:
@@ -125,7 +142,7 @@ def place_table(contexts: list[Context], rank, stems: list[str], places: list[np
         change = max(p[i] for p in places) - min(p[i] for p in places)
         rows.append([f"`{s}`", *cells, str(int(change))])
     order = sorted(range(len(rows)), key=lambda i: (float(np.mean([p[i] for p in places])), stems[i]))
-    return ["Place of each stem in each context (1st = best; mean accuracy over the seeds every compared stem "
+    return [f"{PLACES} in each context (1st = best; mean accuracy over the seeds every compared stem "
             "completed there):", "",
             md_table(["stem", *(c.label for c in contexts), "largest change"], "l" + "r" * (len(contexts) + 1),
                      [rows[i] for i in order]), ""]
@@ -154,11 +171,11 @@ def verdict_table(contexts: list[Context], agree: list[Agreement]) -> list[str]:
              (OUTCOME[outcome[s].outcome] + (f": {outcome[s].kinds[0]}" if outcome[s].outcome == "held" else ""))
              if s in outcome else "–"] for s in stems]
     by = {k: [a for a in agree if a.outcome == k] for k in OUTCOME}
-    summary = [f"Held in every context: {listing(by['held'], True)}.",
-               f"Flipped (better than the reference in one context, worse in another): {listing(by['flipped'])}.",
-               f"Changed with the context (conclusive in some, not the same in all): {listing(by['changed'])}."]
+    summary = [f"- Held in every context: {listing(by['held'], True)}.",
+               f"- Flipped (better than the reference in one context, worse in another): {listing(by['flipped'])}.",
+               f"- Changed with the context (conclusive in some, not the same in all): {listing(by['changed'])}."]
     if by["inconclusive"]:
-        summary.append(f"Inconclusive in every context: {', '.join(f'`{a.stem}`' for a in by['inconclusive'])}.")
+        summary.append(f"- Inconclusive in every context: {', '.join(f'`{a.stem}`' for a in by['inconclusive'])}.")
     return ["Against the reference in each context (Δ in accuracy points with its Bonferroni-adjusted interval, and "
             "the verdict, from the context's own table):", "",
             md_table(["stem", *(c.label for c in contexts), "in every context"], "l" * (len(contexts) + 2), rows), "",
