@@ -100,7 +100,7 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
     if all(t >= SAME for t in finite) and len(finite) == len(pairs):
         size = ("and the size of the differences changes with the context" if tested and test.p < ALPHA else
                 "and the data show no change of the differences with the context") if tested else ""
-        return (f"**The ranking is the same in all {len(contexts)} contexts**: τ = +1 for every pair of contexts, "
+        return (f"**The ranking is the same in {'both' if len(contexts) == 2 else f'all {len(contexts)}'} contexts**: τ = +1 for every pair of contexts, "
                 f"{size} ({p}).".replace(", (", " ("))
     if tested and test.p < ALPHA:
         return (f"**The ranking depends on the context**: the stems' differences change with the context ({p}) and "
