@@ -162,3 +162,20 @@ def test_readme_states_what_held_what_flipped_and_tau(tmp_path, monkeypatch):
     stale.write_text(f"{readme.START}\nold\n{readme.END}\n")
     assert cli.main(["readme", "--check", str(stale)]) == 1
     assert cli.main(["readme", "--write", str(stale)]) == 0 and cli.main(["readme", "--check", str(stale)]) == 0
+
+
+def test_a_sweep_over_contexts_names_its_missing_points_by_context(tmp_path):
+    # asked: 2 contexts x 2 stems x 2 seeds; run: context a in full, and in b only resnet_7x7's seed 0 and the tuning
+    # stage's runs (which are not the points the sweep asked for)
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: []\n    hydra: []\n  sweeper:\n    params:\n"
+                                            "      context: a,b\n      stem: resnet_7x7,patchify_4x4\n      seed: range(2)\n")
+    two = {"resnet_7x7": 0.0, "patchify_4x4": -3.0}
+    write_context(tmp_path, "a", "xresnet18", 2, two)
+    d = write_point(tmp_path / "b", "resnet_7x7", 0, 0.9, trunk="xresnet34")
+    tuning = write_point(tmp_path / "b", "patchify_4x4", 1, 0.9, trunk="xresnet34", tune=True)
+    for folder, stem, seed in ((d, "resnet_7x7", 0), (tuning, "patchify_4x4", 1)):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- context=b\n- stem={stem}\n- seed={seed}\n")
+    missing = read_records(tmp_path).missing
+    assert sorted(missing) == [(f"{tmp_path} (context=b)", "patchify_4x4", "0"), (f"{tmp_path} (context=b)", "patchify_4x4", "1"),
+                               (f"{tmp_path} (context=b)", "resnet_7x7", "1")]

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
-
+from .data import run_overrides
 from .studies import Study, flatten
 
 OVERRIDE = "context"                                  # the config group of the study presets' contexts
@@ -36,15 +34,8 @@ def context_config(study: Study) -> dict[str, object]:
 
 def override_name(study: Study) -> str | None:
     """The `context=NAME` override every run of the study was launched with (Hydra's .hydra/overrides.yaml beside
-    its record), or None when a run has none, or runs disagree, or the records are not beside their Hydra folder."""
-    names = set()
-    for run in study.runs + study.tuning:
-        path = Path(run.source) / ".hydra" / "overrides.yaml"
-        try:
-            overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
-        except Exception:  # no Hydra folder (W&B runs, copied records) or a damaged one: the label is made instead
-            return None
-        names |= {o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == OVERRIDE}
+    its record), or None when a run has none (W&B runs, copied records) or runs disagree."""
+    names = {run_overrides(run.source).get(OVERRIDE) for run in study.runs + study.tuning}
     return names.pop() if len(names) == 1 else None
 
 
