@@ -180,6 +180,6 @@ def agreements(contexts: list[Context]) -> list[Agreement]:
 def movers(rank: list[Ranking]) -> tuple[list[str], list[np.ndarray]]:
     """The stems every context ranks, and their places (1 = best) per context among those stems."""
     stems = sorted(set.intersection(*(set(r.stems) for r in rank))) if rank else []
-    if not stems or not all(r.seeds for r in rank):
+    if len(stems) < 2 or not all(r.seeds for r in rank):  # a place among fewer than 2 stems says nothing
         return stems, []
     return stems, [ranks(r.mean_of(stems)) for r in rank]
