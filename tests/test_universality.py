@@ -179,3 +179,16 @@ def test_a_sweep_over_contexts_names_its_missing_points_by_context(tmp_path):
     missing = read_records(tmp_path).missing
     assert sorted(missing) == [(f"{tmp_path} (context=b)", "patchify_4x4", "0"), (f"{tmp_path} (context=b)", "patchify_4x4", "1"),
                                (f"{tmp_path} (context=b)", "resnet_7x7", "1")]
+
+
+def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning(tmp_path):
+    two = {"resnet_7x7": 0.0, "patchify_4x4": -3.0}
+    for name, trunk in (("a", "xresnet18"), ("b", "xresnet34")):
+        write_context(tmp_path, name, trunk, 2, two)
+        for stem in two:
+            for lr in (1e-3, 1e-2):
+                write_point(tmp_path / name, stem, 0, 0.8 + lr, trunk=trunk, lr=lr, tune=True)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("### LR tuning") == 2 and text.count("\n## xresnet18 · mnist5k · tuned LR per stem\n") == 1
+    assert "| a | xresnet18 · mnist5k · tuned LR per stem | 2 | 5 | `resnet_7x7` | `resnet_7x7` |" in text

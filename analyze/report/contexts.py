@@ -33,9 +33,9 @@ def context_config(study: Study) -> dict[str, object]:
 
 
 def override_name(study: Study) -> str | None:
-    """The `context=NAME` override every run of the study was launched with (Hydra's .hydra/overrides.yaml beside
-    its record), or None when a run has none (W&B runs, copied records) or runs disagree."""
-    names = {run_overrides(run.source).get(OVERRIDE) for run in study.runs + study.tuning}
+    """The `context=NAME` override the study's runs were launched with (Hydra's .hydra/overrides.yaml beside a
+    record; runs without one, e.g. W&B runs, do not count), or None when none names one or two names differ."""
+    names = {run_overrides(run.source).get(OVERRIDE) for run in study.runs + study.tuning} - {None}
     return names.pop() if len(names) == 1 else None
 
 
