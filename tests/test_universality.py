@@ -12,7 +12,7 @@ from analyze.report.contexts import find_contexts
 from analyze.report.data import read_records
 from analyze.report.statistics import stem_table
 from analyze.report.studies import split_studies
-from analyze.report.universality import Ranking, interaction, taus
+from analyze.report.universality import Ranking, Tau, interaction, taus
 from tests.test_report import write_point
 
 NOISE = [0.3, -0.2, 0.1, -0.4, 0.2]  # a seed's shift, the same for every stem of a context (points)
@@ -192,3 +192,26 @@ def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert text.count("### LR tuning") == 2 and text.count("\n## xresnet18 · mnist5k · tuned LR per stem\n") == 1
     assert "| a | xresnet18 · mnist5k · tuned LR per stem | 2 | 5 | `resnet_7x7` | `resnet_7x7` |" in text
+
+
+def test_the_answer_says_depends_only_when_an_interval_of_tau_stays_below_one():
+    from types import SimpleNamespace
+
+    from analyze.report.across import answer_sentence
+    from analyze.report.universality import Interaction
+
+    contexts = [SimpleNamespace(label=n) for n in "abc"]
+    def tau(a, b, t, lo, hi):
+        return Tau(a, b, ["s1", "s2", "s3"], t, lo, hi, 0)
+    flat = Interaction(["s1", "s2", "s3"], 30, 1.0, 4, 0.9)
+    steep = Interaction(["s1", "s2", "s3"], 30, 20.0, 4, 0.0005)
+    same = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, 1.0, 1 / 3, 1.0), tau(1, 2, 1.0, 1.0, 1.0)]
+    assert answer_sentence(contexts, same, flat).startswith("**The ranking is the same in all 3 contexts**: τ = +1")
+    assert "and the size of the differences changes with the context" in answer_sentence(contexts, same, steep)
+    swapped = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, 1 / 3, -1 / 3, 1.0), tau(1, 2, 1 / 3, 1 / 3, 1.0)]
+    assert answer_sentence(contexts, swapped, flat).startswith("**These seeds cannot show that the ranking depends")
+    assert answer_sentence(contexts, swapped, steep).startswith("**The stems' differences depend on the context**")
+    beyond = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, -1.0, -1.0, 1 / 3), tau(1, 2, 1 / 3, 1 / 3, 1.0)]
+    assert answer_sentence(contexts, beyond, flat) == (
+        "**The ranking depends on the context**: the order of the stems changes beyond seed noise (τ from -1.00 to "
+        "+1.00; between a and c τ = -1.00 [-1.00, +0.33], an interval below +1) (stem × context interaction p = 0.9000).")

@@ -91,22 +91,33 @@ def tau_text(t: Tau) -> str:
 
 
 def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction) -> str:
-    finite = [t.tau for t in pairs if math.isfinite(t.tau)]
+    """Same, or depends: the ranking depends on the context when some pair's τ interval stays below +1 (the order
+    changes beyond seed noise); a significant interaction alone says the differences change (their sizes may)."""
+    finite = [t for t in pairs if math.isfinite(t.tau)]
     if not finite:
         return "No two contexts share 2 stems with completed seeds, so their rankings cannot be compared."
-    spread = f"τ = {min(finite):+.2f}" if min(finite) == max(finite) else f"τ from {min(finite):+.2f} to {max(finite):+.2f}"
+    low, high = min(t.tau for t in finite), max(t.tau for t in finite)
+    spread = f"τ = {low:+.2f}" if low == high else f"τ from {low:+.2f} to {high:+.2f}"
     tested = math.isfinite(test.p)
     p = f"stem × context interaction p = {p_text(test.p)}" if tested else f"no interaction test: {test.failed}"
-    if all(t >= SAME for t in finite) and len(finite) == len(pairs):
-        size = ("and the size of the differences changes with the context" if tested and test.p < ALPHA else
-                "and the data show no change of the differences with the context") if tested else ""
-        return (f"**The ranking is the same in {'both' if len(contexts) == 2 else f'all {len(contexts)}'} contexts**: τ = +1 for every pair of contexts, "
-                f"{size} ({p}).".replace(", (", " ("))
-    if tested and test.p < ALPHA:
-        return (f"**The ranking depends on the context**: the stems' differences change with the context ({p}) and "
-                f"the rankings of pairs of contexts agree with {spread}.")
-    return (f"**The rankings differ between contexts ({spread}), but these seeds cannot show that the ranking depends "
-            f"on the context** ({p}{' ≥ 0.05' if tested else ''}): the differences may be seed noise.")
+    changes = tested and test.p < ALPHA
+    if low >= SAME and len(finite) == len(pairs):
+        size = (", and the size of the differences changes with the context" if changes else
+                ", and the data show no change of the differences with the context") if tested else ""
+        both = "both" if len(contexts) == 2 else f"all {len(contexts)}"
+        return f"**The ranking is the same in {both} contexts**: τ = +1 for every pair of contexts{size} ({p})."
+    below = [t for t in finite if t.hi < SAME]
+    if below:
+        worst = min(below, key=lambda t: t.hi)
+        return (f"**The ranking depends on the context**: the order of the stems changes beyond seed noise ({spread}; "
+                f"between {contexts[worst.a].label} and {contexts[worst.b].label} {tau_text(worst)}, an interval below "
+                f"+1){', and the differences change with the context' if changes else ''} ({p}).")
+    if changes:
+        return (f"**The stems' differences depend on the context** ({p}) and the order of their means changes "
+                f"({spread}), but every τ's bootstrap interval reaches +1: these seeds do not show the order itself "
+                "changing.")
+    return (f"**These seeds cannot show that the ranking depends on the context**: the order of the means differs "
+            f"({spread}), but every τ's bootstrap interval reaches +1 and the interaction test finds no change ({p}).")
 
 
 def p_text(p: float) -> str:
@@ -160,7 +171,7 @@ def verdict_cell(table: pd.DataFrame, stem: str) -> str:
     return f"{diff}{interval} {r['verdict']}"
 
 
-OUTCOME = {"held": "held", "flipped": "**flipped**", "changed": "changed", "inconclusive": "inconclusive everywhere"}
+OUTCOME = {"held": "held", "flipped": "**flipped**", "changed": "changed", "none": "no conclusion anywhere"}
 
 
 def verdict_table(contexts: list[Context], agree: list[Agreement]) -> list[str]:
@@ -174,8 +185,8 @@ def verdict_table(contexts: list[Context], agree: list[Agreement]) -> list[str]:
     summary = [f"- Held in every context: {listing(by['held'], True)}.",
                f"- Flipped (better than the reference in one context, worse in another): {listing(by['flipped'])}.",
                f"- Changed with the context (conclusive in some, not the same in all): {listing(by['changed'])}."]
-    if by["inconclusive"]:
-        summary.append(f"- Inconclusive in every context: {', '.join(f'`{a.stem}`' for a in by['inconclusive'])}.")
+    if by["none"]:
+        summary.append(f"- No conclusion in any context (inconclusive or untested): {', '.join(f'`{a.stem}`' for a in by['none'])}.")
     return ["Against the reference in each context (Δ in accuracy points with its Bonferroni-adjusted interval, and "
             "the verdict, from the context's own table):", "",
             md_table(["stem", *(c.label for c in contexts), "in every context"], "l" * (len(contexts) + 2), rows), "",

@@ -133,8 +133,10 @@ def interaction(contexts: list[Context]) -> Interaction:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            full = smf.mixedlm("acc ~ C(stem) * C(context)", data, groups=data["block"]).fit(reml=False)
-            additive = smf.mixedlm("acc ~ C(stem) + C(context)", data, groups=data["block"]).fit(reml=False)
+            # Powell first (no gradient): a seed variance at its boundary, 0, is common with few seeds and stalls
+            # statsmodels' default BFGS; L-BFGS polishes Powell's optimum
+            full, additive = (smf.mixedlm(f"acc ~ C(stem) {op} C(context)", data, groups=data["block"])
+                              .fit(reml=False, method=["powell", "lbfgs"]) for op in "*+")
         notes = sorted({str(w.message).split("\n")[0].rstrip(".") for w in caught})
     except (np.linalg.LinAlgError, ValueError) as e:  # e.g. a singular design: no test, said why
         return Interaction(stems, len(rows), math.nan, 0, math.nan, failed=f"the mixed model could not be fitted ({e})")
@@ -160,13 +162,14 @@ class Agreement:
     @property
     def outcome(self) -> str:
         """'held' (one conclusive verdict in every context), 'flipped' (better in one, worse in another),
-        'changed' (conclusive in some, not the same everywhere), 'inconclusive' (nowhere conclusive)."""
+        'changed' (conclusive in some, not the same everywhere), 'none' (no conclusion in any context: inconclusive
+        or untested)."""
         kinds = set(self.kinds)
         if {"better", "worse"} <= kinds:
             return "flipped"
         if len(kinds) == 1 and kinds <= set(CONCLUSIVE):
             return "held"
-        return "changed" if kinds & set(CONCLUSIVE) else "inconclusive"
+        return "changed" if kinds & set(CONCLUSIVE) else "none"
 
 
 def agreements(contexts: list[Context]) -> list[Agreement]:
