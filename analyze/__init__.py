@@ -1,7 +1,6 @@
-"""What is measured and compared: the per-layer cost profile (`analyze.profile`: FLOPs, bytes, time,
-roofline and plots of any `nn.Module`) and the comparison of a sweep's runs (`analyze.report`);
-`python -m analyze profile|report` runs them.
+"""The top layer: commands over models and finished runs (`python -m analyze COMMAND`): the comparison of a sweep's
+runs (`analyze.report`), layer-shape studies (`analyze.shapes`), evaluation and export of a run, the dashboard, and
+the `profile` command over the cost profiler (`profiler`, a layer below).
 
-Kept light on purpose: importing `analyze` pulls in nothing heavy; import the submodules you need
-(`from analyze.profile import profile_model`).
+Kept light on purpose: importing `analyze` pulls in nothing heavy; import the submodules you need.
 """

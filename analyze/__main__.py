@@ -34,7 +34,7 @@ from stems.base import StemlabError, atomic_write
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from analyze.profile import Profile
+    from profiler import Profile
 
 # ---------------------------------------------------------------------------------------------
 # profile
@@ -142,7 +142,7 @@ def summary_lines(totals: dict[str, float]) -> list[str]:
 
 def write_outputs(profile: Profile, out: Path) -> list[Path]:
     """layers.csv, groups.csv, totals.json and the two plots; each file written whole or not at all."""
-    from analyze.profile.plots import save_plots
+    from profiler.plots import save_plots
 
     out.mkdir(parents=True, exist_ok=True)
     made = [

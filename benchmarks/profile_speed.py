@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without `pip install -e .`
 
-from analyze.profile import profile_model  # noqa: E402  (after the path set-up above)
+from profiler import profile_model  # noqa: E402  (after the path set-up above)
 from experiments.schema import TRUNKS, stem_node  # noqa: E402
 from experiments.model import build_model  # noqa: E402
 

@@ -27,7 +27,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import stems
 from stems.base import StemlabError
-from stems.cost import cost
+from profiler.stem_cost import cost
 
 from .match import check_match
 

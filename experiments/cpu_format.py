@@ -1,6 +1,6 @@
 """`train.precision=auto` and `train.channels_last=auto` on the CPU: the CPU's capability says which formats are worth
 trying, a short probe of the run's own training step says which of them is fastest, and the result is cached per
-machine (CPU model, threads, torch version) and workload, like the profiler's peaks (analyze/profile/calibrate.py).
+machine (CPU model, threads, torch version) and workload, like the profiler's peaks (profiler/calibrate.py).
 
 Why measure: bf16 autocast with channels_last trained xresnet18 at 64 px 1.6x faster than fp32 on a Xeon with AMX
 and 1.9x on an AMD EPYC with AVX-512 BF16 but no AMX (benchmarks/RESULTS.md), while channels_last alone helped the
@@ -18,9 +18,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from analyze.profile.calibrate import cache_path, cached, cpu_flags, cpu_model
-from analyze.profile.runtime import AUTOCAST_DTYPES, make_input, prepare
-from analyze.profile.timing import interleaved, time_step
+from profiler.calibrate import cache_path, cached, cpu_flags, cpu_model
+from profiler.runtime import AUTOCAST_DTYPES, make_input, prepare
+from profiler.timing import interleaved, time_step
 
 log = logging.getLogger("stemlab")
 

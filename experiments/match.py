@@ -1,4 +1,4 @@
-"""Equal-cost matching (`stem.match`): scale a stem's internal widths until its FLOPs, params (stems.cost) or measured
+"""Equal-cost matching (`stem.match`): scale a stem's internal widths until its FLOPs, params (profiler.stem_cost) or measured
 train-step time are within 5 % of a target. A setup step of a run, above the cost profiler whose step timer it uses.
 
 FLOPs and params are counted on the meta device: shapes only, no arithmetic, so a search over widths is cheap.
@@ -16,10 +16,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from analyze.profile.runtime import AUTOCAST_DTYPES, make_input
-from analyze.profile.timing import interleaved, time_step
+from profiler.runtime import AUTOCAST_DTYPES, make_input
+from profiler.timing import interleaved, time_step
 
-from stems.cost import cost
+from profiler.stem_cost import cost
 from stems.registry import StemError, available, make, spec
 
 TOLERANCE = 0.05  # |achieved / target - 1| allowed

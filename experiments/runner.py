@@ -14,11 +14,11 @@ import torch
 from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
-from analyze.profile import profile_model
-from analyze.profile.calibrate import Peaks, peaks
-from analyze.profile.runtime import AUTOCAST_DTYPES
-from analyze.profile.plots import save_plots
-from analyze.profile.timing import ESTIMATE
+from profiler import profile_model
+from profiler.calibrate import Peaks, peaks
+from profiler.runtime import AUTOCAST_DTYPES
+from profiler.plots import save_plots
+from profiler.timing import ESTIMATE
 from stems.base import StemlabError
 
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
@@ -158,7 +158,7 @@ def extra_plots(profile, out_dir: Path) -> list[Path]:
 def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak: Peaks) -> dict[str, Any]:
     """The record's metrics: the last epoch's, the best accuracy, the profile's totals, and the model FLOPs
     utilisation (MFU): training FLOP/s achieved (the profile's FLOPs per image x training img/s) over the peak
-    FLOP/s measured on this device at the run's precision (analyze.profile.calibrate)."""
+    FLOP/s measured on this device at the run's precision (profiler.calibrate)."""
     final = history.iloc[-1].to_dict() if len(history) else {}
     img_s = final.get("train_img_s", math.nan)
     return {

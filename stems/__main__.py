@@ -28,7 +28,7 @@ def table() -> str:
     """Markdown table: one row per canonical stem, costs for 3 input channels and the default out_channels;
     the note under it names the aliases."""
     from . import aliases, available, spec
-    from .cost import cost
+    from profiler.stem_cost import cost
 
     head = ["stem", "family", "source", "params"] + [f"MFLOPs @{s} px" for s in SIZES]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (1 + len(SIZES))]
@@ -50,7 +50,7 @@ def table() -> str:
 def listing(size: int, in_channels: int = IN_CHANNELS) -> str:
     """Every stem, its parameters with their defaults, and its params and forward FLOPs at `size` px."""
     from . import aliases, available, check_image_size, spec
-    from .cost import cost
+    from profiler.stem_cost import cost
 
     for name in available():
         try:

@@ -1,7 +1,8 @@
 """The stem design space: one parametrised stem (`space`) spanning the zoo's design choices, the points of it that
 registered stems are, and a seeded sampler (RegNet's method applied to stems: Radosavovic et al. 2020, Designing
 Network Design Spaces, §3: sample models from a space, train each briefly, compare design choices by the error
-distributions of the samples).
+distributions of the samples). The sampler is the space sweeper's (hydra_plugins/stemlab_space_sweeper/_sampling.py),
+the labels a point is analysed by are in stems/space_labels.py, named points in stems/space_points.py.
 
 A point: an optional space-to-depth at the input (`s2d` 1, 2 or 4), then 1-4 conv + norm + act layers (`widths`,
 `kernels`, `strides`: one entry per layer), with an optional 3x3 stride-2 max-pool after `pool_at` of them (None:
@@ -10,22 +11,13 @@ space-to-depth: s2d x prod(strides) x (2 with the pool) must be 4. Odd kernels p
 patch embedding (kernel = stride, no padding, as ConvNeXt's). `norm` and `act` apply to every layer."""
 from __future__ import annotations
 
-import inspect
 import math
-import random
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from torch import nn
 
 from .layers import ACTS, CONVNEXT_LN_EPS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
-from .cost import cost
 from .registry import StemError, register, spec
-
-POINTS_DIR = Path(__file__).with_name("points")  # named points (python -m analyze space exports them): stems by name
 
 CONTRACT_STRIDE = 4
 MAX_LAYERS = 4
@@ -130,143 +122,3 @@ def point_of(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         why = OUTSIDE.get(s.name, "these parameters are outside the space")
         raise StemError(f"stem {s.name!r} is not a point of the stem space: {why}.")
     return {**spec("space").defaults, **point}
-
-
-# --- sampling ---------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Choices:
-    """The values the sampler draws from, uniformly and independently (RegNet's AnyNet sampling)."""
-
-    depths: tuple[int, ...] = (1, 2, 3, 4)
-    widths: tuple[int, ...] = (16, 24, 32, 48, 64, 96)  # inner layers; the last is the stem's output width
-    kernels: tuple[int, ...] = (3, 5, 7)  # odd kernels; a strided layer may also be a patch embedding
-    patchify: bool = True  # a stride-s layer may take kernel s (kernel = stride, no padding)
-    mechanisms: tuple[str, ...] = MECHANISMS  # for each of the two x2 downsamplings
-    norms: tuple[str, ...] = ("bn", "ln")
-    acts: tuple[str, ...] = ("relu", "silu", "gelu")
-
-
-def sample(rng: random.Random, choices: Choices) -> dict[str, Any]:
-    """One point: depth, then a mechanism for each x2 downsampling (a second max-pool is redrawn: the space has
-    one), the conv strides on uniformly drawn layers, the pool's position, kernels, widths, norm and act."""
-    n = rng.choice(choices.depths)
-    first = rng.choice(choices.mechanisms)
-    second = rng.choice([m for m in choices.mechanisms if not (first == m == "max")] or ["conv"])
-    mechanisms = [first, second]
-    strides = [1] * n
-    for _ in range(mechanisms.count("conv")):
-        strides[rng.randrange(n)] *= 2
-    pool = "max" if "max" in mechanisms else "none"
-    pool_at = rng.randint(1, n) if pool == "max" else None
-    kernels = [rng.choice([k for k in choices.kernels if k >= s] + ([s] if choices.patchify and s > 1 else []))
-               for s in strides]
-    widths = [rng.choice(choices.widths) for _ in range(n - 1)] + [64]
-    return dict(spec("space").defaults, widths=widths, kernels=kernels, strides=strides, pool=pool,
-                pool_at=None if pool_at == n else pool_at, s2d=2 ** mechanisms.count("s2d"),
-                norm=rng.choice(choices.norms), act=rng.choice(choices.acts))
-
-
-def sample_points(n: int, seed: int, choices: Choices, in_channels: int, image_size: int,
-                  band: tuple[float, float] | None = None, max_draws: int = 20000) -> list[dict[str, Any]]:
-    """`n` distinct points drawn with `seed` (the same arguments give the same list), each inside the forward-FLOPs
-    `band` (low, high) at `image_size` when given. Raises StemError when `max_draws` draws do not fill the list."""
-    rng, points, seen = random.Random(seed), [], set()
-    for _ in range(max_draws):
-        if len(points) == n:
-            break
-        p = sample(rng, choices)
-        key = repr(sorted(p.items()))
-        if key in seen:
-            continue
-        seen.add(key)
-        if band and not band[0] <= cost("space", in_channels, image_size, params=p)["flops"] <= band[1]:
-            continue
-        points.append(p)
-    if len(points) < n:
-        within = f" within {band[0] / 1e6:.2f}-{band[1] / 1e6:.2f} MFLOPs" if band else ""
-        raise StemError(f"only {len(points)} of {n} distinct stems{within} in {max_draws} draws; "
-                        "widen the cost band or the choices, or sample fewer stems.")
-    return points
-
-
-# --- design choices of a point, for the analysis -----------------------------------------------------------------
-
-def design(p: dict[str, Any]) -> dict[str, str]:
-    """The design choices of a point, as the labels its error distributions are split by."""
-    strides, kernels, widths = list(p["strides"]), list(p["kernels"]), list(p["widths"])
-    mechanisms = ["conv"] * sum(int(math.log2(s)) for s in strides) + ["max"] * (p["pool"] == "max") \
-        + ["s2d"] * int(math.log2(p["s2d"]))
-    return {
-        "depth": str(len(widths)),
-        "downsampling": "+".join(sorted(mechanisms)),
-        "first conv stride": str(strides[0]),
-        "largest kernel": str(max(k for k in kernels)),
-        "patch embedding": "yes" if any(k % 2 == 0 for k in kernels) else "no",
-        "widest inner layer": str(max(widths[:-1])) if len(widths) > 1 else "none",
-        "norm": str(p["norm"]),
-        "act": str(p["act"]),
-    }
-
-
-def code(p: dict[str, Any]) -> str:
-    """A short readable name of a point, e.g. 's2d2 k5s2x32 max k3x64 bn relu'."""
-    parts = [f"s2d{p['s2d']}"] if p["s2d"] > 1 else []
-    for i, (w, k, s) in enumerate(zip(p["widths"], p["kernels"], p["strides"])):
-        if p["pool"] == "max" and p["pool_at"] == i:
-            parts.append("max")
-        parts.append(f"k{k}s{s}x{w}" if s > 1 else f"k{k}x{w}")
-    if p["pool"] == "max" and p["pool_at"] in (None, len(p["widths"])):
-        parts.append("max")
-    return " ".join([*parts, str(p["norm"]), str(p["act"])])
-
-
-# --- named points: a sampled stem worth keeping, registered under its own name -------------------------------------
-
-def register_point(name: str, params: dict[str, Any], source: str) -> None:
-    """Register stem `name`: the `space` stem whose defaults are `params` (so `stem=name` runs that point, and its
-    parameters stay overridable like any stem's). The point is checked here: a bad one never reaches a run."""
-    sig = inspect.signature(space)
-    unknown = sorted(set(params) - set(sig.parameters))
-    if unknown:
-        raise StemError(f"stem point {name!r} has unknown parameters {', '.join(unknown)}; "
-                        f"the space's are: {', '.join(list(sig.parameters)[2:])}.")
-
-    def point(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
-        return space(in_channels, out_channels, **kw)
-
-    point.__signature__ = sig.replace(parameters=[p.replace(default=params.get(p.name, p.default))
-                                                  for p in sig.parameters.values()])
-    point.__annotations__ = space.__annotations__  # the config schema types the parameters from these
-    register(name, family="space", source=source)(point)
-    try:
-        cost(name, 3, 32)
-    except StemError as e:
-        raise StemError(f"stem point {name!r} is not a valid point: {str(e).split(': ', 1)[-1]}") from None
-
-
-def load_points(path: Path) -> list[str]:
-    """Register every point of a YAML file {name: {params: {...}, source: "..."}}; returns their names."""
-    try:
-        entries = yaml.safe_load(path.read_text())
-        named = [(str(n), dict(e["params"]), str(e.get("source", f"a named point of the stem space ({path.name})")))
-                 for n, e in entries.items()]
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as e:
-        raise StemError(f"{path} is not a stem points file ({type(e).__name__}); each entry needs "
-                        "<name>: {params: {...}, source: ...} (python -m analyze space writes one).") from None
-    for name, params, source in named:
-        register_point(name, params, source)
-    return [n for n, _, _ in named]
-
-
-def load_installed_points(folder: Path = POINTS_DIR) -> None:
-    """Register the points files in stems/points/; a bad one is named in a warning and skipped (its stems are then
-    unknown names, refused as such), so that one broken file never stops every command at import."""
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            load_points(path)
-        except StemError as e:
-            warnings.warn(f"{e} Its stems are not registered.", stacklevel=2)
-
-
-load_installed_points()

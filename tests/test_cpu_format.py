@@ -16,7 +16,7 @@ from torch import nn
 
 import experiments
 import experiments.cpu_format as cpu_format
-from analyze.profile.calibrate import Peaks
+from profiler.calibrate import Peaks
 from experiments.cpu_format import Format, candidates, capabilities, choose, probe, resolve_cpu_format
 from experiments.data import build_data
 from experiments.fit import make_learner, resolve_hardware

@@ -1,27 +1,19 @@
-"""The import graph points one way (DESIGN.md, Layers): stems → cost profiler → experiments → report → entry
-points, with no cycle between modules and no module much over 500 lines. Read from the source with `ast`, so
-imports inside functions count too (an import hidden in a function must not dodge a layer either)."""
+"""The import graph points one way, folder by folder (docs/DESIGN.md, Layers): stems/ → profiler/ → experiments/ →
+analyze/ → entry points (train.py, hydra_plugins/, and each package's __main__.py: `python -m stems|analyze`), with
+no cycle between modules and no module much over 500 lines. A module's layer is its top-level folder's, so a test
+on modules is a test on folders. Read from the source with `ast`, so imports inside functions count too (an import
+hidden in a function must not dodge a layer either)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("stems", "analyze", "experiments", "hydra_plugins")
-ENTRY_POINTS = ("train", "stems.__main__", "analyze.__main__", "hydra_plugins")
-
-# the longest matching prefix decides a module's layer
-LAYERS = [
-    ("stems", 0),
-    ("analyze.profile", 1),
-    ("analyze", 1),  # the package's __init__: imports nothing
-    ("experiments", 2),
-    ("analyze.report", 3),
-    ("analyze.dashboard", 3),
-    ("analyze.evaluate", 3),  # a command over a finished run: reads its record, rebuilds its data and model
-]
-ENTRY_LAYER = 4
-NAMES = {0: "stems", 1: "cost profiler", 2: "experiments", 3: "report", 4: "entry points"}
+FOLDERS = ("stems", "profiler", "experiments", "analyze", "hydra_plugins")  # bottom to top
+LAYERS = {"stems": 0, "profiler": 1, "experiments": 2, "analyze": 3}
+ENTRY_LAYER = 4  # train.py, hydra_plugins/, and a package's __main__
+NAMES = {0: "stems", 1: "profiler", 2: "experiments", 3: "analyze", 4: "entry points"}
 
 
 def module_name(path: Path) -> str:
@@ -30,14 +22,13 @@ def module_name(path: Path) -> str:
 
 
 def layer(module: str) -> int:
-    if any(module == e or module.startswith(e + ".") for e in ENTRY_POINTS):
-        return ENTRY_LAYER
-    matches = [(len(prefix), n) for prefix, n in LAYERS if module == prefix or module.startswith(prefix + ".")]
-    return max(matches)[1]
+    """The layer of the module's top-level folder; entry points (a package's __main__ included) are above all."""
+    folder = module.split(".")[0]
+    return ENTRY_LAYER if folder not in LAYERS or module.endswith(".__main__") else LAYERS[folder]
 
 
 def project_modules() -> dict[str, Path]:
-    files = [ROOT / "train.py", *(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))]
+    files = [ROOT / "train.py", *(p for pkg in FOLDERS for p in (ROOT / pkg).rglob("*.py"))]
     return {module_name(p): p for p in files}
 
 
@@ -65,7 +56,13 @@ def imports(module: str, path: Path, modules: dict[str, Path], top_level_only: b
     return found
 
 
-def test_no_import_points_to_a_higher_layer():
+def test_every_installed_folder_has_a_layer():
+    """A new top-level package must be placed in the layering (here and in docs/DESIGN.md) when it is installed."""
+    include = re.search(r"include = \[([^]]*)\]", (ROOT / "pyproject.toml").read_text()).group(1)  # no tomllib on 3.10
+    assert set(re.findall(r'"(\w+)\*"', include)) == set(FOLDERS)
+
+
+def test_no_folder_imports_a_folder_above_it():
     modules = project_modules()
     upward = [f"{m} ({NAMES[layer(m)]}) imports {n} ({NAMES[layer(n)]})"
               for m, p in modules.items() for n in imports(m, p, modules, top_level_only=False) if layer(n) > layer(m)]

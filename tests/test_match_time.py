@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import stems
 import experiments.match
-from analyze.profile.timing import interleaved
+from profiler.timing import interleaved
 from experiments.config import ConfigError, check_command_line
 from experiments.model import resolve_stem
 from experiments.match import TOLERANCE, match_params
-from stems.cost import cost
+from profiler.stem_cost import cost
 from tests.conftest import TINY
 from tests.test_stems import one_sentence
 

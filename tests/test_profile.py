@@ -1,4 +1,4 @@
-"""Tests of analyze.profile against hand formulas, torchvision's published figures and a
+"""Tests of profiler against hand formulas, torchvision's published figures and a
 whole-model FlopCounterMode count."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from analyze.profile import ProfileError, count_flops_whole_model, profile_model
+from profiler import ProfileError, count_flops_whole_model, profile_model
 
 
 def _two_convs() -> nn.Sequential:
@@ -276,7 +276,7 @@ def test_cli_profile_times_at_the_training_batch_like_a_run(tmp_path, capsys, mo
 
 
 def test_timing_estimate_by_hand():
-    from analyze.profile.timing import estimate
+    from profiler.timing import estimate
 
     # 2 s steps, 1 s spent: a 3 s budget still takes the 3 steps left of the minimum 4 (1 + 3 x 2 = 7 s) ...
     assert estimate(2.0, 1.0, 3.0, 10) == "timing estimate: a step takes 2.00 s, 3 more step(s): about 7 s in all (budget 3 s)"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import stems
-from analyze.profile import count_flops_whole_model, profile_model
+from profiler import count_flops_whole_model, profile_model
 from experiments.model import build_model
 from experiments.schema import TRUNKS, stem_node
 

@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import pytest
 
-from analyze.profile import profile_model
-from analyze.profile.plots import depth_units, save_plots
+from profiler import profile_model
+from profiler.plots import depth_units, save_plots
 from experiments.model import build_model
 from experiments.schema import TRUNKS, stem_node
 from tests.test_profile import _named_model

@@ -13,8 +13,10 @@ import stems
 from analyze.report.space import run_space
 from experiments.config import ConfigError, check_command_line
 from stems import space
-from stems.cost import cost
-from stems.space import Choices, design, point_of, sample, sample_points
+from profiler.stem_cost import cost
+from hydra_plugins.stemlab_space_sweeper._sampling import Choices, sample, sample_points
+from stems.space import point_of
+from stems.space_labels import code, design
 
 from tests.conftest import TINY, run_cli
 
@@ -121,7 +123,7 @@ def test_space_sweep_runs_the_drawn_stems_and_refuses_a_stem_choice(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = json.loads((sweep / "space.json").read_text())
     assert plan["image_size"] == 16 and plan["points"] == [
-        {"index": i, "dir": f"sample{i:03d}", "code": space.code(p), "flops": cost("space", 3, 16, params=p)["flops"],
+        {"index": i, "dir": f"sample{i:03d}", "code": code(p), "flops": cost("space", 3, 16, params=p)["flops"],
          "params": p} for i, p in enumerate(sample_points(2, 5, Choices(), 3, 16))]
     for point in plan["points"]:
         (record,) = (sweep / point["dir"]).glob("*/result.json")

@@ -67,7 +67,7 @@ def test_exported_points_run_by_name(tmp_path):
     points.write_text(text)
     # a fresh interpreter: registering a stem here would change the registry every later test sees
     script = (
-        "import sys, torch; from pathlib import Path; import stems; from stems.space import load_points\n"
+        "import sys, torch; from pathlib import Path; import stems; from stems.space_points import load_points\n"
         "from experiments.config import check_command_line\n"
         "(name,) = load_points(Path(sys.argv[1]))\n"
         "torch.manual_seed(0); a = stems.build(name, 3); torch.manual_seed(0); b = stems.build('resnet_7x7', 3, act='silu')\n"
@@ -80,7 +80,7 @@ def test_exported_points_run_by_name(tmp_path):
 
 def test_a_bad_points_file_is_one_sentence(tmp_path):
     from stems.base import StemlabError
-    from stems.space import load_installed_points, load_points
+    from stems.space_points import load_installed_points, load_points
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("x: [1, 2]\n")

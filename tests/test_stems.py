@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import stems
 from stems.__main__ import END, START, main as stems_main, splice
 from experiments.match import TOLERANCE, match_params
-from stems.cost import cost
+from profiler.stem_cost import cost
 from stems.registry import check_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def test_layernorm_eps_is_the_sources(name, eps):
 
 @pytest.mark.parametrize("name", ALL)
 def test_forward_flops_at_224_match_the_hand_count(name):
-    # counted on a real CPU forward here; stems.cost counts on the meta device: both must agree with the hand count
+    # counted on a real CPU forward here; profiler.stem_cost counts on the meta device: both must agree with the hand count
     stem = stems.build(name, 3).eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

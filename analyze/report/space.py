@@ -28,7 +28,7 @@ from adjustText import adjust_text
 from experiments.schema import STEM_KEYS
 from stems import spec
 from stems.base import atomic_write
-from stems.space import code, design
+from stems.space_labels import code, design
 
 from .data import ReportError, Run, read_records
 from .figures import new_figure, save

@@ -21,7 +21,7 @@ __all__ = ["stage_costs", "stage_cost_lines", "write_stage_roofline"]
 _COLUMNS = ["flops_fwd", "bytes_moved", "ms_fwd"]
 CAPTION = ("Per stage, forward: bytes moved (a lower bound: each layer's input, weights and output once) and "
            "arithmetic intensity (FLOPs per byte), means over seeds; the roofline places each stage by its "
-           "intensity and achieved FLOP/s under the device's calibrated ceilings (`analyze/profile/calibrate.py`).")
+           "intensity and achieved FLOP/s under the device's calibrated ceilings (`profiler/calibrate.py`).")
 
 
 def stage_costs(study: Study) -> pd.DataFrame:

@@ -71,7 +71,7 @@ def _check(args: argparse.Namespace) -> Any:
     """The torch device, once every option is valid; else ShapesError with one sentence."""
     import torch
 
-    from analyze.profile.runtime import resolve_device
+    from profiler.runtime import resolve_device
 
     for fam in args.families:
         family_layers(fam)
@@ -109,8 +109,8 @@ def _say(message: str) -> None:
 
 def run_shapes(args: argparse.Namespace) -> int:
     # imported here, so that `python -m analyze --help` does not load torch, pandas and matplotlib
-    from analyze.profile.calibrate import peaks
-    from analyze.profile.runtime import num_threads
+    from profiler.calibrate import peaks
+    from profiler.runtime import num_threads
     from stems.base import atomic_write
 
     from .figures import save_figures

@@ -1,4 +1,4 @@
-"""Measuring the layer families: one cost profile per layer (``analyze.profile.profile_model``: its FLOP
+"""Measuring the layer families: one cost profile per layer (``profiler.profile_model``: its FLOP
 rules, bytes, timer and calibrated peaks), one row of ``shapes.csv`` per layer × batch × precision ×
 memory format, written after every layer so an interrupted run loses nothing it finished and the same
 command continues where it stopped.
@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analyze.profile import profile_model
-from analyze.profile.calibrate import device_name, peaks
-from analyze.profile.runtime import num_threads
+from profiler import profile_model
+from profiler.calibrate import device_name, peaks
+from profiler.runtime import num_threads
 from stems.base import atomic_write
 
 from .families import FORMATS as FORMAT_NAMES

@@ -13,13 +13,13 @@ __all__ = ["render"]
 
 METHOD = """Each layer is a bias-free conv fed by a one-parameter layer whose output needs a gradient and is already
 in the run's precision, as inside a network: its backward computes the input gradient and the weight
-gradient (2× the forward FLOPs by the profiler's rule, `analyze/profile/rules.py`). Per layer, the cost
-profiler (`analyze.profile.profile_model`) counts the FLOPs (torch's `FlopCounterMode` formulas) and the
+gradient (2× the forward FLOPs by the profiler's rule, `profiler/rules.py`). Per layer, the cost
+profiler (`profiler.profile_model`) counts the FLOPs (torch's `FlopCounterMode` formulas) and the
 bytes moved (a lower bound, each tensor touched once: forward = input + weights + output; backward =
 output gradient + input + weights read, input and weight gradients written), and times the forward and
 the backward under `torch.profiler` (median of the timed steps; spread = first–third quartile). Achieved
 FLOP/s = FLOPs / median time; the share of peak is against the device's calibrated peak
-(`analyze/profile/calibrate.py`: the best of a large matmul and two CNN convs in the same precision and
+(`profiler/calibrate.py`: the best of a large matmul and two CNN convs in the same precision and
 thread count). bf16 runs under autocast, as training does, so the weights are cast each step
 (inside the layer's time)."""
 

@@ -1,17 +1,75 @@
-"""The space sweeper's work outside Hydra: parse the cost band, draw the stems (stems.space), their overrides and
-the sweep's plan file. Imports torch (through stems): space_sweeper.py imports it only when a sweep runs, so that
-Hydra's plugin scan at every start stays light."""
+"""The space sweeper's work outside Hydra: the sampler (RegNet's: points of stems.space drawn uniformly and
+independently), the cost band, the sweep's stems, their overrides and the plan file. Imports torch (through
+stems): space_sweeper.py imports it only when a sweep runs, so that Hydra's plugin scan at every start stays light."""
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from stems import spec
+from stems import StemError, spec
 from stems.base import StemlabError, atomic_write
 from experiments.match import target_of
-from stems.cost import cost
-from stems.space import Choices, code, sample_points
+from profiler.stem_cost import cost
+from stems.space import MECHANISMS
+from stems.space_labels import code
+
+@dataclass(frozen=True)
+class Choices:
+    """The values the sampler draws from, uniformly and independently (RegNet's AnyNet sampling)."""
+
+    depths: tuple[int, ...] = (1, 2, 3, 4)
+    widths: tuple[int, ...] = (16, 24, 32, 48, 64, 96)  # inner layers; the last is the stem's output width
+    kernels: tuple[int, ...] = (3, 5, 7)  # odd kernels; a strided layer may also be a patch embedding
+    patchify: bool = True  # a stride-s layer may take kernel s (kernel = stride, no padding)
+    mechanisms: tuple[str, ...] = MECHANISMS  # for each of the two x2 downsamplings
+    norms: tuple[str, ...] = ("bn", "ln")
+    acts: tuple[str, ...] = ("relu", "silu", "gelu")
+
+
+def sample(rng: random.Random, choices: Choices) -> dict[str, Any]:
+    """One point: depth, then a mechanism for each x2 downsampling (a second max-pool is redrawn: the space has
+    one), the conv strides on uniformly drawn layers, the pool's position, kernels, widths, norm and act."""
+    n = rng.choice(choices.depths)
+    first = rng.choice(choices.mechanisms)
+    second = rng.choice([m for m in choices.mechanisms if not (first == m == "max")] or ["conv"])
+    mechanisms = [first, second]
+    strides = [1] * n
+    for _ in range(mechanisms.count("conv")):
+        strides[rng.randrange(n)] *= 2
+    pool = "max" if "max" in mechanisms else "none"
+    pool_at = rng.randint(1, n) if pool == "max" else None
+    kernels = [rng.choice([k for k in choices.kernels if k >= s] + ([s] if choices.patchify and s > 1 else []))
+               for s in strides]
+    widths = [rng.choice(choices.widths) for _ in range(n - 1)] + [64]
+    return dict(spec("space").defaults, widths=widths, kernels=kernels, strides=strides, pool=pool,
+                pool_at=None if pool_at == n else pool_at, s2d=2 ** mechanisms.count("s2d"),
+                norm=rng.choice(choices.norms), act=rng.choice(choices.acts))
+
+
+def sample_points(n: int, seed: int, choices: Choices, in_channels: int, image_size: int,
+                  band: tuple[float, float] | None = None, max_draws: int = 20000) -> list[dict[str, Any]]:
+    """`n` distinct points drawn with `seed` (the same arguments give the same list), each inside the forward-FLOPs
+    `band` (low, high) at `image_size` when given. Raises StemError when `max_draws` draws do not fill the list."""
+    rng, points, seen = random.Random(seed), [], set()
+    for _ in range(max_draws):
+        if len(points) == n:
+            break
+        p = sample(rng, choices)
+        key = repr(sorted(p.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        if band and not band[0] <= cost("space", in_channels, image_size, params=p)["flops"] <= band[1]:
+            continue
+        points.append(p)
+    if len(points) < n:
+        within = f" within {band[0] / 1e6:.2f}-{band[1] / 1e6:.2f} MFLOPs" if band else ""
+        raise StemError(f"only {len(points)} of {n} distinct stems{within} in {max_draws} draws; "
+                        "widen the cost band or the choices, or sample fewer stems.")
+    return points
+
 
 STEM_KEYS = [f"stem.{k}" for k in spec("space").defaults]  # left out of a point's directory name (sample<NNN> says it)
 BAND = re.compile(r"flops:([^:]+):([0-9]*\.?[0-9]+)")
@@ -51,7 +109,7 @@ def draw(n: int, seed: int, choices: Dict[str, Any], shape: Tuple[int, int], ban
     try:
         picked = Choices(**{k: tuple(v) if isinstance(v, list) else v for k, v in choices.items()})
     except TypeError as e:
-        raise SamplingError(f"hydra.sweeper.choices is not valid ({e}); its keys are those of stems.space.Choices.") from None
+        raise SamplingError(f"hydra.sweeper.choices is not valid ({e}); its keys are those of the sampler's Choices.") from None
     points = sample_points(n, seed, picked, shape[0], shape[1], parse_band(band, shape))
     return [Sample(i, p, cost("space", shape[0], shape[1], params=p)["flops"]) for i, p in enumerate(points)]
 

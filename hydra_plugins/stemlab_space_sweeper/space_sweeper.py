@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 
 @dataclass
-class ChoicesConf:  # stems.space.Choices, as a config: the values the sampler draws from
+class ChoicesConf:  # _sampling.Choices, as a config: the values the sampler draws from
     depths: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     widths: List[int] = field(default_factory=lambda: [16, 24, 32, 48, 64, 96])
     kernels: List[int] = field(default_factory=lambda: [3, 5, 7])

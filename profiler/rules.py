@@ -1,6 +1,6 @@
 """Per-op FLOP rules: the matmul formulas (torch's, with one correction) and the element-wise rules.
 
-The rules themselves are listed in the package docstring (``analyze.profile``).  This module only
+The rules themselves are listed in the package docstring (``profiler``).  This module only
 maps one aten op call to a FLOP count; who runs the op (which layer) is the counting engine's job.
 """
 

@@ -1,5 +1,5 @@
 """The counting engine: every aten op of one forward, and of each leaf's isolated backward, charged
-to a leaf module by the rules of :mod:`analyze.profile.rules` (attribution rules: package docstring).
+to a leaf module by the rules of :mod:`profiler.rules` (attribution rules: package docstring).
 """
 
 from __future__ import annotations
@@ -319,5 +319,5 @@ def warn_unknown_ops(leaves: list[LeafCount]) -> list[str]:
         for lf in leaves if lf.unknown
     ]
     if msgs:
-        warnings.warn("analyze.profile: no FLOP rule for these ops, counted as 0: " + "; ".join(msgs), stacklevel=3)
+        warnings.warn("profiler: no FLOP rule for these ops, counted as 0: " + "; ".join(msgs), stacklevel=3)
     return msgs

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import make, spec
+from stems import spec  # the registry, filled (named points included)
+from stems.registry import make
 
 
 def cost(name: str, in_channels: int, image_size: int, out_channels: int | None = None,

@@ -1,6 +1,6 @@
 """Timing: per-leaf forward and backward time under ``torch.profiler``, and end-to-end step times.
 
-How time is attributed to layers is described in the package docstring (``analyze.profile``).
+How time is attributed to layers is described in the package docstring (``profiler``).
 """
 
 from __future__ import annotations

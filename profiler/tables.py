@@ -25,7 +25,7 @@ _SHARES = [("share_flops", "flops_fwd"), ("share_time", "ms_fwd"),
 
 @dataclass
 class Profile:
-    """The result of :func:`analyze.profile.profile_model`."""
+    """The result of :func:`profiler.profile_model`."""
 
     layers: pd.DataFrame  # one row per leaf module, in execution order
     groups: pd.DataFrame  # summed per top-level child, then a `total` row
