@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .contexts import Context, find_contexts, ordinal
+from .contexts import Context, find_contexts
 from .figures import new_figure, save
 from .render import md_table
 from .statistics import reference_of
@@ -81,6 +81,14 @@ def readme_lines(section: str) -> list[str]:
 def seeds_cell(c: Context) -> str:
     n = c.table.loc[c.table["n"] > 0, "n"]
     return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+
+
+def ordinal(rank: float) -> str:
+    """1 -> 1st, 2 -> 2nd, 11 -> 11th."""
+    if not math.isfinite(rank):
+        return "–"
+    n = int(rank)
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def tau_text(t: Tau) -> str:

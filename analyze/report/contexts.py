@@ -8,10 +8,10 @@ larger study stands for it in the comparison across contexts, and the others are
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import pandas as pd
+
 from .data import run_overrides
 from .studies import Study, flatten
 
@@ -85,9 +85,3 @@ def same_choice(key: str, configs: list[dict[str, object]]) -> bool:
     group = key.split(".", 1)[0]
     return key != f"{group}.name" and len({str(c.get(f"{group}.name")) for c in configs}) > 1
 
-
-def ordinal(rank: float) -> str:
-    if not math.isfinite(rank):
-        return "–"
-    n = int(rank)
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
