@@ -245,7 +245,7 @@ def method() -> str:
             "context's seeds are resampled with replacement on their own (the same draw for all its stems, which share "
             f"a seed's data order and initialisation), the ranking recomputed from the resampled means, {RESAMPLES:,} "
             f"resamples from numpy's default generator seeded {RESAMPLE_SEED} (so the report regenerates byte for byte), "
-            "the 2.5th and 97.5th percentiles. With 5 seeds the interval is coarse: a stem pair closer than its seed "
+            "the 2.5th and 97.5th percentiles. With few seeds the interval is coarse: a stem pair closer than its seed "
             "noise swaps in many resamples. The interaction test asks whether the stems' differences change with the "
             f"context (a change of size counts, not only of order); the answer's threshold is p < {ALPHA:g}.")
 
