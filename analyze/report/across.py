@@ -146,7 +146,8 @@ def movers_sentence(contexts: list[Context], stems: list[str], places: list[np.n
         by_place: dict[int, list[str]] = {}
         for c, ctx in enumerate(contexts):
             by_place.setdefault(int(place[c, i]), []).append(ctx.label)
-        where.append(f"`{stems[i]}` (" + ", ".join(f"{ordinal(k)} in {' and '.join(v)}" for k, v in sorted(by_place.items())) + ")")
+        places = ", ".join(f"{ordinal(k)} in {' and '.join(v)}" for k, v in sorted(by_place.items()))
+        where.append(f"`{stems[i]}` ({places})")
     verb = "moves" if len(most) == 1 else "move"
     return (f"{' and '.join(where)} {verb} most: {int(change.max())} place{'s' * bool(change.max() != 1)} "
             f"of the {len(stems)} every context ranks.")
@@ -194,7 +195,8 @@ def verdict_table(contexts: list[Context], agree: list[Agreement]) -> list[str]:
                f"- Flipped (better than the reference in one context, worse in another): {listing(by['flipped'])}.",
                f"- Changed with the context (conclusive in some, not the same in all): {listing(by['changed'])}."]
     if by["none"]:
-        summary.append(f"- No conclusion in any context (inconclusive or untested): {', '.join(f'`{a.stem}`' for a in by['none'])}.")
+        names = ", ".join(f"`{a.stem}`" for a in by["none"])
+        summary.append(f"- No conclusion in any context (inconclusive or untested): {names}.")
     return ["Against the reference in each context (Δ in accuracy points with its Bonferroni-adjusted interval, and "
             "the verdict, from the context's own table):", "",
             md_table(["stem", *(c.label for c in contexts), "in every context"], "l" * (len(contexts) + 2), rows), "",

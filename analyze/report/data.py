@@ -2,7 +2,8 @@
 
 A record that cannot be read (bad bytes, not JSON, not a record, a newer format) is skipped and named;
 a run whose history.csv or layers.csv cannot be read is kept without that table, and the table named.
-Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, so never-run points are named too."""
+Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, in every combination of the other
+settings it sweeps (e.g. context=a,b), so never-run points are named too."""
 from __future__ import annotations
 
 import itertools

@@ -5,7 +5,8 @@ The block between <!-- studies:summary:start --> and <!-- studies:summary:end --
 its stem table's main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
 and time (from its compute-by-depth table), and what the report cannot claim (the older protocol, no records
 beside it); for a study across contexts, its answer instead (across.readme_lines: what held in every context, what
-flipped, Kendall's τ with its interval). --check exits 1 when FILE's block differs from the reports (a test runs it on README.md)."""
+flipped, Kendall's τ with its interval). --check exits 1 when FILE's block differs from the reports (a test runs it
+on README.md)."""
 from __future__ import annotations
 
 import argparse
