@@ -146,8 +146,8 @@ def movers_sentence(contexts: list[Context], stems: list[str], places: list[np.n
         by_place: dict[int, list[str]] = {}
         for c, ctx in enumerate(contexts):
             by_place.setdefault(int(place[c, i]), []).append(ctx.label)
-        places = ", ".join(f"{ordinal(k)} in {' and '.join(v)}" for k, v in sorted(by_place.items()))
-        where.append(f"`{stems[i]}` ({places})")
+        standing = ", ".join(f"{ordinal(k)} in {' and '.join(v)}" for k, v in sorted(by_place.items()))
+        where.append(f"`{stems[i]}` ({standing})")
     verb = "moves" if len(most) == 1 else "move"
     return (f"{' and '.join(where)} {verb} most: {int(change.max())} place{'s' * bool(change.max() != 1)} "
             f"of the {len(stems)} every context ranks.")
