@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from experiments.hydra_private import get_args_parser
 from experiments.schema import register_configs  # torch-free (stems/manifest.json): --help and -sc stay fast
 from stems.base import StemlabError
 
@@ -94,7 +95,7 @@ if __name__ == "__main__":
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
     # Hydra creates the run directory before it calls main(): every setting (of every point of a sweep) is
     # checked first, so that a refused command writes nothing
-    args = hydra._internal.utils.get_args_parser().parse_args()
+    args = get_args_parser().parse_args()
     if not (args.help or args.hydra_help or args.shell_completion):  # -sc install=bash: no run to check
         from experiments.config import ConfigError, check_command_line  # torch: the registry checks the stem
 

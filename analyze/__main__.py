@@ -68,21 +68,13 @@ def _progress(message: str) -> None:
 
 
 def profile_configured(cfg: Any, threads: int | None = None) -> Profile:
-    """The profile a training run with `cfg` makes of its model, saying each step on stderr."""
+    """The profile a training run with `cfg` makes of its model (the run's own setup), saying each step on stderr."""
     import torch
 
-    from experiments.data import build_data
-    from experiments.fit import resolve_device
-    from experiments.model import build_model, resolve_stem
-    from experiments.runner import hardware_for, profile_run
+    from experiments.setup import profile_run, set_up
 
     _progress(f"building data {cfg.data.name!r} and model {cfg.stem.name} + {cfg.trunk.name}")
-    data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=torch.device("cpu"))
-    hw = hardware_for(cfg, data, resolve_device(cfg.train))
-    stem_cfg, _ = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
-                               precision=hw.precision, channels_last=hw.channels_last)
-    model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
-    profile, _ = profile_run(model, cfg, data, hw, threads=threads, progress=_progress)
+    profile, _ = profile_run(set_up(cfg, data_device=torch.device("cpu")), cfg, threads=threads, progress=_progress)
     return profile
 
 

@@ -13,9 +13,7 @@ import argparse
 from typing import Any
 
 from analyze.report.cli import help_text
-from stems.base import StemlabError
-
-STAGES = ("stem", "stage1", "stage2", "stage3", "stage4")
+from stems.base import StemlabError, first_line
 
 
 class DashboardError(StemlabError):
@@ -46,6 +44,7 @@ def build_workspace(entity: str, project: str, group: str | None = None) -> Any:
     except ImportError as e:
         raise DashboardError(f"the dashboard needs W&B's wandb-workspaces library ({e}); "
                              "pip install wandb-workspaces.") from e
+    from experiments.model import GROUPS as STAGES  # the depth/<group>/... scalars every run logs (torch: here)
 
     by_stem = wr.Config("stem.name")
 
@@ -100,7 +99,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
     try:
         workspace.save()
     except Exception as e:  # no login, no network, no such project: one sentence, not wandb's traceback
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e, type(e).__name__)
         raise DashboardError(f"cannot save the workspace to W&B project {args.project!r} ({reason}); run `wandb login` "
                              "on a machine with network access, or inspect it offline with --dry-run.") from e
     print(f"saved the stem-comparison workspace: {workspace.url}")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stems.base import StemlabError, atomic_write
+from stems.base import StemlabError, atomic_write, first_line
 
 
 class EvaluateError(StemlabError):
@@ -74,7 +74,7 @@ def data_config(record: dict[str, Any], overrides: list[str]) -> Any:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), data)
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides]))
     except OmegaConfBaseException as e:
-        raise EvaluateError(f"{' '.join(overrides)}: {str(e).splitlines()[0]}; use the dataset's keys and types "
+        raise EvaluateError(f"{' '.join(overrides)}: {first_line(e)}; use the dataset's keys and types "
                             f"(experiments/schema.py, {schema.__name__}).") from None
 
 

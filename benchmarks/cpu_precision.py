@@ -26,7 +26,7 @@ from experiments.cpu_format import candidates, probe  # noqa: E402
 from experiments.data import build_data  # noqa: E402
 from experiments.fit import Hardware, resolve_device  # noqa: E402
 from experiments.model import build_model  # noqa: E402
-from experiments.runner import hardware_for  # noqa: E402
+from experiments.setup import hardware_for  # noqa: E402
 from train_loop import stemlab_img_s  # noqa: E402  (one fastai epoch of n batches, validation excluded)
 
 

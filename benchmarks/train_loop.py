@@ -23,7 +23,7 @@ from experiments.config import CONF_DIR, register_configs  # noqa: E402
 from experiments.data import build_data  # noqa: E402
 from experiments.fit import make_learner, resolve_device  # noqa: E402
 from experiments.model import build_model  # noqa: E402
-from experiments.runner import hardware_for  # noqa: E402
+from experiments.setup import hardware_for  # noqa: E402
 
 
 def plain_img_s(model, loader, n_batches: int, hw, lr: float, wd: float) -> float:

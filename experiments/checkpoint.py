@@ -34,6 +34,7 @@ from stems.base import StemlabError, atomic_write
 
 from .model import build_model
 from .record import RESULT_FILE, Unreadable, disk_full, read_record
+from .same_run import same_run_config
 
 log = logging.getLogger("stemlab")
 
@@ -42,7 +43,6 @@ WEIGHTS = "model.pt"
 CHECKPOINT_FORMAT = 1
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # keys that change where results go or what is kept, not what is trained
-NOT_TRAINING = {"logger": None, "profile": None, "compare": None, "train": ("save_model", "keep_checkpoints")}
 
 
 class NoTrainedModel(StemlabError):
@@ -86,18 +86,17 @@ def signals_deferred() -> Iterator[None]:
 
 
 def training_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without the keys that do not change training (JSON round-trip: as a record stores it)."""
-    plain = json.loads(json.dumps(config, default=str))
-    for key, sub in NOT_TRAINING.items():
-        if sub is None:
-            plain.pop(key, None)
-        elif key in plain:
-            plain[key] = {k: v for k, v in plain[key].items() if k not in sub}
-    return plain
+    """The config without the keys that do not change training (experiments.same_run), as a record stores it."""
+    return same_run_config(config, training_only=True)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(training_config(config), sort_keys=True).encode()).hexdigest()[:16]
+    """What a checkpoint is filed under: the hash of the config's training keys."""
+    return training_hash(training_config(config))
+
+
+def training_hash(training: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -128,18 +127,19 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
     Checkpoints of another config are kept aside in `checkpoints-<its config hash>/` (a mistyped setting must not
     cost the finished epochs), and come back when a run of that config starts here again."""
     current = run_dir / CHECKPOINT_DIR
-    kept = aside_dir(run_dir, config_hash(config))
+    wanted = training_config(config)
+    digest = training_hash(wanted)
+    kept = aside_dir(run_dir, digest)
     if kept.is_dir() and not checkpoint_paths(run_dir):
         kept.rename(current)
         log.info("the checkpoints of this config kept in %s are back in %s.", kept, current)
-    wanted = training_config(config)
     for path in checkpoint_paths(run_dir):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file: try the one before it
             log.warning("not resuming from %s: unreadable (%s).", path, type(e).__name__)
             continue
-        if state.get("config_hash") != config_hash(config):
+        if state.get("config_hash") != digest:
             why = "; ".join(differences(json.loads(state.get("config", "{}")), wanted)[:3]) or "another format"
             aside = keep_aside(run_dir, str(state.get("config_hash") or "unknown"))
             log.warning("not resuming from %s: it was written for a different config (%s); starting from epoch 1; it "
@@ -205,7 +205,9 @@ class Checkpoint(Callback):
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], resume: dict[str, Any] | None = None,
                  keep: bool = False):
-        self.run_dir, self.config, self.resume, self.keep = Path(run_dir), config, resume, keep
+        self.run_dir, self.resume, self.keep = Path(run_dir), resume, keep
+        self.training = training_config(config)  # what the checkpoint is for, and its hash
+        self.training_hash = training_hash(self.training)
         self.start_epoch = resume["epoch"] if resume else 0
         self.save_s: list[float] = []  # seconds per save: the record's checkpoint cost
 
@@ -228,7 +230,7 @@ class Checkpoint(Callback):
             return  # skipped by fit_one_cycle(start_epoch=...): nothing new to save
         t0, finished = time.perf_counter(), self.epoch + 1
         state = {"format": CHECKPOINT_FORMAT, "epoch": finished, "n_epochs": self.n_epoch,
-                 "config": json.dumps(training_config(self.config)), "config_hash": config_hash(self.config),
+                 "config": json.dumps(self.training), "config_hash": self.training_hash,
                  "model": get_model(self.model).state_dict(), "opt": self.opt.state_dict(),
                  "smooth_loss": {"count": self.recorder.smooth_loss.count, "val": self.recorder.smooth_loss.val},
                  "history": list(self.learn.epoch_history.rows), "rng": rng_states(self._loaders())}

@@ -16,8 +16,6 @@ from typing import Any, Iterator
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -27,11 +25,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 import stems
 from stems import manifest
-from stems.base import StemlabError
+from stems.base import StemlabError, first_line
 from profiler.stem_cost import cost
 
+from .hydra_private import BasicSweeper, apply_overrides, get_overrides_dirname
 from .match import check_match
-
 from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 
 __all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "stem_node", "to_dict"]
@@ -147,7 +145,7 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
         cfg = copy.deepcopy(composed[choices])
         values = [o for o in parsed if o.input_line not in choices and not o.is_hydra_override()]
         try:  # the values are applied after composing, as Hydra's config loader does
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            apply_overrides(values, cfg)
         except (HydraException, OmegaConfBaseException) as e:
             raise ConfigError(explain(e, point)) from None
         yield point, cfg
@@ -283,7 +281,7 @@ def explain(error: Exception, overrides: list[str]) -> str:
                 return f"{given(cause.full_key, overrides)} is not valid; use {accepted(field)}."
             if isinstance(cause, ValidationError):  # an element of a list: OmegaConf's sentence names the type
                 listed = cause.full_key.partition("[")[0]
-                return f"{given(listed, overrides)} is not valid: {str(cause).splitlines()[0].rstrip('.')}."
+                return f"{given(listed, overrides)} is not valid: {first_line(cause).rstrip('.')}."
         cause = cause.__cause__ or cause.__context__
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 

@@ -21,6 +21,7 @@ from .schema import STEM_KEYS, TrainConf
 
 
 log = logging.getLogger("stemlab")
+GROUPS = ("stem", "stage1", "stage2", "stage3", "stage4", "head")  # build_model's top-level children (a 4-stage trunk)
 
 
 class TrunkError(StemlabError):

@@ -6,7 +6,7 @@ non-finite number is `null`, never `NaN`/`Infinity`, so jq, JavaScript and every
 
 Reading is tolerant: a file that is not UTF-8, not JSON, or not shaped like a record (every field a reader
 uses is type-checked: RECORD_FIELDS) comes back as an `Unreadable` with the reason, for the caller to name (a sweep re-runs the point, the report skips it);
-nothing here raises on a bad file. Older records written with `NaN` literals are still read.
+nothing here raises on a bad file. Older records written with `NaN` literals are still read (docs/DESIGN.md, The record).
 """
 from __future__ import annotations
 
@@ -115,8 +115,16 @@ def run_name(config: Mapping[str, Any]) -> str:
 
 
 def failure(error: BaseException) -> dict[str, str]:
-    """The fields a `failed` record adds: status, the error and its traceback (call inside `except`)."""
-    return {"status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    """The fields a `failed` record adds: status, the error and its traceback."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error))}
+
+
+def failed_record(config: Mapping[str, Any], error: BaseException, stage: str, **fields: Any) -> dict[str, Any]:
+    """The record of a run of `config` that failed at `stage` before it trained (`setup`: bad input, a build or
+    profile error; `job`: the job ended without a result) with `error`; `fields` add to it. A failure during
+    training is recorded in the run's own record (experiments.runner)."""
+    return {"name": run_name(config), "config": config, **failure(error), "stage": stage, **fields}
 
 
 def _version(package: str) -> str | None:

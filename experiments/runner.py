@@ -10,30 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
-from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 
-from profiler import profile_model
 from profiler.calibrate import Peaks, peaks
 from profiler.runtime import AUTOCAST_DTYPES
 from profiler.plots import save_plots
-from profiler.timing import ESTIMATE
-from stems.base import StemlabError
+from stems.base import StemlabError, error_line
 
 from .checkpoint import Checkpoint, Interrupted, drop_checkpoints, find_resumable, save_weights, signals_deferred
 from .config import to_dict
-from .data import build_data
-from .fit import Hardware, fit, make_learner, resolve_device, resolve_hardware
-from .model import build_model, plain, resolve_stem
+from .fit import fit, make_learner
 from .record import disk_full, environment, failure, run_name, write_record
 from .sanity import load_warning, loaded, machine_load, near_chance
+from .setup import profile_run, set_up
 from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
-
-PROFILE_COLUMNS = ["name", "kind", "group", "out_shape", "params", "macs", "flops_fwd", "flops_bwd", "act_bytes",
-                   "bytes_moved", "ms_fwd", "ms_bwd", "share_flops", "share_time"]
 
 
 class RunFailed(StemlabError):
@@ -46,18 +38,10 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     Bad input raises before anything is written; a failure during training writes a `failed` record."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     parts = WallParts()
-    device = resolve_device(cfg.train)
-    set_seed(cfg.seed)
-    with parts("data"):
-        data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=device)
-    with parts("format_probe"):
-        hw = hardware_for(cfg, data, device)
-    with parts("stem_match"):  # iso-cost widths; a time match is timed as the run trains: device, batch, precision
-        stem_cfg, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
-                                            precision=hw.precision, channels_last=hw.channels_last)
-    model = build_model(stem_cfg, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
+    setup = set_up(cfg, parts)
+    data, hw, model = setup.data, setup.hw, setup.model
     with parts("profile"):
-        profile, per_image = profile_run(model, cfg, data, hw)
+        profile, per_image = profile_run(setup, cfg)
         peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision])
 
     config = to_dict(cfg)
@@ -68,7 +52,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
-                              "stem_match": stem_match, "started": started.isoformat(),
+                              "stem_match": setup.stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
     wb = (WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir,
@@ -76,7 +60,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
           if cfg.logger.name == "wandb" else None)
     checkpoint = Checkpoint(out_dir, config, resume, keep=cfg.train.keep_checkpoints)
     learn = make_learner(model, data, cfg.train, hw, [*(wb.callbacks() if wb else []), checkpoint])
-    layers = profile.layers[[c for c in PROFILE_COLUMNS if c in profile.layers.columns]]
+    layers = profile.layers  # layers.csv: the profiler's per-layer table, the columns `analyze profile` writes too
     try:
         finite = fit(learn, cfg.train, start_epoch)
         # inside the try: weights that do not fit on the disk are a failed run whose checkpoint stays for the re-run
@@ -101,7 +85,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                   checkpoint_s=checkpoint.save_s)  # seconds per epoch-end checkpoint (this session's epochs)
     record["wall_parts_s"] = parts.of_run(record["wall_s"], history, checkpoint.save_s, start_epoch)
     # what rebuilds model.pt: experiments.checkpoint.load_trained_model(run_dir)
-    record["model"] = {"weights": weights, "stem": stem_cfg, "in_channels": data.in_channels,
+    record["model"] = {"weights": weights, "stem": setup.stem, "in_channels": data.in_channels,
                        "num_classes": data.num_classes, "image_size": data.image_size}
     record["hardware"]["load"] = machine_load()  # the machine at the end of training: were its timings shared?
     if not finite:
@@ -141,7 +125,7 @@ def record_failure(error: Exception, out_dir: Path, record: dict[str, Any], laye
         return RunFailed(f"the disk holding {out_dir} is full ({full.strerror}: {full.filename or out_dir}); free space "
                          "there or give the run a folder on another disk, then re-run the command (it resumes from "
                          f"the last checkpoint); {saved}")
-    return RunFailed(f"training failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+    return RunFailed(f"training failed ({error_line(error)}); "
                      f"{saved}")
 
 
@@ -172,16 +156,6 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak:
     }
 
 
-def hardware_for(cfg: DictConfig, data, device: torch.device) -> Hardware:
-    """The run's precision and memory format on `device`; on the CPU `auto` probes the run's model (its stem before
-    any stem.match: a match only rescales the stem's widths) at the training batch."""
-    def workload():
-        model = build_model({**plain(cfg.stem), "match": None}, cfg.trunk, data.in_channels, data.num_classes,
-                            image_size=data.image_size)
-        return model, (cfg.train.bs, data.in_channels, data.image_size, data.image_size)
-    return resolve_hardware(cfg.train, device, workload)
-
-
 class WallParts:
     """Seconds of a run's wall time by part: the setup steps timed here, training's parts from the epochs'
     timings (batch loading within the training loop, the rest of training, evaluation, checkpoints), and
@@ -204,31 +178,3 @@ class WallParts:
         parts = {**self.s, "train_load": load, "train_compute": float(ran["train_s"].sum()) - load,
                  "evaluate": float(ran["valid_s"].sum()), "checkpoint": float(sum(checkpoint_s))}
         return {**parts, "other": wall_s - sum(parts.values())}
-
-
-def log_progress(message: str) -> None:
-    """The profiler's progress in a run's log: its time estimate at INFO, each step at DEBUG."""
-    log.log(logging.INFO if message.startswith(ESTIMATE) else logging.DEBUG, "%s", message)
-
-
-def profile_run(model, cfg: DictConfig, data, hw, threads: int | None = None, progress=log_progress):
-    """The cost profile of the run's model at its input size, timed per layer on the training device, at the
-    training batch size and precision, unless profile.latency=false (profile_model works on its own copy)."""
-    latency = bool(cfg.profile.latency)
-    # FLOPs are linear in the batch; 2, not 1, because BatchNorm in training mode needs two values per channel
-    batch = cfg.profile.batch_size or (cfg.train.bs if latency else 2)
-    shape = (batch, data.in_channels, data.image_size, data.image_size)
-    log.info("Profiling the model (input %s on %s%s).", shape, hw.device,
-             f"; timing: a budget of {cfg.profile.budget_s:g} s, but at least 4 steps however long they take"
-             if latency and cfg.profile.budget_s is not None else "")
-    t0 = time.perf_counter()
-    profile = profile_model(model, shape, device=str(hw.device), latency=latency, backward=True,
-                            dtype=AUTOCAST_DTYPES[hw.precision],
-                            channels_last=hw.channels_last,
-                            budget_s=cfg.profile.budget_s, threads=threads, progress=progress)
-    log.info("Profiled in %.1f s.", time.perf_counter() - t0)
-    if latency and loaded(load := machine_load()):
-        log.warning("The profile's %s.", load_warning(load))
-    per_image = {"flops_fwd_per_image": profile.totals["flops_fwd"] / batch,
-                 "flops_train_per_image": (profile.totals["flops_fwd"] + profile.totals["flops_bwd"]) / batch}
-    return profile, per_image

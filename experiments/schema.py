@@ -19,6 +19,8 @@ from omegaconf import MISSING, OmegaConf
 import stems  # light until a registry function is called (stems/__init__.py): --help builds from its manifest
 from stems import manifest
 
+from .same_run import dirname_excludes
+
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
 # what stem.match accepts (experiments.match reads the spec)
 MATCH_TEXT = "flops:<stem or number>, params:<stem or number> or time:<stem or milliseconds like 2.5ms>"
@@ -299,6 +301,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     # the single-run folder names the stem's non-default parameters: two runs differing in one are told apart
     OmegaConf.register_new_resolver("stem_label", stem_label, replace=True)
+    OmegaConf.register_new_resolver("not_the_run", dirname_excludes, replace=True)  # a sweep point's folder name
     cs.store(name="stemlab_schema", node=Config)
     for name, entry in manifest.load().items():  # the registry's manifest: no torch (experiments.config checks it)
         cs.store(group="stem", name=name, node=stem_schema(name, entry))

@@ -11,23 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .record import RESULT_FILE, Unreadable, environment, failure, read_record, run_name, strict, write_record
+from .record import RESULT_FILE, Unreadable, environment, failed_record, read_record, strict, write_record
+from .same_run import same_run_config
 
 log = logging.getLogger("stemlab")
 
-IGNORED_FOR_RESUME = ("logger", "compare")  # where results are sent and how they are compared, not what is computed
-KEPT_FILES = ("save_model", "keep_checkpoints")  # train keys that choose which files stay, not what is computed
-
-
-def comparable(config: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
-    if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in KEPT_FILES}
-    return out
-
 
 def completed_result(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The record in `out_dir` if it is `completed` for the same config (logger aside); else None (re-run)."""
+    """The record in `out_dir` if it is `completed` for the same run (experiments.same_run); else None (re-run)."""
     path = out_dir / RESULT_FILE
     if not path.exists():
         return None
@@ -39,7 +30,7 @@ def completed_result(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | 
         log.info("%s says %s; re-running this point.", path, record.get("status"))
         return None
     # compared as the record stores it (tuples as lists, NaN as None)
-    if comparable(record["config"]) != comparable(strict(config)):
+    if same_run_config(record["config"]) != same_run_config(strict(config)):
         log.warning("%s was completed with a different config; re-running this point and replacing it.", path)
         return None
     return record
@@ -58,7 +49,6 @@ def group_name(sweep_dir: str, cwd: Path) -> str:
 
 def write_failed(out_dir: Path, config: dict[str, Any], error: BaseException, started: float) -> Path:
     """A `failed` record for a point that stopped before training (bad input, a build or profile error)."""
-    record = {"name": run_name(config), "config": config, **failure(error), "stage": "setup",
-              "environment": environment(), "wall_s": time.perf_counter() - started}
-    return write_record(out_dir, record)
+    return write_record(out_dir, failed_record(config, error, "setup", environment=environment(),
+                                               wall_s=time.perf_counter() - started))
 

@@ -1,7 +1,8 @@
-"""What every layer of stemlab shares: the error users see, atomic file writes, and quiet imports of fastai.
+"""What every layer of stemlab shares: the error users see, how an exception is quoted, atomic file writes, and
+quiet imports of fastai.
 
 They live in the bottom layer (stems) so that the profiler, experiments, the report and the entry points
-can all import them without an edge pointing upwards (DESIGN.md, Layers)."""
+can all import them without an edge pointing upwards (docs/DESIGN.md, Layers)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,18 @@ from typing import Callable
 class StemlabError(ValueError):
     """Bad input or an unmet requirement. Its message is the one sentence the user sees: it names the
     problem and the fix. Entry points print it without a traceback and exit with status 2."""
+
+
+def first_line(error: BaseException, fallback: str = "") -> str:
+    """The first line of an exception's message (libraries append dumps and tracebacks below it); `fallback` when
+    the message is empty."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else fallback
+
+
+def error_line(error: BaseException, fallback: str = "") -> str:
+    """`TypeName: first line of the message`, the form a record and a one-sentence error quote an exception in."""
+    return f"{type(error).__name__}: {first_line(error, fallback)}"
 
 
 def replace_between(text: str, start: str, end: str, new: str, path: str, what: str) -> str:

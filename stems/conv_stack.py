@@ -8,9 +8,7 @@ from torch import nn
 
 from . import layers
 from .layers import CONVNEXT_LN_EPS, act_layer, conv_norm_act, norm_layer, output_widths, positive_ints
-from .registry import register
-
-CONTRACT_STRIDE = 4  # the registry's default stem stride (DESIGN.md: H/4, W/4)
+from .registry import CONTRACT_STRIDE, register
 
 
 def _deep(in_channels: int, widths: list[int], norm: str, act: str, pool: str = "max") -> nn.Sequential:

@@ -17,9 +17,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .base import StemlabError
+from .base import StemlabError, first_line
 
 StemFactory = Callable[..., nn.Module]
+CONTRACT_STRIDE, CONTRACT_WIDTH = 4, 64  # the stem contract's defaults: (B, C, H, W) -> (B, 64, H/4, W/4)
 
 
 class StemError(StemlabError):
@@ -35,16 +36,16 @@ class StemSpec:
     source: str  # the paper section or reference code it re-implements
     factory: StemFactory  # factory(in_channels, out_channels, **params) -> nn.Module
     defaults: dict[str, Any]  # the stem's own parameters with the source's defaults
-    stride: int = 4  # contract: the stem divides H and W by this
-    out_channels: int = 64  # contract: channels handed to the trunk (the output width rule above)
+    stride: int = CONTRACT_STRIDE  # contract: the stem divides H and W by this
+    out_channels: int = CONTRACT_WIDTH  # contract: channels handed to the trunk (the output width rule above)
 
 
 _REGISTRY: dict[str, StemSpec] = {}
 _ALIASES: dict[str, str] = {}  # alias -> canonical name
 
 
-def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = (), stride: int = 4,
-             out_channels: int = 64):
+def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = (), stride: int = CONTRACT_STRIDE,
+             out_channels: int = CONTRACT_WIDTH):
     """Decorator: register `factory(in_channels, out_channels, **params)` as stem `name`.
 
     Every keyword parameter after the two channel counts becomes a stem parameter
@@ -150,7 +151,7 @@ def check_contract(stem: nn.Module, s: StemSpec, in_channels: int, out_channels:
         with torch.no_grad():
             y = stem(x)
     except RuntimeError as e:
-        raise StemError(f"stem {s.name!r} fails on a {tuple(x.shape)} input: {str(e).splitlines()[0]}") from None
+        raise StemError(f"stem {s.name!r} fails on a {tuple(x.shape)} input: {first_line(e)}") from None
     finally:
         stem.train(was_training)
     want = (2, out_channels, size // s.stride, size // s.stride)

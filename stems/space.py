@@ -17,9 +17,8 @@ from typing import Any, Optional
 from torch import nn
 
 from .layers import ACTS, CONVNEXT_LN_EPS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
-from .registry import StemError, register, spec
+from .registry import CONTRACT_STRIDE, StemError, register, spec
 
-CONTRACT_STRIDE = 4
 MAX_LAYERS = 4
 MECHANISMS = ("conv", "max", "s2d")  # how one x2 downsampling is done
 

@@ -21,6 +21,16 @@ TINY = ["data=synthetic", "data.n_train=32", "data.n_valid=16", "data.image_size
         "train.epochs=1", "logger=none", "profile.latency=false", "train.precision=fp32", "train.channels_last=false"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests check the refusals of a machine without a CUDA GPU: on one with a GPU there is nothing to refuse."""
+    import torch
+
+    if torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("cuda"):
+                item.add_marker(pytest.mark.skip(reason="checks a machine without a CUDA GPU; this one has one"))
+
+
 @pytest.fixture
 def make_cfg():
     """make_cfg(*overrides) -> the composed DictConfig (tiny synthetic run unless overridden)."""

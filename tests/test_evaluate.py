@@ -7,6 +7,7 @@ import torch
 import experiments
 from analyze.__main__ import main
 from experiments.checkpoint import load_trained_model
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,6 @@ def run_dir(tmp_path_factory):
     from hydra.core.global_hydra import GlobalHydra
 
     from experiments.config import CONF_DIR, register_configs
-    from tests.conftest import TINY
 
     register_configs()
     GlobalHydra.instance().clear()

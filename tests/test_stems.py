@@ -217,14 +217,24 @@ def test_one_sgd_step_without_nan(name):
     assert torch.isfinite(model(x)).all()
 
 
+def layer_kinds(stem: nn.Module) -> set[str]:
+    """The kinds of layer a stem holds, its residual shortcuts aside (fastai's ResBlock keeps BatchNorm on its 1x1
+    projection whatever the norm: stems/resblock.py)."""
+    return {type(m).__name__ for n, m in stem.named_modules() if "idpath" not in n}
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_norm_and_act_are_parameters(name):
-    stems.build(name, 3, norm="none", act="gelu")
+    kinds = layer_kinds(stems.build(name, 3, norm="bn", act="relu"))
+    assert {"BatchNorm2d", "ReLU"} <= kinds and not kinds & {"GELU", "SiLU", "LayerNorm2d", "LayerNorm"}
+    kinds = layer_kinds(stems.build(name, 3, norm="none", act="gelu"))
+    assert "GELU" in kinds and not kinds & {"ReLU", "BatchNorm2d", "LayerNorm2d", "LayerNorm"}
     if stems.spec(name).family == "resblock":
         with pytest.raises(stems.StemError, match="bn or none"):
             stems.build(name, 3, norm="ln")
     else:
-        stems.build(name, 3, norm="ln", act="silu")
+        kinds = layer_kinds(stems.build(name, 3, norm="ln", act="silu"))
+        assert {"LayerNorm2d", "SiLU"} <= kinds and not kinds & {"ReLU", "GELU", "BatchNorm2d"}
 
 
 @pytest.mark.parametrize("name", WITH_WIDTHS)

@@ -83,7 +83,7 @@ def test_cli_run_logs_to_wandb_offline(tmp_path):
     (["stem=nope"], "error: unknown stem 'nope'; choose one of:"),
     (["stem.widht=3"], "error: stem 'xresnet_3conv' has no parameter 'widht'"),
     (["stem.widths=[24,32,48]"], "end in 48, but the last width is the output width"),
-    (["train.device=cuda"], "train.device=cuda but no CUDA GPU is visible"),
+    pytest.param(["train.device=cuda"], "train.device=cuda but no CUDA GPU is visible", marks=pytest.mark.cuda),
 ])
 def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, args, message):
     proc = run_cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

@@ -9,16 +9,16 @@ records carry `data.tune_split: true` and differ in `train.lr`; the final stage'
 at its chosen LR on the full training set. Both stages of one study land in one `Study`."""
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.same_run import same_run_config
+
 from .data import Run
 
-VARIES_IN_A_STUDY = ("stem", "seed", "logger", "compare")  # what a study compares, or what changes no result
-# (compare: how the report compares; a re-run keeps completed records with the setting they ran under)
+VARIES_IN_A_STUDY = ("stem", "seed")  # what a study compares; what makes no different run: experiments.same_run
 STAGE_KEYS = (("data", "tune_split"),)           # which stage a record belongs to, not which study
 PER_STEM_IN_TUNED = (("train", "lr"),)           # chosen per stem in a tuned study
 
@@ -47,7 +47,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def study_config(run: Run, tuned: bool) -> dict[str, Any]:
     """The run's config without what varies inside a study (and without the LR when the study is tuned)."""
-    config = copy.deepcopy({k: v for k, v in run.config.items() if k not in VARIES_IN_A_STUDY})
+    config = {k: v for k, v in same_run_config(run.config).items() if k not in VARIES_IN_A_STUDY}
     for group, key in STAGE_KEYS + (PER_STEM_IN_TUNED if tuned else ()):
         (config.get(group) or {}).pop(key, None)
     return config

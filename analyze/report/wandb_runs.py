@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.record import strict
+from stems.base import first_line
 
 from .data import Inputs, ReportError, Run
 
@@ -23,7 +24,7 @@ def read_wandb(project: str, group: str | None) -> Inputs:
         api = wandb.Api(timeout=20)
         runs = list(api.runs(project, filters={"group": group} if group else None))
     except Exception as e:  # no login, no network, no such project: wandb raises many unrelated types
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e, type(e).__name__)
         raise ReportError(f"cannot read W&B project {project!r} ({reason}); run `wandb login` on a machine with "
                           "network access, or report from the local records: python -m analyze report DIR.") from e
     inputs = Inputs(runs=[])

@@ -1,6 +1,6 @@
 """Datasets: each builder turns its `data` config into a DataBundle (loaders + what the model needs to know).
 
-The dataset decides in_channels, num_classes and the image size handed to the stem (DESIGN.md)."""
+The dataset decides in_channels, num_classes and the image size handed to the stem (docs/DESIGN.md, One run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +13,7 @@ from fastai.data.core import DataLoaders
 from omegaconf import OmegaConf
 from sklearn.model_selection import train_test_split
 
-from stems.base import StemlabError
+from stems.base import StemlabError, first_line
 
 from ..schema import DATASETS
 from .loader import TensorLoader
@@ -98,7 +98,7 @@ def tune_split(labels: np.ndarray, pct: float, seed: int) -> tuple[np.ndarray, n
         train, tune = train_test_split(np.arange(len(labels)), test_size=pct, stratify=labels, random_state=seed)
     except ValueError as e:  # sklearn: fewer held-out rows than classes, or a class with a single image
         raise DataError(f"data.tune_pct={pct} cannot hold out a stratified tuning split from {len(labels)} training "
-                        f"images of {classes} classes ({str(e).splitlines()[0]}); raise data.tune_pct or turn "
+                        f"images of {classes} classes ({first_line(e)}); raise data.tune_pct or turn "
                         f"data.tune_split off.") from e
     return np.sort(train), np.sort(tune)
 

@@ -46,6 +46,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from stems.base import error_line
+
 from . import DataError
 from .integrity import VERIFY_MODES, damage, describe
 
@@ -154,7 +156,7 @@ def _decode_rows(jobs: list[tuple[int, str, int]]) -> list[tuple[int, str | None
             _worker_out[i] = decode_square(Path(path), side)
             results.append((i, None))
         except Exception as e:  # corrupt, truncated, not an image, too large: skip it, say why
-            results.append((i, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+            results.append((i, error_line(e)[:200]))
     return results
 
 

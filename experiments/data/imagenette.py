@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from stems.base import error_line
+
 from . import DataBundle, DataError, Part, dataset, holdout, not_created
 from .augment import CenterCrop, RandomResizedCropFlip, cache_side
 from .cache import CachedSplit, cached_split, user_cache_dir
@@ -61,7 +63,7 @@ def find_root(cfg) -> Path:
                 return path
             why = f"the download left no train/ and val/ in {path}"
         except Exception as e:  # offline, DNS, disk full, bad checksum: all end in the same advice
-            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'})"
+            why = f"the download failed ({error_line(e, 'no message')})"
     raise DataError(f"Imagenette-{size} not found (looked for train/ and val/ in {', '.join(map(str, candidates))}) "
                     f"and {why}; download {URLS[size]}, extract it, and run with data.root=/path/to/{folder_name(size)}.")
 

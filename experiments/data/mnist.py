@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from stems.base import error_line
+
 from . import DataBundle, DataError, Part, dataset, holdout, not_created, split_loaders
 from .cache import user_cache_dir
 from .mnist5k import MNIST_MEAN, MNIST_STD
@@ -49,7 +51,7 @@ def find_or_download(cfg) -> Path:
                 return raw
             why = f"the download left no idx files in {root / 'MNIST' / 'raw'}"
         except Exception as e:  # offline, DNS, disk full, bad checksum: all end in the same advice
-            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'})"
+            why = f"the download failed ({error_line(e, 'no message')})"
     raise DataError(f"MNIST not found (looked for {FILES['train'][0]} and the 3 other idx files in {root / 'MNIST' / 'raw'}, "
                     f"{root / 'raw'} and {root}) and {why}; download the four *-ubyte.gz files from {DOWNLOAD}, gunzip "
                     f"them into /path/to/MNIST/raw, and run with data.root=/path/to.")

@@ -13,7 +13,8 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 from unittest import mock
 
 import submitit
@@ -22,6 +23,16 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def job_results_replaced(results: Callable[[submitit.Job], list[Any]]) -> Iterator[None]:
+    """Within the block, `job.results()` of every submitit Job calls `results(job)`. The one private hook here:
+    hydra-submitit-launcher's launch() calls job.results() for every job in one list comprehension, and this is
+    the one place to catch a job's failure without copying launch() (tests/test_private_apis.py fails when the
+    plugin stops calling it, or submitit renames it)."""
+    with mock.patch.object(submitit.Job, "results", results):
+        yield
 
 
 class KeepFailuresLocal:
@@ -38,16 +49,15 @@ class KeepFailuresLocal:
                 overrides, _, job_num, *_ = job.submission().args  # what BaseSubmititLauncher.launch submitted
                 return [self.failed_point(list(overrides), job_num, job, e, started)]
 
-        # the plugin's launch() calls job.results() for every job in one list comprehension: this is the one
-        # place to catch a job's failure without copying launch()
-        with mock.patch.object(submitit.Job, "results", results_or_failure):
+        with job_results_replaced(results_or_failure):
             return super().launch(job_overrides, initial_job_idx)
 
     def failed_point(self, overrides: list[str], job_num: int, job: submitit.Job, error: Exception,
                      started: float) -> JobReturn:
         # Hydra imports every plugin at every start (train.py --help too): the record's torch and pandas load here
         from experiments.config import to_dict
-        from experiments.record import RESULT_FILE, read_record, run_name, write_record
+        from experiments.record import RESULT_FILE, failed_record, read_record, write_record
+        from stems.base import error_line
 
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_config.hydra.job):
@@ -59,11 +69,9 @@ class KeepFailuresLocal:
         interrupted = isinstance(previous, dict) and previous.get("status") == "interrupted"
         log.error("point %s: job %s ended without a result (%s); %s", " ".join(overrides), job.job_id, job.state,
                   "its interrupted record and checkpoint stay" if interrupted else f"recorded as failed in {record_path}")
-        if not interrupted:
-            config = to_dict(task_cfg)
-            write_record(out_dir, {"name": run_name(config), "config": config, "status": "failed", "stage": "job",
-                                   "error": f"{type(error).__name__}: {str(error).splitlines()[0]}",
-                                   "job": {"id": job.job_id, "state": job.state}})
+        if not interrupted:  # the error's first line: submitit appends the job's whole stderr to its message
+            write_record(out_dir, failed_record(to_dict(task_cfg), error, "job", error=error_line(error),
+                                                job={"id": job.job_id, "state": job.state}))
         return JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=sweep_config, working_dir=str(out_dir),
                          status=JobStatus.COMPLETED, _return_value=math.nan)
 

@@ -1,6 +1,6 @@
 """`hydra/sweeper=space`: a design-space study in one command (RegNet's method applied to stems).
 
-    python train.py -m +experiment=stem_space_mnist5k                    # 24 sampled stems x seed 0, 2 epochs
+    python train.py -m +experiment=stem_space_mnist5k                    # 48 sampled stems x seed 0, 2 epochs
     python train.py -m hydra/sweeper=space hydra.sweeper.samples=50 hydra.sweeper.band=flops:resnet_7x7:0.1 seed=0,1
 
 `samples` stems are drawn from stems.space with `sample_seed` (the same settings draw the same stems), each inside
@@ -12,13 +12,13 @@ the configured launcher (basic, joblib, submitit), in `<sweep.dir>/sample<NNN>/<
 the same stems into the same directories, so every completed run is skipped (train.py's resume rule)."""
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+
+from experiments.sweeper import LaunchingSweeper
 
 
 @dataclass
@@ -46,7 +46,7 @@ class SpaceSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_space", node=SpaceSweeperConf, provider="stemlab")
 
 
-class SpaceSweeper(BasicSweeper):
+class SpaceSweeper(LaunchingSweeper):
     """Hydra's basic sweeper (point expansion, launcher set-up) with sampled stems crossed with its points."""
 
     def __init__(self, samples: int, sample_seed: int, band: Optional[str], choices: Any,
@@ -62,7 +62,6 @@ class SpaceSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([*self._parse_config(), *arguments])
         points = [list(p) for batch in self.split_arguments(parsed, None) for p in batch]
-        sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
             if any(o.key_or_group == "stem" or o.key_or_group.startswith("stem.") for o in parsed):
                 raise _sampling.SamplingError("hydra/sweeper=space samples the stem itself; drop stem=… and stem.… "
@@ -72,23 +71,12 @@ class SpaceSweeper(BasicSweeper):
         except _sampling.StemlabError as e:  # the band, the choices, or a band the draws cannot fill
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.save_sweep_config()
         _sampling.write_plan(sweep_dir, self.samples, self.sample_seed, self.choices, self.band, shape, samples)
-        exclude = [*self.config.hydra.job.config.override_dirname.exclude_keys, "stem", *_sampling.STEM_KEYS]
-        jobs = [[*point, *_sampling.stem_overrides(s.params),
-                 f"hydra.sweep.subdir=sample{s.index:03d}/" + "${hydra.job.override_dirname}",
-                 "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in exclude) + "]"]
+        unnamed = ["stem", *_sampling.STEM_KEYS]  # sample<NNN> names the stem
+        jobs = [[*point, *_sampling.stem_overrides(s.params), *self.folder_overrides(f"sample{s.index:03d}", unnamed)]
                 for s in samples for point in points]
-        returns, next_idx = [], 0
-        for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
-            self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=next_idx)
-            for r in results:
-                _ = r.return_value  # a job that raised fails the sweep, as with the basic sweeper
-            next_idx += len(batch)
-            returns.append(results)
-        return returns
+        return [self.launch_all(jobs)]
 
     def image_shape(self, point: List[str]) -> tuple:
         """(in_channels, image size) of the runs: the data group's, from a composed point."""

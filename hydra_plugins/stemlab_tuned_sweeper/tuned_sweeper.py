@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import MISSING, OmegaConf, open_dict
+
+from experiments.sweeper import LaunchingSweeper
 
 
 log = logging.getLogger("stemlab")
@@ -53,14 +54,13 @@ class TunedSweeperConf:  # registering it in sys.modules, where dataclasses woul
 ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_tuned", node=TunedSweeperConf, provider="stemlab")
 
 
-class TunedSweeper(BasicSweeper):
+class TunedSweeper(LaunchingSweeper):
     """Hydra's basic sweeper (point expansion, launcher set-up) with the two-stage protocol as its sweep."""
 
     def __init__(self, lrs: Sequence[float], tune_seeds: Sequence[int], lr_bounds: Sequence[float] = (1e-4, 0.1),
                  max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.lrs, self.tune_seeds, self.lr_bounds = list(lrs), list(tune_seeds), [float(b) for b in lr_bounds]
-        self.next_job_idx = 0
 
     def sweep(self, arguments: List[str]) -> Any:
         from . import _protocol as protocol  # imports torch: see that module's docstring
@@ -74,9 +74,7 @@ class TunedSweeper(BasicSweeper):
         except protocol.ProtocolError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.save_sweep_config()
 
         results, tune_returns = [], []
         arm_lrs = {arm: list(grid.lrs) for arm in grid.arms}
@@ -116,24 +114,11 @@ class TunedSweeper(BasicSweeper):
 
     def stage_overrides(self, stage: str, unnamed: Sequence[str]) -> list[str]:
         """A stage's points live in `<sweep.dir>/<stage>/<their overrides>`, without the keys the stage sets."""
-        exclude = [*self.config.hydra.job.config.override_dirname.exclude_keys, *unnamed]
-        return ["hydra.sweep.subdir=" + stage + "/${hydra.job.override_dirname}",
-                "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in exclude) + "]"]
+        return self.folder_overrides(stage, unnamed)
 
     def launch_stage(self, jobs: list[list[str]], stage: str, unnamed: Sequence[str]) -> list[JobReturn]:
-        """Every job of a stage through the configured launcher, `max_batch_size` at a time."""
-        jobs = [[*job, *self.stage_overrides(stage, unnamed)] for job in jobs]
-        returns: list[JobReturn] = []
-        if not jobs:  # e.g. no final runs: every stem's tuning failed (their failed records say why)
-            return returns
-        for batch in self.split_overrides_to_chunks(jobs, self.max_batch_size):
-            self.validate_batch_is_legal(batch)  # composition errors before anything runs, as the basic sweeper
-            results = self.launcher.launch(batch, initial_job_idx=self.next_job_idx)
-            for r in results:
-                _ = r.return_value  # a job that raised fails the sweep, as with the basic sweeper
-            self.next_job_idx += len(batch)
-            returns.extend(results)
-        return returns
+        """Every job of a stage through the configured launcher (none: e.g. every stem's tuning failed)."""
+        return self.launch_all([[*job, *self.stage_overrides(stage, unnamed)] for job in jobs])
 
     def compose(self, overrides: list[str], stage: str, unnamed: Sequence[str]) -> tuple[Path, dict[str, Any]]:
         """A point's output directory and resolved task config, without running it (for a skipped point's record)."""

@@ -1,0 +1,24 @@
+"""The private parts of Hydra (`hydra._internal`) that stemlab needs, imported here and nowhere else; Hydra has no
+public equivalent of them. tests/test_private_apis.py checks that each still behaves as stemlab relies on, so that a
+Hydra upgrade that changes one fails there, not in a run.
+
+- `get_args_parser`: train.py parses its command line as Hydra will, to check every setting before Hydra creates
+  a directory (experiments.config.check_command_line);
+- `BasicSweeper`: point expansion (`split_arguments`), batching and the launcher's set-up; the tuned and the
+  design-space sweepers extend it (experiments.sweeper), and the config checks expand a sweep as it does;
+- `apply_overrides` and `get_overrides_dirname`: a sweep point composed, and its folder named, as Hydra's config
+  loader does. docs/DESIGN.md, Contracts."""
+from __future__ import annotations
+
+from typing import Any
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+
+__all__ = ["BasicSweeper", "apply_overrides", "get_args_parser", "get_overrides_dirname"]
+
+
+def apply_overrides(overrides: list[Any], cfg: Any) -> None:
+    """Apply parsed value overrides to a composed config in place, as Hydra's config loader does after composing."""
+    ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)

@@ -1,0 +1,54 @@
+"""The private library parts stemlab relies on (experiments/hydra_private.py, the launcher's job_results_replaced)
+behave as it relies on: a Hydra, submitit or hydra-submitit-launcher upgrade that changes one fails here."""
+from __future__ import annotations
+
+import inspect
+
+import submitit
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf
+
+from experiments.hydra_private import BasicSweeper, apply_overrides, get_args_parser, get_overrides_dirname
+from hydra_plugins.stemlab_launcher.launcher import job_results_replaced
+
+
+def parse(*overrides: str):
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def test_hydras_argument_parser_gives_what_train_py_checks():
+    args = get_args_parser().parse_args(["-m", "seed=0,1", "stem=resnet_7x7", "--config-name", "other"])
+    assert (args.multirun, args.overrides, args.config_name) == (True, ["seed=0,1", "stem=resnet_7x7"], "other")
+    plain = get_args_parser().parse_args(["--help"])
+    assert (plain.help, plain.hydra_help, plain.shell_completion, plain.multirun) == (True, False, False, False)
+
+
+def test_the_basic_sweeper_expands_a_sweep_into_points_in_order():
+    batches = BasicSweeper.split_arguments(parse("seed=0,1", "stem=a,b", "train.lr=0.1"), None)
+    assert batches == [[["seed=0", "stem=a", "train.lr=0.1"], ["seed=0", "stem=b", "train.lr=0.1"],
+                        ["seed=1", "stem=a", "train.lr=0.1"], ["seed=1", "stem=b", "train.lr=0.1"]]]
+    # what experiments/sweeper.py's launch loop calls on it
+    assert all(callable(getattr(BasicSweeper, m)) for m in ("split_overrides_to_chunks", "validate_batch_is_legal",
+                                                             "_parse_config"))
+    assert list(BasicSweeper.split_overrides_to_chunks([[1], [2], [3]], 2)) == [[[1], [2]], [[3]]]
+
+
+def test_a_points_folder_is_named_and_its_values_applied_as_hydra_does():
+    assert get_overrides_dirname(parse("stem=b", "seed=1", "logger=none"), ["logger"], ",", "=") == "seed=1,stem=b"
+    cfg = OmegaConf.create({"train": {"lr": 0.1, "bs": 8}})
+    apply_overrides(parse("train.lr=0.5"), cfg)
+    assert OmegaConf.to_container(cfg) == {"train": {"lr": 0.5, "bs": 8}}
+
+
+def test_the_submitit_launcher_collects_results_through_the_hook_the_launcher_replaces():
+    # KeepFailuresLocal unpacks job.submission().args as (overrides, job_dir_key, job_num, ...) and relies on launch()
+    # calling job.results() for every job; submitit's error for a job without a result keeps its name
+    assert list(inspect.signature(BaseSubmititLauncher.__call__).parameters)[1:4] == ["sweep_overrides", "job_dir_key",
+                                                                                     "job_num"]
+    assert ".results()" in inspect.getsource(BaseSubmititLauncher.launch)
+    assert issubclass(submitit.core.utils.UncompletedJobError, Exception)
+    original = submitit.Job.results
+    with job_results_replaced(lambda job: ["replaced"]):
+        assert submitit.Job.results(None) == ["replaced"]
+    assert submitit.Job.results is original
