@@ -51,11 +51,13 @@ def share_range(depth: list[list[str]], column: int) -> str:
 
 def study_summary(report: Path) -> list[str]:
     """The README's lines for one committed report: per study section, its table and what it can claim."""
+    from experiments.record import RESULT_FILE
+
     from .render import md_table  # pandas: loaded when the command runs, so --help answers at once
 
     text = report.read_text(encoding="utf-8")
     folder = report.parent
-    has_records = any(folder.rglob("result.json"))
+    has_records = any(folder.rglob(RESULT_FILE))
     out = []
     for section in text.split("\n## ")[1:]:
         lines = section.splitlines()
