@@ -19,12 +19,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from experiments.config import ConfigError, check_command_line, register_configs, to_dict
 from experiments.hydra_private import get_args_parser
+from experiments.schema import register_configs  # torch-free (stems/manifest.json): --help and -sc stay fast
 from stems.base import StemlabError
 
 log = logging.getLogger("stemlab")
-register_configs()
+try:
+    register_configs()
+except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming the command that rewrites it
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -58,6 +62,7 @@ def run_job(cfg: DictConfig) -> float:
             cfg.train.save_model = not multirun
     if multirun:
         from experiments import record, sweep
+        from experiments.config import to_dict
 
         if cfg.logger.name == "wandb" and not cfg.logger.group:
             with open_dict(cfg):  # every run of a sweep shares one W&B group
@@ -92,6 +97,8 @@ if __name__ == "__main__":
     # checked first, so that a refused command writes nothing
     args = get_args_parser().parse_args()
     if not (args.help or args.hydra_help or args.shell_completion):  # -sc install=bash: no run to check
+        from experiments.config import ConfigError, check_command_line  # torch: the registry checks the stem
+
         try:
             check_command_line(args.overrides, multirun=args.multirun, config_name=args.config_name or "config")
         except ConfigError as e:

@@ -4,7 +4,9 @@
 """
 from importlib import import_module
 
-import stems.resblock  # noqa: F401  (first of all: its import of fastai.layers is where fastai's torch.jit warning is filtered)
+from stems.base import quiet_fastai_import
+
+quiet_fastai_import()  # first of all: every module below may be the first to import fastai
 
 __all__ = ["RunFailed", "run"]
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 import stems
+from stems import manifest
 from stems.base import StemlabError, first_line
 from profiler.stem_cost import cost
 
@@ -48,6 +49,7 @@ class ConfigError(StemlabError):
 def check_command_line(overrides: list[str], multirun: bool = False, config_name: str = "config") -> int:
     """Check the config of `python train.py [-m] OVERRIDES` (every point of a sweep); returns the number of
     configs checked. Raises ConfigError before anything is written."""
+    check_manifest()
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         check_choices(overrides)
@@ -63,12 +65,21 @@ def check_command_line(overrides: list[str], multirun: bool = False, config_name
 
 def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     """The checked config of a single run with these overrides (what train.py would run)."""
+    check_manifest()
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         check_choices(overrides)
         cfg = compose_job(config_name, overrides)
     check_config(cfg, overrides)
     return cfg
+
+
+def check_manifest() -> None:
+    """The stem group is built from stems/manifest.json (torch-free, for --help): a run starts only when it still
+    describes the live registry, so a stale manifest cannot give a run other keys or defaults than its stem's."""
+    problem = manifest.stale()
+    if problem:
+        raise ConfigError(problem)
 
 
 def compose_job(config_name: str, overrides: list[str]) -> DictConfig:

@@ -3,42 +3,57 @@ train-step time are within 5 % of a target. A setup step of a run, above the cos
 
 FLOPs and params are counted on the meta device: shapes only, no arithmetic, so a search over widths is cheap.
 Time is measured on the run's device, batch, threads and precision with the profiler's step timer, the candidate and
-the target interleaved (a ratio of medians: load that comes and goes hits both alike): every evaluation is a timed
-comparison, so that search is capped, and it first checks that the machine compares repeatably enough for 5 % to
-mean anything."""
+the target interleaved (each round times both; load that comes and goes hits both alike), until their ratio is known
+to ±1 %: every evaluation is a timed comparison, so that search is capped, and it first checks that the machine
+compares repeatably enough for 5 % to mean anything.
+
+Why not a ratio of medians of a few steps (as before): a stem's step time on the CPU varies in jumps, not only
+around one value. Its activations are fresh allocations, and glibc returns a varying part of them to the kernel
+between steps (a step of resnet_7x7 at batch 64, 64 px, takes 0, 4,096 or 12,288 minor page faults, i.e. 0-48 MB
+mapped anew); when a good share of the steps pay such faults, the median of 15 jumps between the modes (null
+comparisons strayed 3-18 % on a quiet machine). A 20 % trimmed mean of the paired log ratios counts each mode at its
+frequency, and its confidence interval (Tukey-McLaughlin, scipy) says when enough rounds were timed (what
+torch.utils.benchmark's adaptive_autorange does with the IQR)."""
 from __future__ import annotations
 
+import gc
 import math
 import re
-import statistics
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
 
+import numpy as np
 import torch
+from scipy.stats import mstats, trim_mean, ttest_1samp
 from torch import nn
 
 from profiler.runtime import AUTOCAST_DTYPES, make_input
 from profiler.timing import interleaved, time_step
 
 from profiler.stem_cost import cost
-from stems.registry import StemError, available, make, spec
+from stems import StemError, available, spec  # the package: importing it registers every stem family
+from stems.registry import make
+
+from .schema import MATCH_TEXT
 
 TOLERANCE = 0.05  # |achieved / target - 1| allowed
 WIDTH_MIN = 8  # lower bound for any scaled width: narrower layers are degenerate (BN statistics over a few channels)
 WIDTH_MAX = 2048  # upper bound for any scaled width
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _NUMBER = r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*"
-# what stem.match accepts (experiments.schema checks config values with these two)
-MATCH_TEXT = "flops:<stem or number>, params:<stem or number> or time:<stem or milliseconds like 2.5ms>"
-MATCH_SPEC = re.compile(r"(flops|params):\S+|time:(?:[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?ms|[A-Za-z][\w-]*)")
 
 REPEATS = 3  # null comparisons (a stem against a copy of itself): how far their ratios stray from 1 is the noise
 REPEATABILITY = TOLERANCE / 2  # noise allowed: timing noise may use at most half of the 5 %
 TIME_BUDGET = 12  # comparisons the uniform width search may spend (bracket + bisection)
 NUDGE_ROUNDS = 2  # rounds of single-width nudges after it, each at most 2 comparisons per free width
 NUDGE_FRACTION = 1 / 8  # a timed nudge moves a width by about this share: one channel is below the noise
-MIN_ROUNDS = 15  # interleaved rounds per comparison (each times every stem once) ...
-MIN_RUN_TIME = 0.2  # ... and more until each stem's timed steps add up to this many seconds ...
-MAX_ROUNDS = 400  # ... but no more than this (a stem of a few microseconds)
+WARMUP_ROUNDS = 3  # untimed steps of each stem first: its kernels chosen, its allocations and page faults settled
+MIN_ROUNDS = 20  # interleaved rounds per comparison (each times both stems, in alternating order) ...
+ROUND_BATCH = 10  # ... then more, this many at a time, until the ratio's 95 % CI is within ±PRECISION ...
+PRECISION = 0.01
+MAX_COMPARE_S = 10.0  # ... or the timed steps of both stems add up to this many seconds ...
+MAX_ROUNDS = 2000  # ... or this many rounds (a stem of a few microseconds)
+TRIM = 0.2  # share of the log ratios cut at each end (Wilcox's default): stalls of up to a fifth of the rounds go
 
 Timer = Callable[[nn.Module, torch.Tensor, "torch.dtype | None"], float]  # (stem, batch, autocast dtype) -> s of one step
 
@@ -49,9 +64,41 @@ def train_step_time(stem: nn.Module, x: torch.Tensor, dtype: torch.dtype | None 
     return time_step(stem, x, True, x.device, dtype)[1] / 1e3
 
 
+class Comparison(NamedTuple):
+    """One timed comparison of stem a with stem b."""
+
+    ratio: float  # a's step time over b's: the trimmed mean of the per-round log ratios, exponentiated
+    uncertainty: float  # the relative half-width of the ratio's 95 % confidence interval
+    a_s: float  # seconds of a step of a (the trimmed mean of its log times, exponentiated)
+    b_s: float  # the same for b
+    rounds: int
+
+
+def _trimmed(logs: np.ndarray) -> tuple[float, float]:
+    """exp of the trimmed mean of `logs`, and the relative half-width of its 95 % CI (Tukey-McLaughlin)."""
+    if np.ptp(logs) == 0:  # identical timings (a deterministic timer): the CI's standard error would divide by zero
+        return math.exp(logs[0]), 0.0
+    lo, hi = mstats.trimmed_mean_ci(logs, limits=(TRIM, TRIM))
+    if hi - lo <= 0:  # the middle values all alike but not the rest: no CI from them, the untrimmed t interval then
+        lo, hi = ttest_1samp(logs, 0).confidence_interval()
+    return math.exp(trim_mean(logs, TRIM)), math.expm1((hi - lo) / 2)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection inside the timed steps (timeit does the same): a collection lands in one step only."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class _Clock:
-    """Compares stems of one match on one device, batch, precision and memory format (interleaved, ratio of
-    medians), and counts the timed steps for the record."""
+    """Compares stems of one match on one device, batch, precision and memory format, and counts the timed steps for
+    the record."""
 
     def __init__(self, timer: Timer, device: str, batch_size: int, in_channels: int, image_size: int,
                  out_channels: int, precision: str = "fp32", channels_last: bool = False):
@@ -67,11 +114,25 @@ class _Clock:
         self.count += 1
         return float(self.timer(stem, self.x, self.dtype))
 
-    def compare(self, a: nn.Module, b: nn.Module) -> tuple[float, float]:
-        """Median seconds of a step of `a` and of `b`, timed in alternating order after one warm-up step each."""
-        self._time(a), self._time(b)  # warm-up: kernels and allocations for these shapes
-        times = interleaved({"a": lambda: self._time(a), "b": lambda: self._time(b)}, MIN_ROUNDS, MIN_RUN_TIME, MAX_ROUNDS)
-        return statistics.median(times["a"]), statistics.median(times["b"])
+    def compare(self, a: nn.Module, b: nn.Module) -> Comparison:
+        """a's step time over b's, timed in interleaved rounds after warm-up, until the ratio is known to
+        ±PRECISION, or is clearly more than 2 x TOLERANCE off 1 (more rounds would change no decision of the
+        search), or MAX_COMPARE_S seconds of steps or MAX_ROUNDS rounds were timed."""
+        times: dict[str, list[float]] = {"a": [], "b": []}
+        with _gc_paused():
+            for _ in range(WARMUP_ROUNDS):
+                self._time(a), self._time(b)
+            while True:
+                batch = ROUND_BATCH if times["a"] else MIN_ROUNDS
+                for k, t in interleaved({"a": lambda: self._time(a), "b": lambda: self._time(b)}, batch).items():
+                    times[k] += t
+                logs = {k: np.log(np.maximum(t, 1e-12)) for k, t in times.items()}
+                ratio, uncertainty = _trimmed(logs["a"] - logs["b"])
+                off = abs(ratio - 1)
+                if (uncertainty <= PRECISION or (off > 2 * TOLERANCE and uncertainty < off / 2)
+                        or sum(times["a"]) + sum(times["b"]) >= MAX_COMPARE_S or len(times["a"]) >= MAX_ROUNDS):
+                    return Comparison(ratio, uncertainty, _trimmed(logs["a"])[0], _trimmed(logs["b"])[0],
+                                      len(times["a"]))
 
 
 def _width_divisor(params: dict[str, Any]) -> int:
@@ -185,8 +246,14 @@ def _search(value: Callable[[tuple[int, ...]], float], target: float, base: list
 def _unreachable(name: str, kind: str, target: float, match: str, image_size: int, d: int, achieved: float,
                  widths: tuple[int, ...]) -> StemError:
     wmin, wmax = _bounds(d)
-    return StemError(f"stem {name!r} cannot reach {_fmt(kind, target)} ({match}) at {image_size} px within widths "
-                     f"{wmin}..{wmax}: the closest it gets is {_fmt(kind, achieved)} with widths {list(widths)}.")
+    head = f"stem {name!r} cannot reach {_fmt(kind, target)} ({match}) at {image_size} px"
+    if achieved > target and all(w == wmin for w in widths[:-1]):  # the narrowest stem is still too costly: say why
+        return StemError(f"{head}: even at its narrowest, widths {list(widths)}, it {'takes' if kind == 'time' else 'has'} "
+                         f"{_fmt(kind, achieved)}, because what no width search narrows (its output layer, "
+                         f"{widths[-1]} wide by the stem contract, and its number of layers) already costs more; match it to a "
+                         f"costlier target or use a shallower stem.")
+    return StemError(f"{head} within widths {wmin}..{wmax}: the closest it gets is {_fmt(kind, achieved)} with "
+                     f"widths {list(widths)}.")
 
 
 def check_match(name: str, in_channels: int, out_channels: int, image_size: int, match: str,
@@ -243,26 +310,28 @@ def _match_time(name: str, image_size: int, match: str, ref: str, params: dict[s
     reference = (ref, {}) if fixed is None else (name, {**params, "widths": base})
     ref_stem = clock.stem(*reference)
     nulls = [clock.compare(ref_stem, clock.stem(*reference)) for _ in range(REPEATS)]
-    spread = max(abs(a / b - 1) for a, b in nulls)
+    spread = max(abs(c.ratio - 1) for c in nulls)
+    unsure = max(c.uncertainty for c in nulls)
     fix = f"stem.match=flops:{ref}" if fixed is None else "stem.match=flops:<stem or number>"
-    if spread > REPEATABILITY:
+    if spread > REPEATABILITY or unsure > REPEATABILITY:
         what = "the target" if fixed is None else f"stem {name!r}"
         raise StemError(f"stem.match={match} cannot be held to {TOLERANCE * 100:.0f} % here: {what} timed against a "
-                        f"copy of itself on {clock.device} is off by up to {spread * 100:.1f} % in {REPEATS} tries; use "
+                        f"copy of itself on {clock.device} is off by up to {spread * 100:.1f} % in {REPEATS} tries, "
+                        f"known to ±{unsure * 100:.1f} % after up to {max(c.rounds for c in nulls)} rounds each; use "
                         f"{fix}, or a quieter machine or a larger train.bs.")
 
     def ratio(widths: tuple[int, ...]) -> tuple[float, float]:
         """(candidate / target, the target's seconds) of one timed comparison."""
         cand = clock.stem(name, {**params, "widths": list(widths)})
         if fixed is not None:
-            return clock.compare(cand, cand)[0] / fixed, fixed
-        a, b = clock.compare(cand, ref_stem)
-        return a / b, b
+            return clock.compare(cand, cand).a_s / fixed, fixed
+        c = clock.compare(cand, ref_stem)
+        return c.ratio, c.b_s
 
-    memo: dict[tuple[int, ...], float] = {} if fixed is None else {tuple(base): statistics.median(a for a, _ in nulls) / fixed}
+    memo: dict[tuple[int, ...], float] = {} if fixed is None else {tuple(base): float(np.median([c.a_s for c in nulls])) / fixed}
     best = _search(lambda w: ratio(w)[0], 1.0, base, d, memo,
                    budget=TIME_BUDGET, close_enough=REPEATABILITY, rounds=NUDGE_ROUNDS, nudge=NUDGE_FRACTION)
-    target_s = fixed if fixed is not None else statistics.median(b for _, b in nulls)
+    target_s = fixed if fixed is not None else float(np.median([c.b_s for c in nulls]))
     if abs(memo[best] - 1) > TOLERANCE:
         raise _unreachable(name, "time", target_s, match, image_size, d, memo[best] * target_s, best)
     # one comparison is a short while and the machine's load may change from one to the next: compare the pick
@@ -274,7 +343,7 @@ def _match_time(name: str, image_size: int, match: str, ref: str, params: dict[s
                         f"take {_fmt('time', (1 + off) * target_s)} against {_fmt('time', target_s)} ({off * 100:+.1f} %) "
                         f"on {clock.device}; use {fix}, or a quieter machine or a larger train.bs.")
     info = {"target_kind": "time", "target_value": target_s, "achieved_value": (1 + off) * target_s,
-            "target_spec": match, "unit": "s", "repeatability": spread, "device": str(clock.device),
+            "target_spec": match, "unit": "s", "repeatability": spread, "uncertainty": unsure, "device": str(clock.device),
             "batch_size": clock.x.shape[0], "threads": torch.get_num_threads(), "precision": clock.precision,
             "channels_last": clock.channels_last, "timings": clock.count}
     return {**params, "widths": list(best)}, info

@@ -3,21 +3,28 @@ type, default and the values it accepts.
 
 Hydra checks the types and the keys when it composes a config; experiments.config checks each key's `Rule`
 (its accepted values) before a run starts. The group options (trunk=…, data=…, train=…, logger=…) are these
-dataclasses; the stem group is generated from the stem registry, one dataclass per registered stem."""
+dataclasses; the stem group is generated from the stem registry's manifest (stems/manifest.json, so that --help and
+Hydra's completion need no torch), one dataclass per registered stem; experiments.config checks the manifest against
+the live registry before a run."""
+import copy
 import re
-import types
-import typing
+import sys
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from omegaconf import MISSING, OmegaConf
 
-import stems
-from .match import MATCH_SPEC, MATCH_TEXT
+import stems  # light until a registry function is called (stems/__init__.py): --help builds from its manifest
+from stems import manifest
+
 from .same_run import dirname_excludes
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
+# what stem.match accepts (experiments.match reads the spec)
+MATCH_TEXT = "flops:<stem or number>, params:<stem or number> or time:<stem or milliseconds like 2.5ms>"
+MATCH_SPEC = re.compile(r"(flops|params):\S+|time:(?:[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?ms|[A-Za-z][\w-]*)")
 
 
 @dataclass(frozen=True)
@@ -243,28 +250,24 @@ def stem_node(name: str) -> dict[str, Any]:
     return {"name": name, "out_channels": s.out_channels, "match": None, **s.defaults}
 
 
-def config_type(annotation: Any, default: Any) -> Any:
-    """The OmegaConf type of a stem parameter: its annotation (tuples become lists, as the registry's defaults
-    do), else its default's type; Any when OmegaConf cannot hold the annotation."""
-    if annotation is None:  # not annotated
-        return Any if default is None else type(default)
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (tuple, list) and args and args[0] in (int, float, str, bool):
-        return List[args[0]]
-    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
-        inner = config_type(next(a for a in args if a is not type(None)), default)
-        return Optional[inner] if inner is not Any else Any
-    return annotation if annotation in (int, float, str, bool) else Any
+CONFIG_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "any": Any}
 
 
-def stem_schema(name: str) -> type:
-    """The dataclass of stem `name`, generated from its registration (defaults + the factory's annotations)."""
-    hints = typing.get_type_hints(stems.spec(name).factory)
-    values = stem_node(name)
-    params = [(key, config_type(hints.get(key), value), setting(value))
-              for key, value in values.items() if key not in STEM_KEYS]
+def config_type(text: str) -> Any:
+    """The OmegaConf type of a stem parameter from its manifest type (stems.manifest.type_text)."""
+    if text.endswith(" | None"):
+        return Optional[config_type(text[:-len(" | None")])]
+    if text.startswith("list["):
+        return List[CONFIG_TYPES[text[5:-1]]]
+    return CONFIG_TYPES[text]
+
+
+def stem_schema(name: str, entry: dict[str, Any]) -> type:
+    """The dataclass of stem `name` from its manifest entry (stems/manifest.json: the registry's defaults and the
+    factory's annotations, without importing torch)."""
+    params = [(key, config_type(p["type"]), setting(p["default"])) for key, p in entry["params"].items()]
     return make_dataclass(f"Stem_{name}", [("name", str, setting(name, **name_rule())),
-                                           ("out_channels", int, setting(values["out_channels"])), *params],
+                                           ("out_channels", int, setting(entry["out_channels"])), *params],
                           bases=(StemConf,))
 
 
@@ -279,16 +282,29 @@ def stem_label(node: Any) -> str:
                                     for k, v in changed.items())
 
 
+def share_config_store() -> None:
+    """Hydra 1.3 deep-copies its whole ConfigStore for every config group it lists (StructuredConfigSource keeps the
+    store, and each CachingConfigRepository deep-copies its sources): about 85 copies for `train.py --help`, most of
+    its time. Hydra 1.4 looks the singleton up instead (facebookresearch/hydra#2928); here a copy of the source shares
+    the store. Made after Hydra's plugin scan, which executes the module again (a class defined anew copies slowly,
+    never wrongly)."""
+    Plugins.instance()
+    source = sys.modules["hydra._internal.core_plugins.structured_config_source"].StructuredConfigSource
+    if "store" in getattr(source, "__annotations__", {}):  # 1.3: the source holds the store
+        source.__deepcopy__ = lambda self, memo: copy.copy(self)  # provider, path and the one ConfigStore
+
+
 def register_configs() -> None:
     """Store every group option in Hydra's ConfigStore: the stems from the registry (registering a stem is the only
     step needed), the trunks, datasets, training settings and loggers above, and the whole config's schema."""
+    share_config_store()
     cs = ConfigStore.instance()
     # the single-run folder names the stem's non-default parameters: two runs differing in one are told apart
     OmegaConf.register_new_resolver("stem_label", stem_label, replace=True)
     OmegaConf.register_new_resolver("not_the_run", dirname_excludes, replace=True)  # a sweep point's folder name
     cs.store(name="stemlab_schema", node=Config)
-    for name in stems.available():
-        cs.store(group="stem", name=name, node=stem_schema(name))
+    for name, entry in manifest.load().items():  # the registry's manifest: no torch (experiments.config checks it)
+        cs.store(group="stem", name=name, node=stem_schema(name, entry))
     for trunk in TRUNKS:
         cs.store(group="trunk", name=trunk.name, node=trunk)
     for data in DATASETS:

@@ -9,6 +9,10 @@ list [--size N] [--in-channels C] prints every stem with its parameters and thei
 
 match NAME SPEC [--size S] [--in-channels C] prints the widths that bring a stem to equal cost.
 
+manifest [--write | --check] prints, rewrites or checks stems/manifest.json, the registry's torch-free description
+that builds the stem config group (train.py --help and Hydra's completion start without torch); --check exits 1 when
+it is stale (a test runs it).
+
 Bad input: one sentence on stderr, exit 2."""
 from __future__ import annotations
 
@@ -95,6 +99,10 @@ def run(argv: list[str] | None) -> int:
     ls = sub.add_parser("list", help="every stem with its parameters, defaults and cost at a size")
     ls.add_argument("--size", type=int, default=224, help="input size in px for the cost (default 224)")
     ls.add_argument("--in-channels", type=int, default=IN_CHANNELS, help=f"input channels (default {IN_CHANNELS})")
+    mf = sub.add_parser("manifest", help="print, write or check stems/manifest.json (the stem config group's source)")
+    group = mf.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="rewrite stems/manifest.json from the registry")
+    group.add_argument("--check", action="store_true", help="exit 1 when stems/manifest.json is stale")
     m = sub.add_parser("match", help="scale a stem's widths to a FLOPs, params or measured-time target")
     m.add_argument("name")
     m.add_argument("spec", help="flops:<stem or number> or params:<stem or number> (numbers may end in k, M, G), "
@@ -109,6 +117,8 @@ def run(argv: list[str] | None) -> int:
     if args.command == "list":
         print(listing(args.size, args.in_channels))
         return 0
+    if args.command == "manifest":
+        return manifest_command(args.write, args.check)
     if args.command == "match":
         from . import spec
         from experiments.match import match_params
@@ -136,6 +146,22 @@ def run(argv: list[str] | None) -> int:
         return 0
     atomic_write(path, updated)
     print(f"wrote the stem table ({updated[updated.index(START):].count(chr(10) + '| `')} stems) into {path}.")
+    return 0
+
+
+def manifest_command(write: bool, check: bool) -> int:
+    from . import manifest
+
+    if check:
+        problem = manifest.stale()
+        print(problem or f"{manifest.PATH} is up to date.", file=sys.stderr if problem else sys.stdout)
+        return 1 if problem else 0
+    text = manifest.render(manifest.generate())
+    if not write:
+        print(text, end="")
+        return 0
+    atomic_write(manifest.PATH, text)
+    print(f"wrote {manifest.PATH} ({text.count('out_channels')} stems).")
     return 0
 
 

@@ -1,10 +1,12 @@
-"""What every layer of stemlab shares: the error users see, how an exception is quoted, and atomic file writes.
+"""What every layer of stemlab shares: the error users see, how an exception is quoted, atomic file writes, and
+quiet imports of fastai.
 
 They live in the bottom layer (stems) so that the profiler, experiments, the report and the entry points
 can all import them without an edge pointing upwards (docs/DESIGN.md, Layers)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -56,3 +58,10 @@ def atomic_write(path: Path | str, content: str | bytes | Callable[[Path], None]
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def quiet_fastai_import() -> None:
+    """Hide the one warning importing fastai.layers prints: it compiles two activation helpers with torch.jit.script,
+    which torch deprecates with a FutureWarning (fastai's, not ours, printed at the start of every command). Called
+    before the first import of fastai, wherever it happens (stems.resblock, the experiments package)."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)

@@ -2,16 +2,12 @@
 in place of the max-pool (the stem gets the trunk's own building block)."""
 from __future__ import annotations
 
-import warnings
-
 from torch import nn
 
-with warnings.catch_warnings():
-    # fastai.layers compiles two activation helpers with torch.jit.script when imported, which torch deprecates
-    # with a FutureWarning: fastai's, not ours, and printed at the start of every command. This is the project's
-    # first import of fastai.layers (stems is the bottom layer), so the one warning is filtered here only.
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
-    from fastai.layers import ConvLayer, NormType, ResBlock
+from .base import quiet_fastai_import
+
+quiet_fastai_import()
+from fastai.layers import ConvLayer, NormType, ResBlock  # noqa: E402  (after the filter)
 
 from .layers import act_class, output_widths, positive_ints
 from .registry import register

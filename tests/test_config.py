@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 import stems
 from experiments import schema
+from stems import manifest
 from experiments.config import ConfigError, check_command_line
 from tests.conftest import TINY, run_cli
 
@@ -39,8 +40,36 @@ def test_overrides_reach_every_group(make_cfg):
 def test_stem_parameters_are_overridable_and_typed_from_the_factory(make_cfg):
     assert list(make_cfg("stem.widths=[24,32,64]").stem.widths) == [24, 32, 64]
     # xresnet_3conv's factory annotates widths as tuple[int, ...]: the schema holds a list of ints
-    widths = {f.name: f.type for f in dataclasses.fields(schema.stem_schema("xresnet_3conv"))}["widths"]
-    assert widths == schema.List[int]
+    node = schema.stem_schema("xresnet_3conv", manifest.load()["xresnet_3conv"])
+    assert {f.name: f.type for f in dataclasses.fields(node)}["widths"] == schema.List[int]
+
+
+@pytest.mark.parametrize("annotation,default,text,config_type", [
+    (int, 7, "int", int), (tuple[int, ...], (32, 64), "list[int]", schema.List[int]), (bool, True, "bool", bool),
+    (int | None, None, "int | None", schema.Optional[int]), (None, 0.5, "float", float), (dict, {}, "any", schema.Any),
+])
+def test_a_parameter_type_goes_through_the_manifest_as_text(annotation, default, text, config_type):
+    assert manifest.type_text(annotation, default) == text
+    assert schema.config_type(text) == config_type
+
+
+def test_a_stale_manifest_refuses_a_run_naming_the_command_that_regenerates_it(tmp_path, monkeypatch):
+    entries = manifest.load()
+    entries["resnet_7x7"]["params"]["kernel_size"]["default"] = 5  # the registry's default is 7
+    monkeypatch.setattr(manifest, "PATH", tmp_path / "manifest.json")
+    manifest.PATH.write_text(manifest.render(entries))
+    refusal = r"^stem 'resnet_7x7' has other parameters or defaults than its registration in manifest.json, .*" \
+              r"regenerate it with `python -m stems manifest --write`\.$"
+    with pytest.raises(ConfigError, match=refusal):
+        check_command_line([*TINY])
+    del entries["resnet_7x7"]
+    manifest.PATH.write_text(manifest.render(entries))
+    assert manifest.stale().startswith("stem 'resnet_7x7' is missing in manifest.json")
+    manifest.PATH.write_text('{"resnet_7x7": ')  # cut short: the group cannot be built, --help included
+    with pytest.raises(stems.base.StemlabError, match=r"manifest.json cannot be read \(JSONDecodeError\); regenerate "
+                                                      r"it with `python -m stems manifest --write`\.$"):
+        schema.register_configs()
+    assert manifest.stale().endswith("regenerate it with `python -m stems manifest --write`.")
 
 
 def test_study_preset_composes(make_cfg):

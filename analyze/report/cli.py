@@ -53,6 +53,7 @@ def add_space_parser(sub: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .across import across_contexts
     from .checks import study_warnings
     from .data import read_records
     from .figures import write_figures
@@ -77,14 +78,17 @@ def run_report(args: argparse.Namespace) -> int:
         figs.update(write_stage_roofline(s, list(t.loc[t["n"] > 0, "stem"]), out))
     command = shlex.join(["python", "-m", "analyze", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else \
         shlex.join(["python", "-m", "analyze", "report", args.dir, *(["--out", args.out] if args.out else [])])
-    atomic_write(out / "report.md", render(inputs, studies, tables, tunings, figures, command))
+    across = across_contexts(studies, tables, out)  # records that span 2+ contexts (issue 20)
+    atomic_write(out / "report.md", render(inputs, studies, tables, tunings, figures, command, across.lines if across else []))
     for study, table in zip(studies, tables):
         if len(table):
             print(f"\n{study.label}\n\n{markdown_table(table, show_lr=bool(study.tuning))}")
         for warning in study_warnings(study):
             print(f"warning: {warning}")
+    if across:
+        print("\n" + "\n".join(across.summary))
     if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
         print(f"\n{len(inputs.missing)} missing, {len(inputs.unfinished)} unfinished, {len(inputs.skipped)} skipped points, "
               f"{len(inputs.incomplete)} unreadable tables (listed in the report).")
-    print(f"\nwrote {out / 'report.md'} and {sum(len(f) for f in figures)} figures")
+    print(f"\nwrote {out / 'report.md'} and {sum(len(f) for f in figures) + bool(across)} figures")
     return 0

@@ -2,9 +2,11 @@
 
 A record that cannot be read (bad bytes, not JSON, not a record, a newer format) is skipped and named;
 a run whose history.csv or layers.csv cannot be read is kept without that table, and the table named.
-Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, so never-run points are named too."""
+Hydra's multirun.yaml tells which (stem, seed) points a sweep asked for, in every combination of the other
+settings it sweeps (e.g. context=a,b), so never-run points are named too."""
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shlex
@@ -111,11 +113,15 @@ def read_records(root: Path) -> Inputs:
         if (hydra_dir / "overrides.yaml").exists() and job.resolve() not in recorded and not (job / "multirun.yaml").exists():
             inputs.unfinished.append(str(job))
     for multirun in sorted(root.rglob("multirun.yaml")):
-        expected, command = expected_points(multirun)
+        expected, command, settings = expected_points(multirun)
         if command:
             inputs.sweep_commands.append(command)
-        here = {(r.stem, str(r.seed)) for r in inputs.runs if Path(r.source).resolve().is_relative_to(multirun.parent.resolve())}
-        inputs.missing += [(str(multirun.parent), s, seed) for s, seed in expected if (s, seed) not in here]
+        runs = [r for r in inputs.runs if not r.tuning and Path(r.source).resolve().is_relative_to(multirun.parent.resolve())]
+        # a sweep over other settings too (e.g. context=a,b): each (stem, seed) is asked for once per combination
+        here = {(r.stem, str(r.seed), tuple(run_overrides(r.source).get(k) for k in settings)) for r in runs}
+        for values in itertools.product(*settings.values()):
+            where = str(multirun.parent) + (f" ({', '.join(f'{k}={v}' for k, v in zip(settings, values))})" if settings else "")
+            inputs.missing += [(where, s, seed) for s, seed in expected if (s, seed, values) not in here]
     if not inputs.runs:
         why = f" ({len(inputs.skipped)} skipped, e.g. {': '.join(inputs.skipped[0])})" if inputs.skipped else ""
         raise ReportError(f"no readable result records ({RESULT_FILE}) under {root}{why}; run a sweep first "
@@ -143,13 +149,44 @@ def label_sweeps(runs: list[Run], root: Path) -> None:
             run.sweep, run.sweeper = os.path.relpath(sweep, Path.cwd()), kinds[sweep]
 
 
-def expected_points(multirun_yaml: Path) -> tuple[list[tuple[str, str]], str]:
-    """The (stem, seed) points a sweep was asked for, from Hydra's multirun.yaml, and its command line."""
+def expected_points(multirun_yaml: Path) -> tuple[list[tuple[str, str]], str, dict[str, list[str]]]:
+    """The (stem, seed) points a sweep was asked for, from Hydra's multirun.yaml, its command line, and the other
+    settings it swept with their values."""
     try:
         hydra_cfg = OmegaConf.to_container(OmegaConf.load(multirun_yaml).hydra, resolve=False)
     except Exception:  # a damaged multirun.yaml costs the list of missing points, not the report
-        return [], ""
-    return sweep_points(hydra_cfg)
+        return [], "", {}
+    return *sweep_points(hydra_cfg), swept_settings(hydra_cfg)
+
+
+def parsed_sweep(hydra_cfg: dict[str, Any]) -> list[Any]:
+    """The sweep's overrides (the sweeper's params, then the command line's, which win as in Hydra), parsed."""
+    params = hydra_cfg.get("sweeper", {}).get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.get("overrides", {}).get("task") or [])
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except Exception:  # Hydra's parser raises its own error types; an odd override costs only the missing list
+        return []
+
+
+def swept_settings(hydra_cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """{key: values} of every setting the sweep sweeps besides the stem and the seed (e.g. context=a,b,c)."""
+    values = {}
+    for o in parsed_sweep(hydra_cfg):
+        if o.key_or_group not in ("stem", "seed") and o.is_sweep_override() and not isinstance(o.value(), Glob):
+            values[o.key_or_group] = list(o.sweep_string_iterator())
+    return values
+
+
+def run_overrides(folder: str) -> dict[str, str]:
+    """{key: value} of the overrides a run was launched with (Hydra's .hydra/overrides.yaml in its folder; {} where
+    there is none or it cannot be read, e.g. a W&B run or copied records)."""
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(Path(folder) / ".hydra" / "overrides.yaml")) or []
+    except Exception:  # no Hydra folder, or a damaged one: the run is known by its record alone
+        return {}
+    pairs = [str(o).split("=", 1) for o in overrides if "=" in str(o)]
+    return {k.lstrip("+~"): v for k, v in pairs}
 
 
 def sweep_points(hydra_cfg: dict[str, Any]) -> tuple[list[tuple[str, str]], str]:
@@ -158,14 +195,8 @@ def sweep_points(hydra_cfg: dict[str, Any]) -> tuple[list[tuple[str, str]], str]
     hydra_overrides = [o for o in hydra_cfg.get("overrides", {}).get("hydra") or []
                        if o.startswith(("hydra/", "hydra.launcher", "hydra.sweep"))]
     command = shlex.join(["python", "train.py", "-m", *task, *hydra_overrides])
-    params = hydra_cfg.get("sweeper", {}).get("params") or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + task  # the command line wins over the preset, as in Hydra
-    try:
-        parsed = OverridesParser.create().parse_overrides(lines)
-    except Exception:  # Hydra's parser raises its own error types; an odd override costs only the missing list
-        return [], command
     values: dict[str, list[str]] = {}
-    for o in parsed:
+    for o in parsed_sweep(hydra_cfg):
         if o.key_or_group not in ("stem", "seed"):
             continue
         if isinstance(o.value(), Glob):

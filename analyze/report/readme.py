@@ -4,7 +4,9 @@ reports (docs/studies/*/report.md), so that the README never says what no report
 The block between <!-- studies:summary:start --> and <!-- studies:summary:end --> holds, per committed stem study,
 its stem table's main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
 and time (from its compute-by-depth table), and what the report cannot claim (the older protocol, no records
-beside it). --check exits 1 when FILE's block differs from the reports (a test runs it on README.md)."""
+beside it); for a study across contexts, its answer instead (across.readme_lines: what held in every context, what
+flipped, Kendall's τ with its interval). --check exits 1 when FILE's block differs from the reports (a test runs it
+on README.md)."""
 from __future__ import annotations
 
 import argparse
@@ -53,11 +55,17 @@ def study_summary(report: Path) -> list[str]:
     """The README's lines for one committed report: per study section, its table and what it can claim."""
     from experiments.record import RESULT_FILE
 
-    from .render import md_table  # pandas: loaded when the command runs, so --help answers at once
+    from .across import HEADING, readme_lines  # pandas, matplotlib: loaded when the command runs, so --help answers at once
+    from .render import md_table
 
     text = report.read_text(encoding="utf-8")
     folder = report.parent
     has_records = any(folder.rglob(RESULT_FILE))
+    across = next((s for s in text.split("\n## ")[1:] if s.startswith(HEADING)), None)
+    if across is not None:  # a study across contexts: its answer stands for its per-context tables
+        return [f"**{HEADING}** (`{report.as_posix()}`" + ("" if has_records else
+                "; its records are not beside it, so it cannot be regenerated from this repository") + "):", "",
+                *readme_lines(across)]
     out = []
     for section in text.split("\n## ")[1:]:
         lines = section.splitlines()

@@ -50,16 +50,25 @@ def completed(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.status == "completed" and math.isfinite(r.metric("valid_acc"))]
 
 
+def accuracy_by_stem(study: Study) -> dict[str, dict[Any, float]]:
+    """{stem label: {seed: final validation accuracy}} over the completed runs of the study's final stage ({} for a
+    stem none of whose runs completed)."""
+    labels = stem_labels(study.runs)
+    out: dict[str, dict[Any, float]] = {label: {} for label in sorted(set(labels.values()))}
+    for r in completed(study.runs):
+        out[labels[id(r)]][r.seed] = r.metric("valid_acc")
+    return out
+
+
 def stem_table(study: Study) -> pd.DataFrame:
     """One row per stem: accuracy over seeds, the comparison with the reference, P(best), accuracy within the
     reference's training time, and cost metrics."""
     labels = stem_labels(study.runs)
-    rows, acc_by_stem = [], {}
+    rows, acc_by_stem = [], accuracy_by_stem(study)
     for label in sorted(set(labels.values())):
         rs = [r for r in study.runs if labels[id(r)] == label]
         done = completed(rs)
-        accs = {r.seed: r.metric("valid_acc") for r in done}
-        acc_by_stem[label] = accs
+        accs = acc_by_stem[label]
         mean, half = t_interval(accs.values())
         steps = [step_ms(r) for r in done]
 

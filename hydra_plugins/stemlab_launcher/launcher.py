@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from unittest import mock
 
@@ -21,10 +21,6 @@ import submitit
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import OmegaConf, open_dict
-
-from experiments.config import to_dict
-from experiments.record import RESULT_FILE, failed_record, read_record, write_record
-from stems.base import error_line
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,11 @@ class KeepFailuresLocal:
 
     def failed_point(self, overrides: list[str], job_num: int, job: submitit.Job, error: Exception,
                      started: float) -> JobReturn:
+        # Hydra imports every plugin at every start (train.py --help too): the record's torch and pandas load here
+        from experiments.config import to_dict
+        from experiments.record import RESULT_FILE, failed_record, read_record, write_record
+        from stems.base import error_line
+
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_config.hydra.job):
             sweep_config.hydra.job.num = job_num

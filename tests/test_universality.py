@@ -1,0 +1,217 @@
+"""Is the best stem universal? The report across contexts on controlled records: the same ranking of 4 stems in two
+contexts and the reversed ranking in a third (τ = +1 and −1, the ranking depends on the context), the same ranking
+everywhere (it is the same), Kendall's τ and its bootstrap against hand values, the interaction test's degrees of
+freedom, context labels, and the README block that states the answer."""
+
+import numpy as np
+import pytest
+
+from analyze import __main__ as cli
+from analyze.report import readme
+from analyze.report.contexts import find_contexts
+from analyze.report.data import read_records
+from analyze.report.statistics import stem_table
+from analyze.report.studies import split_studies
+from analyze.report.universality import Ranking, Tau, interaction, taus
+from tests.test_report import write_point
+
+NOISE = [0.3, -0.2, 0.1, -0.4, 0.2]  # a seed's shift, the same for every stem of a context (points)
+WOBBLE = [0.0, 0.1, -0.1, 0.05, -0.05]  # a stem x seed wobble, the same in every context: the design's residual
+STEMS = {"resnet_7x7": 0.0, "xresnet_3conv": 2.0, "patchify_4x4": -3.0, "dw_separable": -6.0}  # effects (points)
+COMPARE = {"reference": "resnet_7x7", "margin": 1.0}
+
+
+def write_context(root, name, trunk, epochs, effects, shift=0.0, overrides=True):
+    """5 seeds of every stem at 90 + shift + effect + the seed's shift + a wobble; Hydra's overrides.yaml names the
+    context as a preset launch does (conf/context/NAME)."""
+    for k, (stem, effect) in enumerate(effects.items()):
+        for seed, (noise, wobble) in enumerate(zip(NOISE, WOBBLE)):
+            acc = 90 + shift + effect + noise + (k + 1) * wobble
+            d = write_point(root / name, stem, seed, acc / 100, trunk=trunk, epochs=epochs, compare=COMPARE)
+            if overrides:
+                (d / ".hydra").mkdir()
+                (d / ".hydra" / "overrides.yaml").write_text(f"- context={name}\n- stem={stem}\n- seed={seed}\n")
+
+
+def reversed_study(root):
+    write_context(root, "a_xr18", "xresnet18", 2, STEMS)
+    write_context(root, "b_xr34", "xresnet34", 2, STEMS, shift=1.0)
+    write_context(root, "c_xr18_long", "xresnet18", 3, {s: -e for s, e in STEMS.items()})
+
+
+def test_a_reversed_third_context_gives_tau_minus_one_and_a_ranking_that_depends_on_it(tmp_path, capsys):
+    reversed_study(tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    text = (tmp_path / "report.md").read_text()
+    assert "tau a_xr18 vs b_xr34: τ = +1.00 [+1.00, +1.00]" in printed
+    assert "tau a_xr18 vs c_xr18_long: τ = -1.00 [-1.00, -1.00]" in printed
+    assert "tau b_xr34 vs c_xr18_long: τ = -1.00 [-1.00, -1.00]" in printed
+    assert "| a_xr18 | b_xr34 | 4 | +1.00 | [+1.00, +1.00] |" in text
+    assert "| a_xr18 | c_xr18_long | 4 | -1.00 | [-1.00, -1.00] |" in text
+    assert "**The ranking depends on the context**" in text
+    # (4 − 1) stems x (3 − 1) contexts interaction parameters
+    assert "(4 stems every context has × 3 contexts, 60 runs)" in text and "on 6 degrees of freedom" in text
+    # the two ends swap: xresnet_3conv and dw_separable move 3 places, the middle two 1
+    assert ("`dw_separable` (1st in c_xr18_long, 4th in a_xr18 and b_xr34) and `xresnet_3conv` (1st in a_xr18 and "
+            "b_xr34, 4th in c_xr18_long) move most: 3 places of the 4 every context ranks.") in text
+    assert "| `xresnet_3conv` | 1st (92.00 %) | 1st (93.00 %) | 4th (88.00 %) | 3 |" in text
+    assert "- Held in every context: none." in text
+    assert ("- Flipped (better than the reference in one context, worse in another): `dw_separable` (worse, worse, "
+            "better); `patchify_4x4` (worse, worse, better); `xresnet_3conv` (better, better, worse).") in text
+    assert "| `xresnet_3conv` | +2.00 [+1.86, +2.14] better |" in text
+    assert (tmp_path / "across_contexts_forest.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![forest](across_contexts_forest.png)" in text and "5,000 resamples from numpy's default generator seeded 0" in text
+    # each context keeps its own section and table
+    assert text.count("\n## ") == 4 and text.count("Reference: **`resnet_7x7`** (compare.reference)") == 3
+
+
+def test_the_same_ranking_everywhere_is_said_to_be_the_same(tmp_path):
+    # additive: every context shifts all stems alike, so the cell means are stem + context and the interaction
+    # model fits them no better: χ² = 0 on 2 degrees of freedom (3 stems, 2 contexts), p = 1
+    three = {s: STEMS[s] for s in ("resnet_7x7", "xresnet_3conv", "patchify_4x4")}
+    write_context(tmp_path, "a_xr18", "xresnet18", 2, three)
+    write_context(tmp_path, "b_xr34", "xresnet34", 2, three, shift=-5.0)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "**The ranking is the same in both contexts**: τ = +1 for every pair of contexts" in text
+    assert "depends on the context" not in text
+    assert "χ² = 0.00 on 2 degrees of freedom, **p = 1.0000**" in text
+    assert "No stem changes its place (of the 3 every context ranks)." in text
+    assert "- Held in every context: `patchify_4x4` worse; `xresnet_3conv` better." in text
+    assert "| `patchify_4x4` | -3.00 [-3.25, -2.75] worse | -3.00 [-3.25, -2.75] worse | held: worse |" in text
+
+
+def ranking(means_by_seed):
+    """A context's Ranking from {stem: [accuracy per seed]} (seeds 0, 1, ...)."""
+    stems = list(means_by_seed)
+    n = len(next(iter(means_by_seed.values())))
+    return Ranking(stems, list(range(n)), np.array([means_by_seed[s] for s in stems], dtype=float))
+
+
+def test_kendall_tau_against_hand_counts():
+    a = ranking({"s1": [0.9, 0.9], "s2": [0.8, 0.8], "s3": [0.7, 0.7], "s4": [0.6, 0.6]})
+    # the top two swapped: 5 concordant pairs, 1 discordant of 6: τ = (5 − 1) / 6
+    swap = ranking({"s1": [0.8, 0.8], "s2": [0.9, 0.9], "s3": [0.7, 0.7], "s4": [0.6, 0.6]})
+    # the best goes last: its 3 pairs discordant, the other 3 concordant: τ = 0
+    rotated = ranking({"s1": [0.5, 0.5], "s2": [0.9, 0.9], "s3": [0.7, 0.7], "s4": [0.6, 0.6]})
+    first, second, third = taus([a, swap, rotated], resamples=200)
+    assert first.tau == pytest.approx(4 / 6) and second.tau == pytest.approx(0.0)
+    assert third.tau == pytest.approx((4 - 2) / 6)  # swap vs rotated: s1 last in one, 2nd in the other: 2 discordant
+    # every seed orders the stems alike, so every resample keeps the order: the interval is the point
+    assert (first.lo, first.hi) == (pytest.approx(4 / 6), pytest.approx(4 / 6)) and first.undefined == 0
+
+
+def test_the_bootstrap_resamples_seeds_and_regenerates_exactly():
+    # 2 stems; in context x seed 0 says s1 > s2 by 1 point and seed 1 says s2 > s1 by 3: of the 4 equally likely
+    # resamples of 2 seeds only (0, 0) keeps s1 first, so τ against context y (s1 first) is +1 with probability 1/4,
+    # −1 with 3/4: both percentiles 2.5 and 97.5 lie in those masses, and the point estimate (means: s2 first) is −1
+    x = ranking({"s1": [0.81, 0.80], "s2": [0.80, 0.83]})
+    y = ranking({"s1": [0.9, 0.9, 0.9], "s2": [0.5, 0.5, 0.5]})
+    (t,) = taus([x, y], resamples=4000)
+    assert (t.tau, t.lo, t.hi) == (-1.0, -1.0, 1.0)
+    share = np.mean([taus([x, y], resamples=1, seed=s)[0].lo == 1.0 for s in range(400)])
+    assert share == pytest.approx(0.25, abs=0.07)
+    assert taus([x, y], resamples=500) == taus([x, y], resamples=500)  # a fixed generator: byte for byte
+
+
+def test_interaction_degrees_of_freedom_are_stems_minus_one_times_contexts_minus_one(tmp_path):
+    reversed_study(tmp_path)
+    runs = read_records(tmp_path).runs
+    studies = split_studies(runs)
+    contexts, _ = find_contexts(studies, [stem_table(s) for s in studies])
+    assert interaction(contexts).df == 3 * 2
+    assert interaction(contexts[:2]).df == 3 * 1
+
+
+def test_contexts_are_named_by_their_override_else_by_what_differs(tmp_path):
+    write_context(tmp_path, "a", "xresnet18", 2, STEMS, overrides=False)
+    write_context(tmp_path, "b", "xresnet34", 3, STEMS, overrides=False)
+    studies = split_studies(read_records(tmp_path).runs)
+    for run in studies[0].runs:
+        run.record["model"] = {"image_size": 28}  # the size a dataset's own images have (MNIST: 28)
+    contexts, left_out = find_contexts(studies, [stem_table(s) for s in studies])
+    assert sorted(c.label for c in contexts) == ["mnist5k 28px xresnet18 2ep", "mnist5k xresnet34 3ep"] and not left_out
+
+
+def test_one_context_in_two_sweeps_is_not_a_comparison_across_contexts(tmp_path):
+    write_context(tmp_path / "sweep1", "a", "xresnet18", 2, STEMS)
+    write_context(tmp_path / "sweep2", "a", "xresnet18", 2, STEMS)
+    for sweep in ("sweep1", "sweep2"):
+        (tmp_path / sweep / "multirun.yaml").write_text("hydra:\n  sweeper:\n    _target_: x\n")
+    studies = split_studies(read_records(tmp_path).runs)
+    contexts, left_out = find_contexts(studies, [stem_table(s) for s in studies])
+    assert len(studies) == 2 and len(contexts) == 1 and len(left_out) == 1
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert "Across contexts" not in (tmp_path / "report.md").read_text()
+
+
+def test_readme_states_what_held_what_flipped_and_tau(tmp_path, monkeypatch):
+    folder = tmp_path / "docs" / "studies" / "universality"
+    reversed_study(folder / "records")
+    assert cli.main(["report", str(folder), "--out", str(folder)]) == 0
+    monkeypatch.chdir(tmp_path)
+    block = readme.block()
+    assert block.startswith("**Across contexts: is the best stem universal?** (`docs/studies/universality/report.md`):\n\n"
+                            "**The ranking depends on the context**")
+    assert "- Flipped (better than the reference in one context, worse in another): `dw_separable`" in block
+    assert "| a_xr18 | c_xr18_long | 4 | -1.00 | [-1.00, -1.00] |" in block
+    assert "| `patchify_4x4` | -3.00 [-3.28, -2.72] worse |" in block
+    assert "Place of each stem" not in block and "| stem | accuracy (mean ± 95 % CI)" not in block
+    stale = tmp_path / "README.md"
+    stale.write_text(f"{readme.START}\nold\n{readme.END}\n")
+    assert cli.main(["readme", "--check", str(stale)]) == 1
+    assert cli.main(["readme", "--write", str(stale)]) == 0 and cli.main(["readme", "--check", str(stale)]) == 0
+
+
+def test_a_sweep_over_contexts_names_its_missing_points_by_context(tmp_path):
+    # asked: 2 contexts x 2 stems x 2 seeds; run: context a in full, and in b only resnet_7x7's seed 0 and the tuning
+    # stage's runs (which are not the points the sweep asked for)
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: []\n    hydra: []\n  sweeper:\n    params:\n"
+                                            "      context: a,b\n      stem: resnet_7x7,patchify_4x4\n      seed: range(2)\n")
+    two = {"resnet_7x7": 0.0, "patchify_4x4": -3.0}
+    write_context(tmp_path, "a", "xresnet18", 2, two)
+    d = write_point(tmp_path / "b", "resnet_7x7", 0, 0.9, trunk="xresnet34")
+    tuning = write_point(tmp_path / "b", "patchify_4x4", 1, 0.9, trunk="xresnet34", tune=True)
+    for folder, stem, seed in ((d, "resnet_7x7", 0), (tuning, "patchify_4x4", 1)):
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- context=b\n- stem={stem}\n- seed={seed}\n")
+    missing = read_records(tmp_path).missing
+    assert sorted(missing) == [(f"{tmp_path} (context=b)", "patchify_4x4", "0"), (f"{tmp_path} (context=b)", "patchify_4x4", "1"),
+                               (f"{tmp_path} (context=b)", "resnet_7x7", "1")]
+
+
+def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning(tmp_path):
+    two = {"resnet_7x7": 0.0, "patchify_4x4": -3.0}
+    for name, trunk in (("a", "xresnet18"), ("b", "xresnet34")):
+        write_context(tmp_path, name, trunk, 2, two)
+        for stem in two:
+            for lr in (1e-3, 1e-2):
+                write_point(tmp_path / name, stem, 0, 0.8 + lr, trunk=trunk, lr=lr, tune=True)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("### LR tuning") == 2 and text.count("\n## xresnet18 · mnist5k · tuned LR per stem\n") == 1
+    assert "| a | xresnet18 · mnist5k · tuned LR per stem | 2 | 5 | `resnet_7x7` | `resnet_7x7` |" in text
+
+
+def test_the_answer_says_depends_only_when_an_interval_of_tau_stays_below_one():
+    from types import SimpleNamespace
+
+    from analyze.report.across import answer_sentence
+    from analyze.report.universality import Interaction
+
+    contexts = [SimpleNamespace(label=n) for n in "abc"]
+    def tau(a, b, t, lo, hi):
+        return Tau(a, b, ["s1", "s2", "s3"], t, lo, hi, 0)
+    flat = Interaction(["s1", "s2", "s3"], 30, 1.0, 4, 0.9)
+    steep = Interaction(["s1", "s2", "s3"], 30, 20.0, 4, 0.0005)
+    same = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, 1.0, 1 / 3, 1.0), tau(1, 2, 1.0, 1.0, 1.0)]
+    assert answer_sentence(contexts, same, flat).startswith("**The ranking is the same in all 3 contexts**: τ = +1")
+    assert "and the size of the differences changes with the context" in answer_sentence(contexts, same, steep)
+    swapped = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, 1 / 3, -1 / 3, 1.0), tau(1, 2, 1 / 3, 1 / 3, 1.0)]
+    assert answer_sentence(contexts, swapped, flat).startswith("**These seeds cannot show that the ranking depends")
+    assert answer_sentence(contexts, swapped, steep).startswith("**The stems' differences depend on the context**")
+    beyond = [tau(0, 1, 1.0, 1.0, 1.0), tau(0, 2, -1.0, -1.0, 1 / 3), tau(1, 2, 1 / 3, 1 / 3, 1.0)]
+    assert answer_sentence(contexts, beyond, flat) == (
+        "**The ranking depends on the context**: the order of the stems changes beyond seed noise (τ from -1.00 to "
+        "+1.00; between a and c τ = -1.00 [-1.00, +0.33], an interval below +1) (stem × context interaction p = 0.9000).")
