@@ -6,19 +6,17 @@ Hydra checks the types and the keys when it composes a config; experiments.confi
 dataclasses; the stem group is generated from the stem registry's manifest (stems/manifest.json, so that --help and
 Hydra's completion need no torch), one dataclass per registered stem; experiments.config checks the manifest against
 the live registry before a run."""
-import copy
 import re
-import sys
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.plugins import Plugins
 from omegaconf import MISSING, OmegaConf
 
 import stems  # light until a registry function is called (stems/__init__.py): --help builds from its manifest
 from stems import manifest
 
+from .hydra_private import share_config_store
 from .same_run import dirname_excludes
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # names end up in directory names and W&B tags
@@ -280,18 +278,6 @@ def stem_label(node: Any) -> str:
     changed = {k: v for k, v in sorted(values.items()) if k != "name" and v is not None and v != defaults.get(k)}
     return values["name"] + "".join(f".{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
                                     for k, v in changed.items())
-
-
-def share_config_store() -> None:
-    """Hydra 1.3 deep-copies its whole ConfigStore for every config group it lists (StructuredConfigSource keeps the
-    store, and each CachingConfigRepository deep-copies its sources): about 85 copies for `train.py --help`, most of
-    its time. Hydra 1.4 looks the singleton up instead (facebookresearch/hydra#2928); here a copy of the source shares
-    the store. Made after Hydra's plugin scan, which executes the module again (a class defined anew copies slowly,
-    never wrongly)."""
-    Plugins.instance()
-    source = sys.modules["hydra._internal.core_plugins.structured_config_source"].StructuredConfigSource
-    if "store" in getattr(source, "__annotations__", {}):  # 1.3: the source holds the store
-        source.__deepcopy__ = lambda self, memo: copy.copy(self)  # provider, path and the one ConfigStore
 
 
 def register_configs() -> None:

@@ -2,14 +2,17 @@
 behave as it relies on: a Hydra, submitit or hydra-submitit-launcher upgrade that changes one fails here."""
 from __future__ import annotations
 
+import copy
 import inspect
 
 import submitit
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from experiments.hydra_private import apply_overrides, basic_sweeper, get_args_parser, get_overrides_dirname
+from experiments.hydra_private import (apply_overrides, basic_sweeper, get_args_parser, get_overrides_dirname,
+                                      share_config_store, structured_config_source)
 from hydra_plugins.stemlab_launcher.launcher import job_results_replaced
 
 
@@ -54,3 +57,13 @@ def test_the_submitit_launcher_collects_results_through_the_hook_the_launcher_re
     with job_results_replaced(lambda job: ["replaced"]):
         assert submitit.Job.results(None) == ["replaced"]
     assert submitit.Job.results is original
+
+
+def test_a_copy_of_hydras_structured_config_source_shares_the_config_store():
+    # Hydra copies its config repository (this source included) for every group that --help lists
+    share_config_store()
+    source = structured_config_source()("stemlab", "structured://experiments")  # the module it imports
+    clone = copy.deepcopy(source)
+    assert (clone.provider, clone.path) == ("stemlab", "experiments") and type(clone) is type(source)
+    store = getattr(clone, "store", ConfigStore.instance())  # Hydra 1.4 has no attribute: it looks the singleton up
+    assert store is ConfigStore.instance()
