@@ -134,11 +134,12 @@ def summary_lines(totals: dict[str, float]) -> list[str]:
 
 def write_outputs(profile: Profile, out: Path) -> list[Path]:
     """layers.csv, groups.csv, totals.json and the two plots; each file written whole or not at all."""
+    from experiments.record import LAYERS_FILE
     from profiler.plots import save_plots
 
     out.mkdir(parents=True, exist_ok=True)
     made = [
-        atomic_write(out / "layers.csv", profile.layers.to_csv(index=False)),
+        atomic_write(out / LAYERS_FILE, profile.layers.to_csv(index=False)),  # the columns a run's record has
         atomic_write(out / "groups.csv", profile.groups.to_csv(index=False)),
         atomic_write(out / "totals.json", json.dumps({"totals": profile.totals, "meta": profile.meta}, indent=1, default=str)),
     ]

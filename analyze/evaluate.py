@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,15 @@ def add_export_parser(sub: Any) -> None:
 
 def read_run(run_dir: Path) -> dict[str, Any]:
     """The run's record, when it has saved weights to load."""
-    record_path, weights = run_dir / "result.json", run_dir / "model.pt"
+    from experiments.checkpoint import WEIGHTS
+    from experiments.record import RESULT_FILE, Unreadable, read_record
+
+    record_path, weights = run_dir / RESULT_FILE, run_dir / WEIGHTS
     if not record_path.is_file():
-        raise EvaluateError(f"{run_dir} has no result.json; pass a run folder (outputs/DATE/TIME_.../ or a sweep point's).")
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise EvaluateError(f"{record_path} cannot be read ({type(e).__name__}); re-run the run that wrote it.") from None
+        raise EvaluateError(f"{run_dir} has no {RESULT_FILE}; pass a run folder (outputs/DATE/TIME_.../ or a sweep point's).")
+    record = read_record(record_path)
+    if isinstance(record, Unreadable):
+        raise EvaluateError(f"{record}; re-run the run that wrote it.")
     if not (record.get("model") or {}).get("weights") or not weights.is_file():
         raise EvaluateError(f"{run_dir} has no saved model (model.pt); train it with train.save_model=true "
                             "(a sweep point keeps none by default).")

@@ -28,7 +28,7 @@ from stems import manifest
 from stems.base import StemlabError, first_line
 from profiler.stem_cost import cost
 
-from .hydra_private import BasicSweeper, apply_overrides, get_overrides_dirname
+from .hydra_private import apply_overrides, basic_sweeper, get_overrides_dirname
 from .match import check_match
 from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 
@@ -123,7 +123,8 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(explain(e, overrides)) from None
     sweeper = sweep_cfg.hydra.sweeper
-    if sweeper._target_ != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    basic = basic_sweeper()
+    if sweeper._target_ != f"{basic.__module__}.{basic.__name__}":
         fixed = [o for o in overrides if not is_sweep(o)]
         check_point_dir(sweep_cfg, OverridesParser.create().parse_overrides(fixed), 0)
         yield overrides, compose_job(config_name, fixed)
@@ -133,7 +134,7 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
     parser = OverridesParser.create(config_loader=gh.config_loader())
     repository = gh.config_loader().repository
     composed: dict[tuple[str, ...], DictConfig] = {}
-    batches = BasicSweeper.split_arguments(parser.parse_overrides([*params, *sweep_cfg.hydra.overrides.task]), None)
+    batches = basic.split_arguments(parser.parse_overrides([*params, *sweep_cfg.hydra.overrides.task]), None)
     for num, point in enumerate(point for batch in batches for point in batch):
         parsed = parser.parse_overrides(point)
         check_point_dir(sweep_cfg, parsed, num)

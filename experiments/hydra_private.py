@@ -4,8 +4,9 @@ Hydra upgrade that changes one fails there, not in a run.
 
 - `get_args_parser`: train.py parses its command line as Hydra will, to check every setting before Hydra creates
   a directory (experiments.config.check_command_line);
-- `BasicSweeper`: point expansion (`split_arguments`), batching and the launcher's set-up; the tuned and the
-  design-space sweepers extend it (experiments.sweeper), and the config checks expand a sweep as it does;
+- `basic_sweeper()`, Hydra's BasicSweeper: point expansion (`split_arguments`), batching and the launcher's set-up;
+  the tuned and the design-space sweepers extend it (with experiments.sweeper), and the config checks expand a sweep
+  as it does;
 - `apply_overrides` and `get_overrides_dirname`: a sweep point composed, and its folder named, as Hydra's config
   loader does;
 - `share_config_store`: Hydra 1.3's StructuredConfigSource, whose copies share the ConfigStore (train.py --help in
@@ -17,11 +18,19 @@ import importlib
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.core_plugins import basic_sweeper as basic_sweeper_module
 from hydra._internal.utils import get_args_parser
 
-__all__ = ["BasicSweeper", "apply_overrides", "get_args_parser", "get_overrides_dirname", "share_config_store",
+__all__ = ["apply_overrides", "basic_sweeper", "get_args_parser", "get_overrides_dirname", "share_config_store",
            "structured_config_source"]
+
+
+def basic_sweeper() -> type:
+    """Hydra's BasicSweeper as its module holds it now. Hydra's plugin scan executes its core plugins' modules again
+    (hydra.core.plugins), and BasicSweeper.__init__ names its class through the module (`super(BasicSweeper, self)`):
+    a subclass of a class taken before the scan fails there. A sweeper plugin's module runs during the scan, after
+    the core plugins', so a class built on this call there is the one Hydra runs."""
+    return basic_sweeper_module.BasicSweeper
 
 
 def apply_overrides(overrides: list[Any], cfg: Any) -> None:

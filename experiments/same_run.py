@@ -42,6 +42,7 @@ def dirname_excludes() -> list[str]:
     schemas = {"logger": WandbConf, "compare": CompareConf}  # every key of a group left out whole
     keys = ["experiment"]
     for group, sub in NOT_THE_RUN.items():
-        names = sub or [f.name for f in dataclasses.fields(schemas[group])]
+        # a group's `name` is its choice (`logger=none`), refused as a key of its own (experiments.config)
+        names = sub or [f.name for f in dataclasses.fields(schemas[group]) if f.name != "name"]
         keys += ([group] if sub is None else []) + [f"{group}.{k}" for k in names]
     return keys

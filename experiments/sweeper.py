@@ -1,6 +1,7 @@
 """What stemlab's two sweepers (hydra/sweeper=tuned, hydra/sweeper=space) add to Hydra's basic sweeper, once: the
-sweep's multirun.yaml, a point's folder under a prefix of the sweeper's own, and the launch loop. Light on purpose
-(Hydra and OmegaConf only): Hydra imports every sweeper plugin at every start."""
+sweep's multirun.yaml, a point's folder under a prefix of the sweeper's own, and the launch loop. A mixin, placed
+before Hydra's BasicSweeper (experiments.hydra_private.basic_sweeper: why it is not a base class here). Light on
+purpose (Hydra and OmegaConf only): Hydra imports every sweeper plugin at every start."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,11 +10,10 @@ from typing import Dict, List, Optional, Sequence
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from .hydra_private import BasicSweeper
 
-
-class LaunchingSweeper(BasicSweeper):
-    """Hydra's basic sweeper (point expansion, launcher set-up) whose subclasses build their own jobs."""
+class LaunchingSweeper:
+    """Mixin for a subclass of Hydra's BasicSweeper (point expansion, launcher set-up) that builds its own jobs:
+    `class MySweeper(LaunchingSweeper, basic_sweeper())`."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)

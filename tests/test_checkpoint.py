@@ -28,6 +28,7 @@ def record(run_dir):
     return json.loads((run_dir / "result.json").read_text())
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="stemlab")
     full, resumed = tmp_path / "full", tmp_path / "resumed"
@@ -65,6 +66,7 @@ def test_no_weights_when_told_not_to_save_them(make_cfg, tmp_path):
     assert not (tmp_path / CHECKPOINT_DIR).exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_not_used(make_cfg, tmp_path, caplog):
     experiments.run(make_cfg("train.epochs=2", "train.keep_checkpoints=true"), tmp_path / "a")
     (tmp_path / "b" / CHECKPOINT_DIR).mkdir(parents=True)
@@ -92,6 +94,7 @@ def interrupt_after_first_epoch(run_dir, signum) -> tuple[int, str]:
     return proc.returncode, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
 def test_a_stop_signal_leaves_an_interrupted_record_and_a_checkpoint(tmp_path, signum, code):
     run_dir = tmp_path / "run"
@@ -107,6 +110,7 @@ def test_a_stop_signal_leaves_an_interrupted_record_and_a_checkpoint(tmp_path, s
     assert f"resume with: python {ROOT / 'train.py'} {' '.join(SIGNAL_ARGS)} hydra.run.dir={run_dir}" in out
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_an_interrupted_run(tmp_path):
     run_dir = tmp_path / "run"
     interrupt_after_first_epoch(run_dir, signal.SIGTERM)

@@ -121,6 +121,7 @@ class PredDtype(Callback):
         self.dtypes.append(self.pred.dtype)
 
 
+@pytest.mark.slow
 def test_a_cpu_learner_in_bf16_computes_in_bf16(make_cfg):
     cfg = make_cfg("train.precision=bf16", "data.num_classes=4")
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0)
@@ -151,6 +152,7 @@ def test_the_record_names_the_cpu_and_its_bf16():
     assert (env["cpu_avx512_bf16"], env["cpu_amx_bf16"]) == ("avx512_bf16" in flags, "amx_bf16" in flags)
 
 
+@pytest.mark.slow
 def test_bf16_reaches_fp32s_accuracy(make_cfg, tmp_path):
     """Accuracy parity, small: 2 seeds each of a learnable task; bf16's mean accuracy within the seeds' spread
     (or 5 points) of fp32's, and both far above chance (1/6)."""

@@ -10,7 +10,7 @@ import wandb_workspaces.reports.v2 as wr
 from analyze import __main__ as cli
 from analyze.dashboard import build_workspace
 
-STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
+STAGES = ["stem", "stage1", "stage2", "stage3", "stage4", "head"]  # every group a run logs depth/<group>/... for
 
 
 def panels(workspace) -> dict[str, list]:

@@ -27,6 +27,7 @@ def run_dir(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # trains the run it evaluates (the module's fixture)
 def test_evaluate_gives_the_runs_final_accuracy_in_eval_mode(run_dir, capsys):
     assert not load_trained_model(run_dir).training  # for inference: BatchNorm uses its running statistics
     assert main(["evaluate", str(run_dir)]) == 0
@@ -41,6 +42,7 @@ def test_evaluate_gives_the_runs_final_accuracy_in_eval_mode(run_dir, capsys):
     (["train.bs=3"], "'train.bs=3' is not a data setting; give dataset settings as data.KEY=VALUE"),
     (["data.n_valid=abc"], "data.n_valid=abc: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
+@pytest.mark.slow
 def test_evaluate_refuses_a_bad_override_in_one_sentence(run_dir, capsys, args, message):
     assert main(["evaluate", str(run_dir), *args]) == 2
     assert message in capsys.readouterr().err
@@ -49,11 +51,16 @@ def test_evaluate_refuses_a_bad_override_in_one_sentence(run_dir, capsys, args, 
 def test_evaluate_names_a_folder_without_a_run_or_weights(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert f"{tmp_path} has no result.json; pass a run folder" in capsys.readouterr().err
-    (tmp_path / "result.json").write_text(json.dumps({"model": {"weights": None}}))
+    (tmp_path / "result.json").write_text("{not json")
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "result.json: is not JSON" in capsys.readouterr().err
+    # a failed run's record: no weights to load
+    (tmp_path / "result.json").write_text(json.dumps({"config": {"stem": {"name": "resnet_7x7"}}, "status": "failed"}))
     assert main(["export", str(tmp_path)]) == 2
     assert "has no saved model (model.pt); train it with train.save_model=true" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_writes_a_program_that_runs_like_the_model(run_dir, tmp_path, capsys):
     out = tmp_path / "stem.pt2"
     assert main(["export", str(run_dir), "--out", str(out)]) == 0

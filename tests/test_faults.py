@@ -92,6 +92,7 @@ def test_a_record_that_does_not_fit_is_written_small(tmp_path, monkeypatch):
 
 # --- 3. a changed setting keeps the finished work aside --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_is_kept_aside_and_resumed_later(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="stemlab")
     done, run_dir = tmp_path / "done", tmp_path / "run"
@@ -194,6 +195,7 @@ def test_a_wrong_typed_record_is_named_and_rerun_skipped_or_refused(make_cfg, tm
 
 # --- 7. one writer per run folder, and a full disk at the start --------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["run", "sweep"])
 def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, mode):
     folder = tmp_path / mode

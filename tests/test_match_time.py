@@ -172,6 +172,7 @@ def test_bad_time_specs_are_one_sentence(match, words):
         time_match("time:2ms", name="resnet_7x7")
 
 
+@pytest.mark.slow
 def test_real_timing_on_cpu_end_to_end(monkeypatch):
     # at 16 px the time is mostly overhead, so on a loaded machine the noise may decide: a refusal for noise, for a
     # drift, or for a target the noisy timings never came within 5 % of is a valid outcome, a crash is not

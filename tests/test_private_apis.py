@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
-from experiments.hydra_private import (BasicSweeper, apply_overrides, get_args_parser, get_overrides_dirname,
+from experiments.hydra_private import (apply_overrides, basic_sweeper, get_args_parser, get_overrides_dirname,
                                       share_config_store, structured_config_source)
 from hydra_plugins.stemlab_launcher.launcher import job_results_replaced
 
@@ -28,6 +28,8 @@ def test_hydras_argument_parser_gives_what_train_py_checks():
 
 
 def test_the_basic_sweeper_expands_a_sweep_into_points_in_order():
+    BasicSweeper = basic_sweeper()
+    assert BasicSweeper.__name__ == "BasicSweeper" and "super(BasicSweeper, self)" in inspect.getsource(BasicSweeper)
     batches = BasicSweeper.split_arguments(parse("seed=0,1", "stem=a,b", "train.lr=0.1"), None)
     assert batches == [[["seed=0", "stem=a", "train.lr=0.1"], ["seed=0", "stem=b", "train.lr=0.1"],
                         ["seed=1", "stem=a", "train.lr=0.1"], ["seed=1", "stem=b", "train.lr=0.1"]]]

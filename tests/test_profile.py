@@ -257,6 +257,7 @@ def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
     assert "[profile] counting FLOPs" in printed.err and "[profile] writing tables" in printed.err
 
 
+@pytest.mark.slow
 def test_cli_profile_times_at_the_training_batch_like_a_run(tmp_path, capsys, monkeypatch):
     import json
 

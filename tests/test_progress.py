@@ -1,9 +1,12 @@
 """Progress that is true: a line every ~30 s inside an epoch without a terminal, epochs counted from 1."""
 import logging
 
+import pytest
+
 import experiments
 
 
+@pytest.mark.slow
 def test_an_epoch_without_a_terminal_logs_batch_progress(make_cfg, tmp_path, caplog, monkeypatch):
     from experiments import fit
 
@@ -17,6 +20,7 @@ def test_an_epoch_without_a_terminal_logs_batch_progress(make_cfg, tmp_path, cap
     assert all("training ETA" in line for line in lines) and lines[-1].endswith("ETA 0 s")
 
 
+@pytest.mark.slow
 def test_a_run_says_what_its_profile_timing_will_cost_before_it_times(make_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="stemlab")
     experiments.run(make_cfg("profile.latency=true", "profile.budget_s=0"), tmp_path)

@@ -121,6 +121,7 @@ def records(directory):
     return {p.parent.name: json.loads(p.read_text()) for p in directory.glob("*/result.json")}
 
 
+@pytest.mark.slow
 def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
     sweep = tmp_path / "study"
     lrs = [0.001, 0.01]
@@ -192,6 +193,7 @@ def without_wall_times(tuning):
             "arms": [{**arm, "runs": [{k: v for k, v in r.items() if k != "wall_s"} for r in arm["runs"]]} for arm in tuning["arms"]]}
 
 
+@pytest.mark.slow
 def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_path):
     sweep, bounds = tmp_path / "ext", [0.0003, 0.01]
     # grid (0.003, 0.01), ratio 10/3: at the top the bound stops it at once; at the bottom it may step to 0.0009

@@ -115,6 +115,7 @@ def test_design_labels_of_a_known_point():
     assert design(point_of("patchify_4x4"))["downsampling"] == "conv+conv"
 
 
+@pytest.mark.slow
 def test_space_sweep_runs_the_drawn_stems_and_refuses_a_stem_choice(tmp_path):
     sweep = tmp_path / "space"
     args = ["-m", "hydra/sweeper=space", "hydra.sweeper.samples=2", "hydra.sweeper.sample_seed=5", *TINY, "seed=0",

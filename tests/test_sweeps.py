@@ -26,6 +26,7 @@ def records(sweep):
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
 
 
+@pytest.mark.slow
 def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     sweep = tmp_path / "study"
     # a 2-stage trunk against 4 stage widths fails when the model is built (the config check does not build
@@ -84,6 +85,7 @@ def test_a_completed_record_with_the_same_config_is_reused(tmp_path):
     assert sweep_point.completed_result(tmp_path, {**config, "seed": 1}) is None
 
 
+@pytest.mark.slow
 def test_joblib_sweep_shares_one_wandb_group(tmp_path):
     # an ad-hoc sweep (no study preset): its W&B group is its sweep directory
     args = ["-m", "hydra/launcher=parallel", *[a for a in TINY_SWEEP if a != "logger=none"], "logger=wandb",
@@ -99,6 +101,7 @@ def test_joblib_sweep_shares_one_wandb_group(tmp_path):
     assert len(list((tmp_path / "multirun" / "adhoc").glob("*/wandb/offline-run-*"))) == 4
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep(tmp_path):
     sweep = tmp_path / "study"
     proc = run_cli("-m", "+experiment=stem_study_mnist5k", "hydra/launcher=local_queue", *TINY_SWEEP,
@@ -137,6 +140,7 @@ def test_imagenette_study_preset(hydra_cfg):
     assert command == "python train.py -m +experiment=stem_study_imagenette"
 
 
+@pytest.mark.slow
 def test_imagenette_cpu_study_preset_runs_at_a_tiny_size(tmp_path):
     # the preset as committed (6 stems, xresnet18, Imagenette layout, per-layer timing on, LR tuned), on generated
     # images at 16 px (10 a class to train on, 1 to validate), one epoch, seed 0: every stem of it builds, tunes,

@@ -10,6 +10,7 @@ from experiments import record
 from tests.conftest import TINY, run_cli
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     # the default profile: every layer timed on the training device (the fewest timed steps, to stay quick)
     acc = experiments.run(make_cfg("stem=resnet_7x7", "profile.latency=true", "profile.budget_s=0"), tmp_path)
@@ -30,6 +31,7 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files behind
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_not_crashed(make_cfg, tmp_path):
     acc = experiments.run(make_cfg("train.lr=1e12"), tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
@@ -50,6 +52,7 @@ def test_an_error_during_training_leaves_a_failed_record(make_cfg, tmp_path, mon
     assert "broken_fit" in result["traceback"] and result["name"] == "xresnet_3conv-xresnet18-synthetic-s0"
 
 
+@pytest.mark.slow
 def test_wandb_failing_to_start_leaves_the_local_record(make_cfg, tmp_path, monkeypatch, caplog):
     import wandb
 
@@ -59,6 +62,7 @@ def test_wandb_failing_to_start_leaves_the_local_record(make_cfg, tmp_path, monk
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_wandb_online_without_login_warns_and_keeps_the_record(make_cfg, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no stored W&B key
     for var in ("WANDB_API_KEY", "WANDB_MODE"):
@@ -68,6 +72,7 @@ def test_wandb_online_without_login_warns_and_keeps_the_record(make_cfg, tmp_pat
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_cli_run_logs_to_wandb_offline(tmp_path):
     out = tmp_path / "run"
     proc = run_cli(*TINY[:-1], "logger=wandb", f"hydra.run.dir={out}", cwd=tmp_path)
@@ -92,6 +97,7 @@ def test_cli_bad_input_is_one_sentence_and_nonzero(tmp_path, args, message):
     assert not (tmp_path / "run" / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_multirun_over_stems_resumes_in_any_order(tmp_path):
     proc = run_cli("-m", *TINY, "stem=resnet_7x7,patchify_4x4", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -109,6 +115,7 @@ def test_multirun_over_stems_resumes_in_any_order(tmp_path):
     assert (proc.stdout + proc.stderr).count("already completed") == 2
 
 
+@pytest.mark.slow
 def test_a_single_run_folder_names_the_non_default_stem_parameters(tmp_path):
     proc = run_cli(*TINY, "stem.act=silu", "stem.widths=[16,32,64]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -124,6 +131,7 @@ def test_stem_label_keeps_a_default_stem_plain(make_cfg):
     assert stem_label(make_cfg("stem=resnet_7x7", "stem.out_channels=96").stem) == "resnet_7x7.out_channels=96"
 
 
+@pytest.mark.slow
 def test_hydra_shell_completion_installs_and_answers(tmp_path):
     proc = run_cli("-sc", "install=bash", cwd=tmp_path)
     assert proc.returncode == 0 and "hydra_bash_completion()" in proc.stdout, proc.stderr[-2000:]

@@ -181,17 +181,20 @@ def test_a_sweep_over_contexts_names_its_missing_points_by_context(tmp_path):
                                (f"{tmp_path} (context=b)", "resnet_7x7", "1")]
 
 
-def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning(tmp_path):
+def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning_and_names_a_stem_one_context_lacks(tmp_path):
     two = {"resnet_7x7": 0.0, "patchify_4x4": -3.0}
     for name, trunk in (("a", "xresnet18"), ("b", "xresnet34")):
-        write_context(tmp_path, name, trunk, 2, two)
+        write_context(tmp_path, name, trunk, 2, {**two, "dw_separable": -6.0} if name == "a" else two)
         for stem in two:
             for lr in (1e-3, 1e-2):
                 write_point(tmp_path / name, stem, 0, 0.8 + lr, trunk=trunk, lr=lr, tune=True)
     assert cli.main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert text.count("### LR tuning") == 2 and text.count("\n## xresnet18 · mnist5k · tuned LR per stem\n") == 1
-    assert "| a | xresnet18 · mnist5k · tuned LR per stem | 2 | 5 | `resnet_7x7` | `resnet_7x7` |" in text
+    assert "| a | xresnet18 · mnist5k · tuned LR per stem | 3 | 5 | `resnet_7x7` | `resnet_7x7` |" in text
+    # a stem one context lacks is named and left out of the places, τ and the interaction test
+    assert ("Places, τ and the interaction test compare the 2 stems every context has; left out: `dw_separable` "
+            "(not in b).") in text and "| a | b | 2 | +1.00 |" in text
 
 
 def test_the_answer_says_depends_only_when_an_interval_of_tau_stays_below_one():

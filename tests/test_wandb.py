@@ -89,6 +89,7 @@ def offline_env(monkeypatch, tmp_path):
     wandb.teardown()
 
 
+@pytest.mark.slow
 def test_a_run_gives_wandb_what_ran_per_stage_scalars_and_epoch_curves(make_cfg, tmp_path, offline_env, caplog):
     caplog.set_level(logging.INFO, logger="stemlab")
     cfg = make_cfg("logger=wandb", "profile.latency=true", "profile.batch_size=2", "train.precision=auto",
@@ -191,6 +192,7 @@ def test_a_stalled_network_falls_back_to_an_offline_run_that_can_be_synced(tmp_p
     assert [_items(h.item)["accuracy"] for h in records["history"]] == [0.5] and "exit" in records
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(make_cfg, tmp_path, offline_env):
     cfg = make_cfg("logger=wandb", "train.epochs=2", "train.keep_checkpoints=true")
     experiments.run(cfg, tmp_path)

@@ -52,6 +52,12 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     if left_out:
         lines += ["Left out of this comparison (the same context as a study above, from another sweep or LR): "
                   + "; ".join(s.label for s in left_out) + ".", ""]
+    done = [set(c.table.loc[c.table["n"] > 0, "stem"]) for c in contexts]
+    partial = sorted(set.union(*done) - set(rank[0].stems))
+    if partial:
+        lines += [f"Places, τ and the interaction test compare the {len(rank[0].stems)} stems every context has; left out: "
+                  + "; ".join(f"`{s}` (not in {', '.join(c.label for c, d in zip(contexts, done) if s not in d)})"
+                              for s in partial) + ".", ""]
     if len({r for r, _, _ in refs}) > 1:
         lines += ["The contexts name different reference stems; each verdict below is against its context's own.", ""]
     lines += place_table(contexts, rank, common, places) + verdict_table(contexts, agree) + tau_table(contexts, pairs)
@@ -242,8 +248,9 @@ def forest_caption(refs: list[tuple[str, str, float]]) -> str:
 
 
 def method() -> str:
-    return ("Kendall's τ is τ-b (scipy.stats.kendalltau) of the mean accuracies of the stems both contexts have, over "
-            "the seeds every such stem completed in each context. Its interval is a percentile bootstrap: each "
+    return ("Kendall's τ is τ-b (scipy.stats.kendalltau) of the mean accuracies of the stems every context has (a stem "
+            "missing from a context is left out of τ, the places and the interaction test), over the seeds every such "
+            "stem completed in each context. Its interval is a percentile bootstrap: each "
             "context's seeds are resampled with replacement on their own (the same draw for all its stems, which share "
             f"a seed's data order and initialisation), the ranking recomputed from the resampled means, {RESAMPLES:,} "
             f"resamples from numpy's default generator seeded {RESAMPLE_SEED} (so the report regenerates byte for byte), "

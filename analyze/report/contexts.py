@@ -17,7 +17,7 @@ from .studies import Study, flatten
 
 OVERRIDE = "context"                                  # the config group of the study presets' contexts
 NAMED = ("data.name", "data.image_size", "trunk.name", "train.epochs")  # always in a made label
-NOT_CONTEXT = ("train.lr", "data.root")               # chosen per stem, or where the same images lie
+NOT_CONTEXT = ("train.lr",)  # chosen per stem (the keys that make no different run, data.root among them: out already)
 
 
 @dataclass
@@ -28,7 +28,8 @@ class Context:
 
 
 def context_config(study: Study) -> dict[str, object]:
-    """The study's flattened config without what is not a context (the LR, the dataset's folder)."""
+    """The study's flattened config without what is not a context: the LR (a study's config is already without
+    what makes no different run, experiments.same_run: the dataset's folder, W&B, ...)."""
     return {k: v for k, v in flatten(study.config).items() if k not in NOT_CONTEXT}
 
 

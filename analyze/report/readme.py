@@ -53,12 +53,14 @@ def share_range(depth: list[list[str]], column: int) -> str:
 
 def study_summary(report: Path) -> list[str]:
     """The README's lines for one committed report: per study section, its table and what it can claim."""
+    from experiments.record import RESULT_FILE
+
     from .across import HEADING, readme_lines  # pandas, matplotlib: loaded when the command runs, so --help answers at once
     from .render import md_table
 
     text = report.read_text(encoding="utf-8")
     folder = report.parent
-    has_records = any(folder.rglob("result.json"))
+    has_records = any(folder.rglob(RESULT_FILE))
     across = next((s for s in text.split("\n## ")[1:] if s.startswith(HEADING)), None)
     if across is not None:  # a study across contexts: its answer stands for its per-context tables
         return [f"**{HEADING}** (`{report.as_posix()}`" + ("" if has_records else

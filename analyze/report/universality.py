@@ -25,8 +25,8 @@ ALPHA = 0.05
 
 @dataclass
 class Ranking:
-    """One context's stems (those that are in some other context too), the seeds every one of them completed, their
-    accuracies there (stems x seeds) and mean accuracy over those seeds."""
+    """One context's stems (those every context has: τ, places and the interaction test compare the same stems),
+    the seeds every one of them completed there, their accuracies (stems x seeds) and means over those seeds."""
 
     stems: list[str]
     seeds: list[Any]
@@ -42,13 +42,17 @@ class Ranking:
 
 def rankings(contexts: list[Context]) -> list[Ranking]:
     accs = [accuracy_by_stem(c.study) for c in contexts]
-    done = [{s for s, by_seed in a.items() if by_seed} for a in accs]
+    stems = shared_stems(accs)
     out = []
-    for i, a in enumerate(accs):
-        stems = sorted(s for s in done[i] if any(s in d for j, d in enumerate(done) if j != i))
+    for a in accs:
         seeds = sorted(set.intersection(*(set(a[s]) for s in stems)), key=str) if stems else []
         out.append(Ranking(stems, seeds, np.array([[a[s][seed] for seed in seeds] for s in stems], dtype=float)))
     return out
+
+
+def shared_stems(accs: list[dict[str, dict[Any, float]]]) -> list[str]:
+    """The stems with a completed run in every context (a stem missing from one is left out of the comparison)."""
+    return sorted(set.intersection(*({s for s, by_seed in a.items() if by_seed} for a in accs))) if accs else []
 
 
 def ranks(means: np.ndarray) -> np.ndarray:
@@ -68,7 +72,7 @@ class Tau:
 
 
 def taus(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> list[Tau]:
-    """τ between every pair of contexts' rankings, over the stems both have. The interval: each context's seeds
+    """τ between every pair of contexts' rankings of the stems every context has. The interval: each context's seeds
     resampled with replacement, on their own (one context's seed 0 shares nothing with another's), the same draw for
     every stem of that context (a seed fixes data order and initialisation for all of them); the ranking recomputed
     from the resampled means; the 2.5th and 97.5th percentiles of τ over the resamples. One generator, drawn
@@ -84,13 +88,12 @@ def taus(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_S
                     np.full((len(r.stems), resamples), math.nan))
     out = []
     for a, b in itertools.combinations(range(len(rank)), 2):
-        stems = [s for s in rank[a].stems if s in rank[b].stems]
+        stems = rank[a].stems  # the same in every context
         if len(stems) < 2 or not rank[a].seeds or not rank[b].seeds:
             out.append(Tau(a, b, stems, math.nan, math.nan, math.nan, 0))
             continue
-        tau = kendall(rank[a].mean_of(stems), rank[b].mean_of(stems))
-        rows_a, rows_b = ([r.stems.index(s) for s in stems] for r in (rank[a], rank[b]))
-        draws = np.array([kendall(boot[a][rows_a, k], boot[b][rows_b, k]) for k in range(resamples)])
+        tau = kendall(rank[a].means, rank[b].means)
+        draws = np.array([kendall(boot[a][:, k], boot[b][:, k]) for k in range(resamples)])
         ok = draws[np.isfinite(draws)]
         lo, hi = (np.percentile(ok, [2.5, 97.5]) if len(ok) else (math.nan, math.nan))
         out.append(Tau(a, b, stems, tau, float(lo), float(hi), int(resamples - len(ok))))
@@ -123,7 +126,7 @@ def interaction(contexts: list[Context]) -> Interaction:
     fixed effects do not compare); the likelihood-ratio statistic against χ² with as many degrees of freedom as
     interaction parameters."""
     accs = [accuracy_by_stem(c.study) for c in contexts]
-    stems = sorted(set.intersection(*({s for s, v in a.items() if v} for a in accs)))
+    stems = shared_stems(accs)
     rows = [{"acc": 100 * acc, "stem": s, "context": str(i), "block": f"{i}:{seed}"}
             for i, a in enumerate(accs) for s in stems for seed, acc in a[s].items()]
     if len(stems) < 2:
@@ -182,7 +185,7 @@ def agreements(contexts: list[Context]) -> list[Agreement]:
 
 def movers(rank: list[Ranking]) -> tuple[list[str], list[np.ndarray]]:
     """The stems every context ranks, and their places (1 = best) per context among those stems."""
-    stems = sorted(set.intersection(*(set(r.stems) for r in rank))) if rank else []
+    stems = rank[0].stems if rank else []
     if len(stems) < 2 or not all(r.seeds for r in rank):  # a place among fewer than 2 stems says nothing
         return stems, []
     return stems, [ranks(r.mean_of(stems)) for r in rank]

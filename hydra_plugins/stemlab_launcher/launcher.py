@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from unittest import mock
 

@@ -12,6 +12,7 @@ from stems import StemError, spec
 from stems.base import StemlabError, atomic_write
 from experiments.match import target_of
 from profiler.stem_cost import cost
+from stems.registry import CONTRACT_WIDTH
 from stems.space import MECHANISMS
 from stems.space_labels import code
 
@@ -42,7 +43,7 @@ def sample(rng: random.Random, choices: Choices) -> dict[str, Any]:
     pool_at = rng.randint(1, n) if pool == "max" else None
     kernels = [rng.choice([k for k in choices.kernels if k >= s] + ([s] if choices.patchify and s > 1 else []))
                for s in strides]
-    widths = [rng.choice(choices.widths) for _ in range(n - 1)] + [64]
+    widths = [rng.choice(choices.widths) for _ in range(n - 1)] + [CONTRACT_WIDTH]
     return dict(spec("space").defaults, widths=widths, kernels=kernels, strides=strides, pool=pool,
                 pool_at=None if pool_at == n else pool_at, s2d=2 ** mechanisms.count("s2d"),
                 norm=rng.choice(choices.norms), act=rng.choice(choices.acts))

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from experiments.hydra_private import basic_sweeper
 from experiments.sweeper import LaunchingSweeper
 
 
@@ -46,7 +47,7 @@ class SpaceSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_space", node=SpaceSweeperConf, provider="stemlab")
 
 
-class SpaceSweeper(LaunchingSweeper):
+class SpaceSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin scan: its BasicSweeper
     """Hydra's basic sweeper (point expansion, launcher set-up) with sampled stems crossed with its points."""
 
     def __init__(self, samples: int, sample_seed: int, band: Optional[str], choices: Any,

@@ -33,6 +33,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import MISSING, OmegaConf, open_dict
 
+from experiments.hydra_private import basic_sweeper
 from experiments.sweeper import LaunchingSweeper
 
 
@@ -54,7 +55,7 @@ class TunedSweeperConf:  # registering it in sys.modules, where dataclasses woul
 ConfigStore.instance().store(group="hydra/sweeper", name="stemlab_tuned", node=TunedSweeperConf, provider="stemlab")
 
 
-class TunedSweeper(LaunchingSweeper):
+class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin scan: its BasicSweeper
     """Hydra's basic sweeper (point expansion, launcher set-up) with the two-stage protocol as its sweep."""
 
     def __init__(self, lrs: Sequence[float], tune_seeds: Sequence[int], lr_bounds: Sequence[float] = (1e-4, 0.1),
