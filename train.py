@@ -20,9 +20,8 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-# Hydra's plugin scan executes its core plugin modules again, defining their classes anew: scanned before stemlab
-# imports any (experiments.hydra_private), the BasicSweeper its sweepers extend is the one Hydra's own code names
-# (`super(BasicSweeper, self)`), and the config source it patches is the one Hydra uses
+# Hydra's plugin scan executes its core plugin modules again, defining their classes anew: done first, so that the
+# config source experiments.hydra_private.share_config_store patches is the one Hydra uses (--help: 0.4 s of CPU, not 1.4)
 Plugins.instance()
 from experiments.hydra_private import get_args_parser  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402  (torch-free, stems/manifest.json: a fast --help)
