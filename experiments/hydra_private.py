@@ -14,10 +14,9 @@ Hydra upgrade that changes one fails there, not in a run.
 from __future__ import annotations
 
 import copy
-import sys
+import importlib
 from typing import Any
 
-from hydra.core.plugins import Plugins
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins import basic_sweeper as basic_sweeper_module
 from hydra._internal.utils import get_args_parser
@@ -40,17 +39,16 @@ def apply_overrides(overrides: list[Any], cfg: Any) -> None:
 
 
 def structured_config_source() -> type:
-    """The class of Hydra's `structured://` config source as Hydra uses it: after its plugin scan, which executes the
-    module again and so defines the class anew."""
-    Plugins.instance()
-    return sys.modules["hydra._internal.core_plugins.structured_config_source"].StructuredConfigSource
+    """The class of Hydra's `structured://` config source (Hydra's plugin scan executes its module again, defining
+    the class anew: train.py scans first, so that the class patched here is the one Hydra uses)."""
+    return importlib.import_module("hydra._internal.core_plugins.structured_config_source").StructuredConfigSource
 
 
 def share_config_store() -> None:
     """Hydra 1.3 deep-copies its whole ConfigStore for every config group it lists (StructuredConfigSource keeps the
     store, and each CachingConfigRepository deep-copies its sources): about 85 copies for `train.py --help`, most of
     its time. Hydra 1.4 looks the singleton up instead (facebookresearch/hydra#2928); here a copy of the source shares
-    the store (a class defined anew later copies slowly, never wrongly)."""
+    the store (a class defined anew by a later plugin scan copies slowly, never wrongly)."""
     source = structured_config_source()
     if "store" in getattr(source, "__annotations__", {}):  # 1.3: the source holds the store
         source.__deepcopy__ = lambda self, memo: copy.copy(self)  # provider, path and the one ConfigStore
