@@ -55,7 +55,8 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     done = [set(c.table.loc[c.table["n"] > 0, "stem"]) for c in contexts]
     partial = sorted(set.union(*done) - set(rank[0].stems))
     if partial:
-        lines += [f"Places, τ and the interaction test compare the {len(rank[0].stems)} stems every context has; left out: "
+        lines += [f"Places, τ and the interaction test compare the {plural(len(rank[0].stems), 'stem')} every context has; "
+                  "left out: "
                   + "; ".join(f"`{s}` (not in {', '.join(c.label for c, d in zip(contexts, done) if s not in d)})"
                               for s in partial) + ".", ""]
     if len({r for r, _, _ in refs}) > 1:
@@ -87,6 +88,10 @@ def readme_lines(section: str) -> list[str]:
 def seeds_cell(c: Context) -> str:
     n = c.table.loc[c.table["n"] > 0, "n"]
     return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def ordinal(rank: float) -> str:
@@ -228,7 +233,7 @@ def tau_table(contexts: list[Context], pairs: list[Tau]) -> list[str]:
 
 
 def interaction_line(contexts: list[Context], test: Interaction) -> str:
-    what = (f"Stem × context interaction ({len(test.stems)} stems every context has × {len(contexts)} contexts, "
+    what = (f"Stem × context interaction ({plural(len(test.stems), 'stem')} every context has × {len(contexts)} contexts, "
             f"{test.runs} runs): ")
     if not math.isfinite(test.lr):
         return what + f"no test, {test.failed}."
