@@ -72,9 +72,15 @@ def test_exported_points_run_by_name(tmp_path):
         "(name,) = load_points(Path(sys.argv[1]))\n"
         "torch.manual_seed(0); a = stems.build(name, 3); torch.manual_seed(0); b = stems.build('resnet_7x7', 3, act='silu')\n"
         "x = torch.randn(2, 3, 32, 32); assert torch.equal(a(x), b(x)), 'not the same network'\n"
+        # the stem group is built from the torch-free manifest: a new point is refused until it is regenerated
+        "from stems import manifest; from experiments.config import ConfigError\n"
+        "try: check_command_line([f'stem={name}', 'logger=none']); raise SystemExit('a stale manifest was accepted')\n"
+        "except ConfigError as e: assert 'python -m stems manifest --write' in str(e), e\n"
+        "manifest.PATH = Path(sys.argv[2]); manifest.PATH.write_text(manifest.render(manifest.generate()))\n"
         "assert check_command_line([f'stem={name}', 'logger=none']) == 1\n"
         "print(name)\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(points)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", script, str(points), str(tmp_path / "manifest.json")], cwd=ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == names[0], proc.stderr[-2000:]
 
 
