@@ -36,6 +36,25 @@ def test_a_committed_study_regenerates_its_tables_byte_for_byte(folder, tmp_path
     assert regenerated and regenerated == table_lines(folder / "report.md")
 
 
+def committed_space_studies() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "docs" / "studies").glob("*/space.md"))
+
+
+@pytest.mark.parametrize("folder", committed_space_studies(), ids=lambda p: p.name)
+def test_a_committed_design_space_study_regenerates_byte_for_byte(folder, tmp_path):
+    generated = ("space.md", "stems.yaml")
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy, ignore=lambda d, names: [n for n in names if n in generated or n.endswith(".png")])
+    assert cli.main(["space", str(copy)]) == 0
+    assert table_lines(copy / "space.md") == table_lines(folder / "space.md")
+    assert (copy / "stems.yaml").read_text() == (folder / "stems.yaml").read_text()
+
+
+def test_every_committed_study_ships_its_records():
+    reports = [p for p in (ROOT / "docs" / "studies").glob("*/*.md") if p.name in ("report.md", "space.md")]
+    assert reports and [p.parent.name for p in reports if not any(p.parent.rglob("result.json"))] == []
+
+
 def test_the_fixture_shows_the_controlled_verdicts():
     text = (FIXTURE / "report.md").read_text(encoding="utf-8")
     assert "Reference: **`resnet_7x7`** (compare.reference)" in text
