@@ -15,6 +15,8 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
 
+from stems.base import first_line
+
 from .contexts import Context
 from .statistics import accuracy_by_stem
 
@@ -140,7 +142,7 @@ def interaction(contexts: list[Context]) -> Interaction:
             # statsmodels' default BFGS; L-BFGS polishes Powell's optimum
             full, additive = (smf.mixedlm(f"acc ~ C(stem) {op} C(context)", data, groups=data["block"])
                               .fit(reml=False, method=["powell", "lbfgs"]) for op in "*+")
-        notes = sorted({str(w.message).split("\n")[0].rstrip(".") for w in caught})
+        notes = sorted({first_line(w.message).rstrip(".") for w in caught})
     except (np.linalg.LinAlgError, ValueError) as e:  # e.g. a singular design: no test, said why
         return Interaction(stems, len(rows), math.nan, 0, math.nan, failed=f"the mixed model could not be fitted ({e})")
     df = len(full.fe_params) - len(additive.fe_params)
