@@ -6,6 +6,7 @@ with AMX, >= 0.97 on one without native bf16).
 
     python benchmarks/cpu_precision.py [--batches 20] [--repeats 5] [OVERRIDES ...]
     python benchmarks/cpu_precision.py data=imagenette data.root=DIR data.image_size=64   # the Imagenette CPU study
+    python benchmarks/cpu_precision.py --as-without-native-bf16   # auto as on a CPU without native bf16 (fp32 layouts)
 
 The two formats alternate (A B, B A, ...) so that load from other processes hits both alike; the figure is the
 median of the per-pair ratios. The first `auto` resolution may run the format probe (cached afterwards)."""
@@ -22,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.config import compose  # noqa: E402
-from experiments.cpu_format import candidates, probe  # noqa: E402
+from experiments.cpu_format import candidates, capabilities, probe, resolve_cpu_format  # noqa: E402
 from experiments.data import build_data  # noqa: E402
 from experiments.fit import Hardware, resolve_device  # noqa: E402
 from experiments.model import build_model  # noqa: E402
@@ -34,6 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--as-without-native-bf16", action="store_true",
+                    help="let auto choose as on a CPU without native bf16 (among fp32 layouts): the >= 0.97 goal, checked on any CPU")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides as for train.py (the default run without any)")
     args = ap.parse_args()
 
@@ -42,16 +45,21 @@ def main() -> None:
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
     n = args.batches * cfg.train.bs  # both formats see the same batches: the training set cut to n images
     data.train.images, data.train.labels = data.train.images[:n], data.train.labels[:n]
-    auto = hardware_for(cfg, data, device)
     fp32 = Hardware(device, "fp32", False)
     model = build_model(cfg.stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
+    shape = (cfg.train.bs, data.in_channels, data.image_size, data.image_size)
+    if args.as_without_native_bf16:
+        caps = {**capabilities(), "native_bf16": False}
+        chosen, decided = resolve_cpu_format("auto", "auto", lambda: (copy.deepcopy(model), shape), caps)
+        auto = Hardware(device, chosen.precision, chosen.channels_last, decided)
+    else:
+        auto = hardware_for(cfg, data, device)
     print(f"CPU {auto.decided.get('cpu_model')}: avx512_bf16 {auto.decided.get('avx512_bf16')}, amx_bf16 "
           f"{auto.decided.get('amx_bf16')}; {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}")
     print(f"auto chose {auto.precision}, channels_last {auto.channels_last} ({auto.decided.get('how')}; probe ms "
           f"{auto.decided.get('probe_ms')})")
 
-    step_ms = probe(model, (cfg.train.bs, data.in_channels, data.image_size, data.image_size),
-                    candidates("auto", "auto", native_bf16=True), rounds=args.repeats)
+    step_ms = probe(model, shape, candidates("auto", "auto", native_bf16=True), rounds=args.repeats)
     base = next(iter(step_ms.values()))
     print("one training step (forward + backward), median of interleaved rounds: " + ", ".join(
         f"{f.label} {ms:.1f} ms ({base / ms:.2f}x)" for f, ms in step_ms.items()))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from omegaconf import DictConfig
 
 from profiler.calibrate import Peaks, peaks
@@ -51,7 +52,8 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     start_epoch = resume["epoch"] if resume else 0
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
-                                           "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
+                                           # a sweep's parallel launcher gives each point cores // n_jobs threads
+                                           "threads": torch.get_num_threads(), "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
                               "stem_match": setup.stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}

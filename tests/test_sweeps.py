@@ -31,7 +31,8 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     sweep = tmp_path / "study"
     # a 2-stage trunk against 4 stage widths fails when the model is built (the config check does not build
     # trunks): those points fail, the others complete
-    args = ["-m", "+experiment=stem_study_mnist5k", *TINY_SWEEP, "trunk.layers=[1,1,1,1],[1,1]", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "+experiment=stem_study_mnist5k", "hydra/launcher=basic", *TINY_SWEEP, "trunk.layers=[1,1,1,1],[1,1]",
+            f"hydra.sweep.dir={sweep}"]  # one point after another: the preset's parallel launcher is overridden
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = records(sweep)
@@ -99,6 +100,8 @@ def test_joblib_sweep_shares_one_wandb_group(tmp_path):
     assert {(r["config"]["stem"]["name"], r["config"]["seed"]) for r in recs.values()} == \
         {(s, i) for s in ("resnet_7x7", "patchify_4x4") for i in (0, 1)}
     assert len(list((tmp_path / "multirun" / "adhoc").glob("*/wandb/offline-run-*"))) == 4
+    # joblib gives each of its n_jobs=2 workers cores // 2 threads (at least 1), and the record says so
+    assert {r["hardware"]["threads"] for r in recs.values()} == {max(1, os.cpu_count() // 2)}
 
 
 @pytest.mark.slow

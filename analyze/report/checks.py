@@ -1,9 +1,11 @@
 """Warnings a study's numbers call for, shown under its section and on stdout: accuracies identical across seeds
 (the seed reached neither the initialisation nor the data order, or the records are copies), accuracies near
-chance (nothing was learned, so the ranking is noise), and timings taken on a loaded machine."""
+chance (nothing was learned, so the ranking is noise), timings taken on a loaded machine, and timings taken at
+different thread counts (a study extended under another launcher)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from experiments.sanity import NEAR_CHANCE, load_warning, loaded, near_chance
 
@@ -36,6 +38,11 @@ def study_warnings(study: Study) -> list[str]:
     if busy:
         worst = max(busy, key=lambda r: r.record["hardware"]["load"]["load_avg"]).record["hardware"]["load"]
         out.append(f"{len(busy)} of {len(study.runs)} runs had their {load_warning(worst)} (the worst shown).")
+    threads = Counter(h["threads"] for r in study.runs if isinstance((h := r.record.get("hardware") or {}).get("threads"), int))
+    if len(threads) > 1:
+        counts = ", ".join(f"{runs} at {n} thread{'s' * (n != 1)}" for n, runs in sorted(threads.items()))
+        out.append(f"The runs trained at different thread counts ({counts}): compare ms per step and img/s only "
+                   "between runs of one thread count.")
     return out
 
 
