@@ -75,9 +75,11 @@ def main() -> None:
         a, b = speed["auto"], speed["fp32"]
         ratios.append(a / b)
         print(f"pair {r}: auto {a:,.0f} img/s, fp32 {b:,.0f} img/s, ratio {a / b:.3f}")
+    same = (auto.precision, auto.channels_last) == (fp32.precision, fp32.channels_last)
     print(f"{cfg.stem.name} + {cfg.trunk.name} on {cfg.data.name} at {data.image_size} px, bs {cfg.train.bs}: "
           f"auto / fp32 training throughput = {statistics.median(ratios):.3f} (median of {args.repeats} pairs; "
-          f"load {os.getloadavg()[0]:.2f})")
+          f"load {os.getloadavg()[0]:.2f})" + ("; auto chose fp32 contiguous itself, so it trains exactly as the "
+                                               "baseline: the pairs show this benchmark's noise, not a difference" if same else ""))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def sweep_seconds(args: argparse.Namespace, parallel: bool, out: Path) -> float:
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"+experiment={args.preset}", f"stem={args.stems}",
            f"seed={args.seeds}", "logger=none", f"hydra.sweep.dir={out}", *args.overrides]
-    if parallel:
-        cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"]
+    # both ways named: the CPU presets default to the parallel launcher
+    cmd += ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={os.cpu_count()}"] if parallel else ["hydra/launcher=basic"]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
     if done.returncode != 0:
