@@ -53,7 +53,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            # a sweep's parallel launcher gives each point cores // n_jobs threads
-                                           "threads": torch.get_num_threads(), "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
+                                           "threads": torch.get_num_threads(), "allocator": setup.allocator, "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
                               "stem_match": setup.stem_match, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}

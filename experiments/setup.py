@@ -1,6 +1,6 @@
-"""A run's setup, the one both training (experiments.runner) and `python -m analyze profile` use: hardware → data →
-precision and memory format → stem (`stem.match` applied) → model → its cost profile, each as the run trains
-(docs/DESIGN.md, One run)."""
+"""A run's setup, the one both training (experiments.runner) and `python -m analyze profile` use: hardware (on the CPU
+with freed memory kept for reuse) → data → precision and memory format → stem (`stem.match` applied) → model → its
+cost profile, each as the run trains (docs/DESIGN.md, One run)."""
 from __future__ import annotations
 
 import logging
@@ -19,6 +19,7 @@ from profiler import Profile, profile_model
 from profiler.runtime import AUTOCAST_DTYPES
 from profiler.timing import ESTIMATE
 
+from .allocator import keep_freed_memory
 from .data import DataBundle, build_data
 from .fit import Hardware, resolve_device, resolve_hardware
 from .model import build_model, plain, resolve_stem
@@ -36,6 +37,7 @@ class RunSetup:
     stem: dict[str, Any]  # the stem node with stem.match applied
     stem_match: dict[str, Any] | None
     model: nn.Module
+    allocator: str | None  # what glibc does with freed memory in a CPU run (experiments.allocator); None on a GPU
 
 
 def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | None = None,
@@ -45,6 +47,8 @@ def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | Non
     needs only the data's shapes and keeps them on the CPU."""
     parts = parts or (lambda part: nullcontext())
     device = resolve_device(cfg.train)
+    # first: the data, the format probe and a time match allocate with it too, and their timings depend on it
+    allocator = keep_freed_memory() if device.type == "cpu" else None
     set_seed(cfg.seed)
     with parts("data"):
         data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=data_device or device)
@@ -54,7 +58,7 @@ def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | Non
         stem, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
                                         precision=hw.precision, channels_last=hw.channels_last)
     model = build_model(stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
-    return RunSetup(data, hw, stem, stem_match, model)
+    return RunSetup(data, hw, stem, stem_match, model, allocator)
 
 
 def hardware_for(cfg: DictConfig, data: DataBundle, device: torch.device) -> Hardware:

@@ -121,8 +121,11 @@ def run(argv: list[str] | None) -> int:
         return manifest_command(args.write, args.check)
     if args.command == "match":
         from . import spec
+        from experiments.allocator import keep_freed_memory
         from experiments.match import match_params
 
+        if args.spec.startswith("time:"):
+            keep_freed_memory()  # timed as a CPU run trains (experiments/allocator.py)
         params, info = match_params(args.name, args.in_channels, spec(args.name).out_channels, args.size, args.spec, {},
                                     batch_size=args.batch_size, precision=args.precision,
                                     channels_last=args.channels_last)

@@ -1,12 +1,15 @@
 """One run end to end: the result record, the CLI's exits on bad input, multirun, W&B offline and failing."""
 import json
 import math
+import os
+import platform
 
 import pandas as pd
 import pytest
 
 import experiments
 from experiments import record
+from experiments.allocator import KEPT
 from tests.conftest import TINY, run_cli
 
 
@@ -20,6 +23,8 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
     assert 0 <= acc <= 1 and result["metrics"]["train_img_s"] > 0
     assert 0 < result["metrics"]["stem_share_flops"] < 1 and result["metrics"]["params"] > 1e6
     assert {"torch", "fastai", "hydra", "python"} <= set(result["environment"])
+    if platform.libc_ver()[0] == "glibc" and not {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "STEMLAB_KEEP_FREED_MEMORY"} & set(os.environ):
+        assert result["hardware"]["allocator"] == KEPT  # a CPU run keeps freed memory, and says so
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["epoch"]) == [1] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
     layers = pd.read_csv(tmp_path / "layers.csv")
