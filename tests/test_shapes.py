@@ -105,3 +105,10 @@ def test_an_interrupted_run_keeps_its_rows_and_the_same_command_continues(tmp_pa
     assert [r["rows"] for r in meta["measured"]] == [2, 4]  # the interrupted run and this one, each with its load
     assert "Measured by 2 rows in" in (tmp_path / "shapes.md").read_text()
     assert {"families.png", "roofline.png"} <= {p.name for p in tmp_path.iterdir()}
+
+    # other settings (more timed steps a layer): nothing is reused, and the run says why
+    capsys.readouterr()
+    assert run(tmp_path, *options, "--repeats", "3") == 0
+    meta = json.loads((tmp_path / "shapes.json").read_text())
+    assert meta["reused"] == 0 and meta["settings"]["repeats"] == 3 and [r["rows"] for r in meta["measured"]] == [6]
+    assert "were measured with other settings" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Warnings a study's numbers call for, shown under its section and on stdout: accuracies identical across seeds
 (the seed reached neither the initialisation nor the data order, or the records are copies), accuracies near
 chance (nothing was learned, so the ranking is noise), timings taken on a loaded machine, and timings taken at
-different thread counts (a study extended under another launcher)."""
+different thread counts (a study extended under another launcher) or with different allocator settings."""
 from __future__ import annotations
 
 import math
@@ -43,6 +43,11 @@ def study_warnings(study: Study) -> list[str]:
         counts = ", ".join(f"{runs} at {n} thread{'s' * (n != 1)}" for n, runs in sorted(threads.items()))
         out.append(f"The runs trained at different thread counts ({counts}): compare ms per step and img/s only "
                    "between runs of one thread count.")
+    allocators = Counter(h["allocator"] for r in study.runs if isinstance((h := r.record.get("hardware") or {}).get("allocator"), str))
+    if len(allocators) > 1:
+        counts = "; ".join(f"{runs} with {what}" for what, runs in sorted(allocators.items()))
+        out.append(f"The runs' allocators treated freed memory differently ({counts}): big activations mapped afresh "
+                   "every step slow a CPU step, so compare ms per step and img/s only between runs of one allocator.")
     return out
 
 

@@ -200,7 +200,7 @@ def provenance(runs: list) -> list[str]:
     envs = [r.record.get("environment") or {} for r in runs]
     hws = [r.record.get("hardware") or {} for r in runs]
     lines = [f"- hardware: device {distinct([h.get('device') for h in hws])}, precision {distinct([h.get('precision') for h in hws])}, "
-             f"channels_last {distinct([h.get('channels_last') for h in hws])}, threads {distinct([h.get('threads') for h in hws])}; GPU {distinct([e.get('gpu') for e in envs])}; "
+             f"channels_last {distinct([h.get('channels_last') for h in hws])}, threads {distinct([h.get('threads') for h in hws])}, allocator {distinct([h.get('allocator') for h in hws])}; GPU {distinct([e.get('gpu') for e in envs])}; "
              f"CPU {distinct([e.get('cpu') for e in envs])} × {distinct([e.get('cpu_count') for e in envs])} logical cores; "
              f"{distinct([e.get('platform') for e in envs])}",
              "- software: " + ", ".join(f"{k} {distinct([e.get(k) for e in envs])}" for k in

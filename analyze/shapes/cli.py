@@ -109,26 +109,31 @@ def _say(message: str) -> None:
 
 def run_shapes(args: argparse.Namespace) -> int:
     # imported here, so that `python -m analyze --help` does not load torch, pandas and matplotlib
+    from experiments.allocator import keep_freed_memory
     from profiler.calibrate import peaks
     from profiler.runtime import num_threads
     from stems.base import atomic_write
 
     from .figures import save_figures
-    from .measure import DTYPES, Settings, measure_all, plan, write_meta
+    from .measure import DTYPES, Settings, measure_all, plan, reusable, write_meta
     from .report import render
 
     dev = _check(args)
+    # on the CPU the layers are timed as a run trains them: with freed memory kept for reuse, so a step does not map
+    # its big activations afresh (a run's allocator; STEMLAB_KEEP_FREED_MEMORY=0 times them with glibc's defaults)
+    allocator = keep_freed_memory() if dev.type == "cpu" else None
     args.out = Path(args.out or Path("outputs") / "shapes" / dev.type)
     args.out.mkdir(parents=True, exist_ok=True)
     command = command_of(args)
-    settings = Settings.of(dev, args.threads, args.repeats)
+    settings = Settings.of(dev, args.threads, args.repeats, allocator)
     bf16 = bf16_support(dev)
     if "bf16" in args.precision and not bf16.startswith("native"):
         _say(f"bf16 is {bf16} on this device: its times measure an emulation")
     load_before, t0 = os.getloadavg()[0], time.perf_counter()
     layers = [spec for fam in dict.fromkeys(args.families) for spec in family_layers(fam)]
     points = plan(layers, args.batch, args.sweep, list(dict.fromkeys(args.precision)), list(dict.fromkeys(args.memory_format)))
-    earlier = _earlier_runs(args.out, vars(settings))  # read before this run's shapes.json replaces it
+    # both read before this run's shapes.json replaces them (with this run's settings, which any rows would match)
+    earlier, done = _earlier_runs(args.out, vars(settings)), reusable(args.out, settings, _say)
     meta: dict[str, Any] = {"command": command, "batch": args.batch, "bf16": bf16, "load_before": load_before,
                             "status": "running"}
     write_meta(args.out, settings, meta)
@@ -139,7 +144,7 @@ def run_shapes(args: argparse.Namespace) -> int:
                 for p in args.precision:
                     _say(f"calibrating the peaks of {settings.device_name} in {p}")
                     peaks(dev, DTYPES[p], refresh=True)
-        rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, _say, new_rows)
+        rows, reused = measure_all(points, dev, settings, args.budget_s, args.out, done, _say, new_rows)
     except KeyboardInterrupt:
         this = {"rows": len(new_rows), "wall_s": time.perf_counter() - t0, "load_before": load_before,
                 "load_after": os.getloadavg()[0]}

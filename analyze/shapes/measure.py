@@ -29,7 +29,7 @@ from .families import FORMATS as FORMAT_NAMES
 from .families import PRECISIONS as PRECISION_NAMES
 from .families import LayerSpec, ShapesError
 
-__all__ = ["DTYPES", "Point", "plan", "Settings", "measure_all", "build_layer", "KEY"]
+__all__ = ["DTYPES", "Point", "plan", "Settings", "reusable", "measure_all", "build_layer", "KEY"]
 
 DTYPES: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 CHANNELS_LAST = dict(zip(FORMAT_NAMES, (False, True)))
@@ -69,11 +69,12 @@ class Settings:
     threads: int
     repeats: int
     torch: str
+    allocator: str | None = None  # what the process's allocator does with freed memory (experiments.allocator)
 
     @classmethod
-    def of(cls, dev: torch.device, threads: int | None, repeats: int) -> Settings:
+    def of(cls, dev: torch.device, threads: int | None, repeats: int, allocator: str | None = None) -> Settings:
         with num_threads(threads):
-            return cls(str(dev), device_name(dev), torch.get_num_threads(), repeats, torch.__version__)
+            return cls(str(dev), device_name(dev), torch.get_num_threads(), repeats, torch.__version__, allocator)
 
 
 class Feed(nn.Module):
@@ -126,7 +127,7 @@ def measure_point(point: Point, dev: torch.device, settings: Settings, timed: bo
     return _row(point, prof, TIMED if timed else SKIPPED)
 
 
-def _reusable(out: Path, settings: Settings, say: Callable[[str], None]) -> dict[tuple, dict]:
+def reusable(out: Path, settings: Settings, say: Callable[[str], None]) -> dict[tuple, dict]:
     """Timed rows of an earlier run of the same settings in `out` (the run continues from them)."""
     csv, meta = out / "shapes.csv", out / "shapes.json"
     if not (csv.exists() and meta.exists()):
@@ -149,14 +150,13 @@ def write_meta(out: Path, settings: Settings, extra: dict[str, Any]) -> None:
 
 
 def measure_all(points: list[Point], dev: torch.device, settings: Settings, budget_s: float, out: Path,
-                say: Callable[[str], None], measured: list[dict]) -> tuple[pd.DataFrame, int]:
-    """Every point's row (reused, timed, or counted only once `budget_s` seconds of measuring are spent);
-    shapes.csv rewritten after each; `measured` receives the rows measured here as they come. Returns the rows
-    and how many were reused. The budget decides how many layers are timed, never how many steps each gets
+                done: dict[tuple, dict], say: Callable[[str], None], measured: list[dict]) -> tuple[pd.DataFrame, int]:
+    """Every point's row (reused from `done`, timed, or counted only once `budget_s` seconds of measuring are
+    spent); shapes.csv rewritten after each; `measured` receives the rows measured here as they come. Returns the
+    rows and how many were reused. The budget decides how many layers are timed, never how many steps each gets
     (every timed row has `repeats` profiled steps)."""
     if not points:
         raise ShapesError("nothing to measure: the families, precisions, formats and batches asked for are empty.")
-    done = _reusable(out, settings, say)
     reused = sum(p.key in done for p in points)
     if reused:
         say(f"continuing: {reused} of {len(points)} layers already measured in {out}")
