@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.allocator import keep_freed_memory  # noqa: E402
 from experiments.config import compose  # noqa: E402
 from experiments.cpu_format import candidates, capabilities, probe, resolve_cpu_format  # noqa: E402
 from experiments.data import build_data  # noqa: E402
@@ -42,6 +43,8 @@ def main() -> None:
 
     cfg = compose(["logger=none", *args.overrides, "train.precision=auto", "train.channels_last=auto"])
     device = resolve_device(cfg.train)
+    if device.type == "cpu":
+        keep_freed_memory()  # as a CPU run's process does (experiments/allocator.py)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
     n = args.batches * cfg.train.bs  # both formats see the same batches: the training set cut to n images
     data.train.images, data.train.labels = data.train.images[:n], data.train.labels[:n]

@@ -19,6 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.allocator import keep_freed_memory  # noqa: E402
 from experiments.config import CONF_DIR, register_configs  # noqa: E402
 from experiments.data import build_data  # noqa: E402
 from experiments.fit import make_learner, resolve_device  # noqa: E402
@@ -68,6 +69,8 @@ def main() -> None:
         cfg = compose("config", overrides=[f"stem={args.stem}", f"trunk={args.trunk}", f"data={args.data}",
                                            f"train.bs={args.bs}", "logger=none"])
     device = resolve_device(cfg.train)
+    if device.type == "cpu":
+        keep_freed_memory()  # as a CPU run's process does (experiments/allocator.py)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
     hw = hardware_for(cfg, data, device)
     # Both loops see the same number of batches: cut the training set to n_batches * bs images
