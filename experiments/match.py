@@ -252,10 +252,11 @@ def _unreachable(name: str, kind: str, target: float, match: str, image_size: in
                          f"{_fmt(kind, achieved)}, because what no width search narrows (its output layer, "
                          f"{widths[-1]} wide by the stem contract, and its number of layers) already costs more; match it to a "
                          f"costlier target or use a shallower stem.")
-    # between the bounds a time is monotone in the widths and moves in small steps, so a miss there is more often the
-    # machine's noise misleading the search than a real gap (FLOPs and params are exact: their gaps are real)
-    why = (f"; a time between the bounds is more often missed through noise than out of reach: use a larger "
-           f"train.bs or a quieter machine, or stem.match=flops:{match.split(':', 1)[1]}"
+    # a miss between the bounds means the timings did not rise steadily with the widths: noise, or kernels that favour
+    # some widths (conv2_s2 at 28 px, bf16: 1.05 ms at width 16, 1.31 at 19, 1.40 at 28, 1.33 at 32); FLOPs and params
+    # are exact, so their gaps are real
+    why = (f"; its time did not rise steadily with the widths here (noise, or kernels that favour some widths): use a "
+           f"larger train.bs or a quieter machine, or stem.match=flops:{match.split(':', 1)[1]}"
            if kind == "time" and not (all(w == wmin for w in widths[:-1]) or all(w == wmax for w in widths[:-1])) else "")
     return StemError(f"{head} within widths {wmin}..{wmax}: the closest it gets is {_fmt(kind, achieved)} with "
                      f"widths {list(widths)}{why}.")

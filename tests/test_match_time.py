@@ -155,15 +155,15 @@ def test_unreachable_time_gives_the_closest():
                      r"more; match it to a costlier target or use a shallower stem\.$", msg), msg
 
 
-def test_a_time_missed_between_the_bounds_is_blamed_on_noise_not_on_the_stem():
-    # widths between the bounds change a time in small steps: a miss there names the noise and its fixes, while an
-    # exact count (FLOPs) missed there is a real gap and is said plainly
+def test_a_time_missed_between_the_bounds_says_why_and_the_fixes():
+    # between the bounds a time missed means it did not rise steadily with the widths (noise, or kernels favouring
+    # some widths): said, with the fixes; an exact count (FLOPs) missed there is a real gap and is said plainly
     unreachable = experiments.match._unreachable
     msg = str(unreachable("conv2_s2", "time", 1.797e-3, "time:resnet_7x7", 28, 1, 1.985e-3, (19, 64)))
     assert one_sentence(msg) and msg == (
         "stem 'conv2_s2' cannot reach 1.797 ms (time:resnet_7x7) at 28 px within widths 8..2048: the closest it gets "
-        "is 1.985 ms with widths [19, 64]; a time between the bounds is more often missed through noise than out of "
-        "reach: use a larger train.bs or a quieter machine, or stem.match=flops:resnet_7x7."), msg
+        "is 1.985 ms with widths [19, 64]; its time did not rise steadily with the widths here (noise, or kernels "
+        "that favour some widths): use a larger train.bs or a quieter machine, or stem.match=flops:resnet_7x7."), msg
     assert str(unreachable("conv2_s2", "flops", 1e8, "flops:resnet_7x7", 28, 1, 1.2e8, (19, 64))).endswith("widths [19, 64].")
 
 
