@@ -38,17 +38,26 @@ def study_warnings(study: Study) -> list[str]:
     if busy:
         worst = max(busy, key=lambda r: r.record["hardware"]["load"]["load_avg"]).record["hardware"]["load"]
         out.append(f"{len(busy)} of {len(study.runs)} runs had their {load_warning(worst)} (the worst shown).")
-    threads = Counter(h["threads"] for r in study.runs if isinstance((h := r.record.get("hardware") or {}).get("threads"), int))
+    # older records have neither key: beside records that have one, they count as a different setting
+    threads = recorded(study, "threads")
     if len(threads) > 1:
-        counts = ", ".join(f"{runs} at {n} thread{'s' * (n != 1)}" for n, runs in sorted(threads.items()))
+        counts = ", ".join(f"{runs} at {n} thread{'s' * (n != 1)}" if n else f"{runs} not recorded" for n, runs in threads)
         out.append(f"The runs trained at different thread counts ({counts}): compare ms per step and img/s only "
                    "between runs of one thread count.")
-    allocators = Counter(h["allocator"] for r in study.runs if isinstance((h := r.record.get("hardware") or {}).get("allocator"), str))
+    allocators = recorded(study, "allocator")
     if len(allocators) > 1:
-        counts = "; ".join(f"{runs} with {what}" for what, runs in sorted(allocators.items()))
+        counts = "; ".join(f"{runs} with {what}" if what else f"{runs} not recorded" for what, runs in allocators)
         out.append(f"The runs' allocators treated freed memory differently ({counts}): big activations mapped afresh "
                    "every step slow a CPU step, so compare ms per step and img/s only between runs of one allocator.")
     return out
+
+
+def recorded(study: Study, key: str) -> list[tuple]:
+    """(value of hardware.`key`, runs) sorted, the runs without it as (None, runs) last; [] when no run has it."""
+    counts = Counter((r.record.get("hardware") or {}).get(key) for r in study.runs)
+    if set(counts) == {None}:
+        return []
+    return sorted(counts.items(), key=lambda item: (item[0] is None, str(item[0])))
 
 
 def warnings_section(study: Study) -> list[str]:

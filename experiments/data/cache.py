@@ -216,7 +216,7 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
                 try:
                     yield future.result()
                 except BrokenProcessPool:
-                    codes = [p.exitcode for p in ctx.started if p.exitcode]
+                    codes = ctx.exit_codes()
                     raise DataError(f"{desc}: a decoding process died ({_death(codes)}); free memory or disk "
                                     "space, or try data.workers=1.") from None
         finished = True
@@ -239,6 +239,14 @@ class _Tracked:
         process = self.ctx.Process(*args, **kwargs)
         self.started.append(process)
         return process
+
+    def exit_codes(self, wait_s: float = 5.0) -> list[int]:
+        """The non-zero exit codes of the processes that ended. The pool may report a death before the dead process
+        can be reaped (its pipe closes first), so this polls for up to `wait_s` seconds until one is there."""
+        deadline = time.monotonic() + wait_s
+        while not (codes := [p.exitcode for p in self.started if p.exitcode]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return codes
 
     def __getattr__(self, name):
         return getattr(self.ctx, name)
