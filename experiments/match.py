@@ -255,8 +255,10 @@ def _unreachable(name: str, kind: str, target: float, match: str, image_size: in
     # a miss between the bounds means the timings did not rise steadily with the widths: noise, or kernels that favour
     # some widths (conv2_s2 at 28 px, bf16: 1.05 ms at width 16, 1.31 at 19, 1.40 at 28, 1.33 at 32); FLOPs and params
     # are exact, so their gaps are real
+    ref = match.partition(":")[2]
     why = (f"; its time did not rise steadily with the widths here (noise, or kernels that favour some widths): use a "
-           f"larger train.bs or a quieter machine, or stem.match=flops:{match.split(':', 1)[1]}"
+           f"larger train.bs or a quieter machine, or stem.match=flops:"
+           f"{ref if _time_target(match, ref) is None else '<stem or number>'}"
            if kind == "time" and not (all(w == wmin for w in widths[:-1]) or all(w == wmax for w in widths[:-1])) else "")
     return StemError(f"{head} within widths {wmin}..{wmax}: the closest it gets is {_fmt(kind, achieved)} with "
                      f"widths {list(widths)}{why}.")

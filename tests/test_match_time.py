@@ -165,6 +165,8 @@ def test_a_time_missed_between_the_bounds_says_why_and_the_fixes():
         "is 1.985 ms with widths [19, 64]; its time did not rise steadily with the widths here (noise, or kernels "
         "that favour some widths): use a larger train.bs or a quieter machine, or stem.match=flops:resnet_7x7."), msg
     assert str(unreachable("conv2_s2", "flops", 1e8, "flops:resnet_7x7", 28, 1, 1.2e8, (19, 64))).endswith("widths [19, 64].")
+    assert str(unreachable("conv2_s2", "time", 2e-3, "time:2ms", 28, 1, 2.2e-3, (19, 64))).endswith(
+        "or stem.match=flops:<stem or number>.")
 
 
 @pytest.mark.parametrize("match,words", [
