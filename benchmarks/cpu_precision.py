@@ -43,8 +43,7 @@ def main() -> None:
 
     cfg = compose(["logger=none", *args.overrides, "train.precision=auto", "train.channels_last=auto"])
     device = resolve_device(cfg.train)
-    if device.type == "cpu":
-        keep_freed_memory()  # as a CPU run's process does (experiments/allocator.py)
+    keep_freed_memory(device.type)  # as a run's process does (experiments/allocator.py)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
     n = args.batches * cfg.train.bs  # both formats see the same batches: the training set cut to n images
     data.train.images, data.train.labels = data.train.images[:n], data.train.labels[:n]

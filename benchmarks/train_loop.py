@@ -69,8 +69,7 @@ def main() -> None:
         cfg = compose("config", overrides=[f"stem={args.stem}", f"trunk={args.trunk}", f"data={args.data}",
                                            f"train.bs={args.bs}", "logger=none"])
     device = resolve_device(cfg.train)
-    if device.type == "cpu":
-        keep_freed_memory()  # as a CPU run's process does (experiments/allocator.py)
+    keep_freed_memory(device.type)  # as a run's process does (experiments/allocator.py)
     data = build_data(cfg.data, bs=cfg.train.bs, seed=0, device=device)
     hw = hardware_for(cfg, data, device)
     # Both loops see the same number of batches: cut the training set to n_batches * bs images

@@ -23,11 +23,14 @@ KEPT = "glibc, freed memory kept (mmap threshold 1 GiB, trim threshold 2 GiB)"
 _done: str | None = None
 
 
-def keep_freed_memory() -> str:
-    """Keep freed memory in this process (once; a later call returns the same), unless the environment already chose
-    an allocator or its settings, or asks for glibc's defaults. Returns what the process's allocator does, for the
-    record."""
+def keep_freed_memory(device_type: str = "cpu") -> str | None:
+    """For a process that computes on the CPU (`device_type`, torch.device.type): keep freed memory (once; a later call
+    returns the same), unless the environment already chose an allocator or its settings, or asks for glibc's
+    defaults. Returns what the process's allocator does, for the record; None on another device (a GPU's memory has
+    its caching allocator, and the host's is left as it is)."""
     global _done
+    if device_type != "cpu":
+        return None
     if _done is None:
         _done = _decide()
     return _done

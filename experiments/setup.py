@@ -48,7 +48,7 @@ def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | Non
     parts = parts or (lambda part: nullcontext())
     device = resolve_device(cfg.train)
     # first: the data, the format probe and a time match allocate with it too, and their timings depend on it
-    allocator = keep_freed_memory() if device.type == "cpu" else None
+    allocator = keep_freed_memory(device.type)
     set_seed(cfg.seed)
     with parts("data"):
         data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=data_device or device)

@@ -53,3 +53,9 @@ def test_freed_memory_is_reused_and_glibc_defaults_map_it_anew():
 def test_the_environment_s_own_allocator_setting_wins():
     said, _ = probe(MALLOC_TRIM_THRESHOLD_="131072")
     assert said == "as the environment set it (MALLOC_TRIM_THRESHOLD_=131072)"
+
+
+def test_a_gpu_process_keeps_its_host_allocator_as_it_is():
+    from experiments.allocator import keep_freed_memory
+
+    assert keep_freed_memory("cuda") is None  # the record's hardware.allocator of a GPU run

@@ -121,7 +121,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     dev = _check(args)
     # on the CPU the layers are timed as a run trains them: with freed memory kept for reuse, so a step does not map
     # its big activations afresh (a run's allocator; STEMLAB_KEEP_FREED_MEMORY=0 times them with glibc's defaults)
-    allocator = keep_freed_memory() if dev.type == "cpu" else None
+    allocator = keep_freed_memory(dev.type)
     args.out = Path(args.out or Path("outputs") / "shapes" / dev.type)
     args.out.mkdir(parents=True, exist_ok=True)
     command = command_of(args)
