@@ -228,6 +228,11 @@ class CompareConf:
     reference: Optional[str] = setting(None, **name_rule())
     # equivalence margin in accuracy points: a stem is "equivalent" when both one-sided tests put Δ inside ±margin
     margin: float = setting(1.0, "a number > 0 (accuracy points)", lambda v: v > 0)
+    # auto (hydra/sweeper=tuned): a pilot of pilot_seeds seeds per stem, then as many seeds as detect `margin` with
+    # 80 % power (experiments.seed_plan), at most max_seeds of the sweep's seed list; fixed: every listed seed
+    seeds: str = setting("fixed", **one_of("fixed", "auto"))
+    pilot_seeds: int = setting(3, **at_least(2))
+    max_seeds: int = setting(10, **at_least(2))
 
 
 @dataclass

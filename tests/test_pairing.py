@@ -124,7 +124,7 @@ def test_a_sweep_with_the_default_format_trains_in_one_format_paired_by_seed(tmp
     sweep = tmp_path / "sweep"
     tiny = [a for a in TINY if not a.startswith(("train.precision", "train.channels_last"))]  # the defaults: auto
     proc = run_cli("-m", *tiny, "stem=resnet_7x7,xresnet_3conv,patchify_4x4", "seed=0,1", "trunk.layers=[1,1,1,1]",
-                   "trunk.widths=[8,8,16,16]", "hydra/launcher=basic", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   "trunk.widths=[8,8,16,16]", "hydra/launcher=basic", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = records(sweep)
     assert len(recs) == 6

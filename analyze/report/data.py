@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 import stems
 from experiments.record import HISTORY_FILE, LAYERS_FILE, RESULT_FILE, Unreadable, read_record, read_table
+from experiments.seed_plan import saved_plan
 from stems.base import StemlabError
 
 
@@ -156,7 +157,12 @@ def expected_points(multirun_yaml: Path) -> tuple[list[tuple[str, str]], str, di
         hydra_cfg = OmegaConf.to_container(OmegaConf.load(multirun_yaml).hydra, resolve=False)
     except Exception:  # a damaged multirun.yaml costs the list of missing points, not the report
         return [], "", {}
-    return *sweep_points(hydra_cfg), swept_settings(hydra_cfg)
+    points, command = sweep_points(hydra_cfg)
+    plan = saved_plan(multirun_yaml.parent)  # seeds by power: the seeds past the plan were never asked for
+    if plan is not None:
+        seeds = list(dict.fromkeys(seed for _, seed in points))[:plan.seeds]
+        points = [(s, seed) for s, seed in points if seed in seeds]
+    return points, command, swept_settings(hydra_cfg)
 
 
 def parsed_sweep(hydra_cfg: dict[str, Any]) -> list[Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+
+from experiments.seed_plan import saved_plan
 
 from .checks import warnings_section
 from .pairing import pairing_line, split_line
@@ -216,6 +219,13 @@ def provenance(runs: list) -> list[str]:
     return lines
 
 
+def plan_lines(study: Study) -> list[str]:
+    """The seed plan of a study whose seeds were chosen by power (its sweep's seed_plan.json), else nothing."""
+    sweeps = {r.sweep for r in study.runs if r.sweep}
+    plan = saved_plan(Path(sweeps.pop())) if len(sweeps) == 1 else None
+    return [plan.text(), ""] if plan else []
+
+
 def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str]) -> list[str]:
     out = ["", f"## {study.label}", ""]
     if len(table):
@@ -223,7 +233,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         final = completed(study.runs)
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
                 f"{'s' * (margin != 1)}.", "", pairing_line(study, final), split_line(final), "",
-                markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), ""]
+                markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), "", *plan_lines(study)]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]

@@ -106,11 +106,12 @@ class Grid:
         """One arm at one learning rate over the tuning seeds (also for a learning rate the grid extended to)."""
         return [TuneJob(arm, lr, seed) for seed in self.tune_seeds]
 
-    def final_overrides(self, arm: Arm, lr: float | None) -> list[list[str]]:
-        """Stage 2: the arm's points over the seeds at `lr` (None: without one, for a skipped point's record)."""
+    def final_overrides(self, arm: Arm, lr: float | None, seeds: Sequence[str] | None = None) -> list[list[str]]:
+        """Stage 2: the arm's points over the seeds (all, or `seeds` of them) at `lr` (None: without one, for a
+        skipped point's record)."""
         lr_override = [f"{LR}={lr!r}"] if lr is not None else []
         return [[*arm.overrides, *([seed] if seed else []), *lr_override, f"{TUNE_SPLIT}=false"]
-                for seed in self.seeds or [None]]
+                for seed in (self.seeds if seeds is None else seeds) or [None]]
 
 
 def mean_accuracy(accuracies: Sequence[float]) -> float:

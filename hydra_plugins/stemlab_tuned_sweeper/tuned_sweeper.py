@@ -65,6 +65,8 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
 
     def sweep(self, arguments: List[str]) -> Any:
         from . import _protocol as protocol  # imports torch: see that module's docstring
+        from ._by_power import check_plan_settings, final_by_power
+        from stems.base import StemlabError
 
         assert self.config is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -72,6 +74,9 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
             grid = protocol.Grid.from_overrides(parser.parse_overrides([*self._parse_config(), *arguments]),
                                                 self.lrs, self.tune_seeds)
             protocol.check_bounds(self.lr_bounds, grid.lrs)
+            by_power = self.config.compare.seeds == "auto"
+            if by_power:
+                check_plan_settings(self.config.compare, grid)
         except protocol.ProtocolError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -110,8 +115,15 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
                 log.info("tuned: %s trains at lr %g (mean tuning accuracy %.2f %%)", arm.name(), lr,
                          100 * table[arm][arm_lrs[arm].index(lr)])
 
-        final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
-        return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
+        launch_final = lambda jobs: self.launch_stage(jobs, "final", protocol.UNNAMED["final"])  # noqa: E731
+        usable = {arm: lr for arm, lr in chosen.items() if lr is not None}
+        if by_power:
+            try:
+                return [tune_returns, final_by_power(grid, usable, self.config.compare, sweep_dir, launch_final, accuracy)]
+            except StemlabError as e:  # no reference in the final stage, a damaged plan, no spread to plan from
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+        return [tune_returns, launch_final([o for arm, lr in usable.items() for o in grid.final_overrides(arm, lr)])]
 
     def stage_overrides(self, stage: str, unnamed: Sequence[str]) -> list[str]:
         """A stage's points live in `<sweep.dir>/<stage>/<their overrides>`, without the keys the stage sets."""
