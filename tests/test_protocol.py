@@ -17,17 +17,18 @@ from tests.conftest import TINY, run_cli
 NAN = math.nan
 
 
-def test_choice_rule_on_a_hand_made_table():
+def test_choice_rule_on_one_tuning_seed_is_the_best_lr():
+    # one seed gives no noise estimate: the plateau is the best LR (or a tie), the fit picks among a tie
     lrs = [0.001, 0.002, 0.004, 0.008]
-    assert choose_lr(lrs, [0.50, 0.75, 0.70, 0.25]) == 0.002  # the highest accuracy
-    assert choose_lr(lrs, [0.50, 0.75, 0.75, 0.25]) == 0.002  # a tie goes to the smaller LR
-    assert choose_lr(lrs, [NAN, 0.25, NAN, 0.25]) == 0.002  # NaN (failed, diverged) is never chosen, nor the tie's larger
-    assert choose_lr(lrs, [NAN, NAN, NAN, 0.10]) == 0.008
+    assert choose_lr(lrs, [0.50, 0.75, 0.70, 0.25]).lr == 0.002  # the highest accuracy
+    assert choose_lr(lrs, [NAN, 0.25, NAN, 0.25]).lr == 0.002  # NaN (failed, diverged) is never chosen; a tie without a fit: the smaller
+    assert choose_lr(lrs, [NAN, NAN, NAN, 0.10]).lr == 0.008
     with pytest.raises(NoUsableLR, match="no learning rate"):
         choose_lr(lrs, [NAN] * 4)
     # over tuning seeds: the mean, and an LR that failed on any seed is unusable
     assert mean_accuracy([0.5, 0.75]) == 0.625
     assert math.isnan(mean_accuracy([0.9, NAN]))
+    assert choose_lr(lrs, [[0.5, 0.5], [0.9, NAN], [0.6, 0.6], [0.4, 0.4]]).lr == 0.004
 
 
 def test_grid_extends_while_the_best_lr_sits_at_an_edge():
@@ -207,7 +208,7 @@ def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_pa
     assert lrs == sorted(lrs) and {0.003, 0.01} <= set(lrs) and set(lrs) <= {0.0009, 0.003, 0.01}
     assert sorted(r["lr"] for r in arm["runs"]) == lrs  # every LR of the extended grid was tuned
     assert extend_grid(lrs, acc, bounds) is None           # and the loop stopped where the rule says
-    assert arm["chosen_lr"] == choose_lr(lrs, acc)
+    assert arm["chosen_lr"] == choose_lr(lrs, acc).lr
     (final,) = records(sweep / "final").values()
     assert final["config"]["train"]["lr"] == arm["chosen_lr"]
 

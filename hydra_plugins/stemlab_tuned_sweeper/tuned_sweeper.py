@@ -9,11 +9,14 @@ the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets o
 1. tune: every arm x `lrs` x `tune_seeds` trains with `data.tune_split=true` (the training set minus a fixed,
    stratified tuning split; the run validates on that split, never on the validation set the report shows),
    in `<sweep.dir>/tune/<overrides>/`;
-2. choose: per arm, the LR with the highest mean tuning accuracy (ties: the smaller LR; an LR whose run failed
-   or diverged on any tuning seed is never chosen). While an arm's best LR sits at an edge of its grid, the grid
+2. choose (experiments/lr_choice.py): per arm, among the LRs its tuning cannot tell from the best mean (the
+   plateau: within a one-sided 95 % t bound of the SD over tuning seeds), the maximum of a quadratic in log2(LR)
+   fitted to every tuning run, or the plateau's middle when the fit has no maximum (an LR whose run failed or
+   diverged on any tuning seed is never chosen). While an arm's choice sits at an edge of its grid, the grid
    extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve still rising
    at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every tuning run (with its
-   wall time: the tuning's cost), the spread over tuning seeds, and the choice. An arm without a usable LR skips its final points, each with a `failed` record saying why;
+   wall time: the tuning's cost), the spread over tuning seeds, and the choice with its plateau, its edge (when
+   the bounds stopped the grid there) and its stability over resampled tuning seeds. An arm without a usable LR skips its final points, each with a `failed` record saying why;
 3. final: every arm x seed trains at its chosen LR with `data.tune_split=false` in `<sweep.dir>/final/<overrides>/`
    (the chosen LR is left out of the directory name, so a changed choice replaces that point's run).
 
@@ -84,15 +87,15 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
             returns = self.launch_stage([job.overrides() for job in jobs], "tune", protocol.UNNAMED["tune"])
             results += [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir), wall_s(r)) for job, r in zip(jobs, returns)]
             tune_returns += returns
-            table = protocol.accuracy_table(arm_lrs, results)
+            table = protocol.seed_table(arm_lrs, results)
             jobs = []
             for arm in grid.arms:
                 nxt = protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds)
                 if nxt is not None:
                     arm_lrs[arm] = sorted([*arm_lrs[arm], nxt])
                     jobs += grid.tune_jobs_at(arm, nxt)
-        table = protocol.accuracy_table(arm_lrs, results)
-        chosen: dict[protocol.Arm, float | None] = {}
+        table = protocol.seed_table(arm_lrs, results)
+        chosen: dict[protocol.Arm, protocol.LRChoice | None] = {}
         errors: dict[protocol.Arm, str] = {}
         for arm in grid.arms:
             try:
@@ -102,15 +105,16 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
                 for overrides in grid.final_overrides(arm, None):
                     protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
         protocol.write_tuning(sweep_dir / "tuning.json",
-                              protocol.tuning_record(grid, results, arm_lrs, table, chosen, errors, self.lr_bounds))
-        for arm, lr in chosen.items():  # the choice in the log, not only in tuning.json
-            if lr is None:
+                              protocol.tuning_record(grid, results, arm_lrs, chosen, errors, self.lr_bounds))
+        for arm, choice in chosen.items():  # the choice in the log, not only in tuning.json
+            if choice is None:
                 log.warning("tuned: %s; its final points are skipped.", errors[arm])
             else:
-                log.info("tuned: %s trains at lr %g (mean tuning accuracy %.2f %%)", arm.name(), lr,
-                         100 * table[arm][arm_lrs[arm].index(lr)])
+                log.info("tuned: %s trains at lr %g (plateau %s%s)", arm.name(), choice.lr,
+                         ", ".join(f"{lr:g}" for lr in choice.plateau),
+                         f"; at the {choice.edge} lr of its grid" if choice.edge else "")
 
-        final = [o for arm, lr in chosen.items() if lr is not None for o in grid.final_overrides(arm, lr)]
+        final = [o for arm, c in chosen.items() if c is not None for o in grid.final_overrides(arm, c.lr)]
         return [tune_returns, self.launch_stage(final, "final", protocol.UNNAMED["final"])]
 
     def stage_overrides(self, stage: str, unnamed: Sequence[str]) -> list[str]:

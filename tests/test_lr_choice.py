@@ -1,0 +1,92 @@
+"""The tuned sweeper's LR choice (experiments/lr_choice.py) on hand-made tuning curves: a clear peak, a flat
+plateau, a choice at the grid's edge, a noisy tie; the plateau against an independent one-way ANOVA contrast,
+the fitted peak against numpy's polynomial fit, and the stability figure on a case whose answer is known."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats
+
+from experiments.lr_choice import choose_lr, stability
+
+LRS = [0.001, 0.002, 0.004, 0.008, 0.016]
+
+
+def curve(means_pct, deviation_pct, seeds=2):
+    """Per LR, the tuning accuracy at each seed: the mean plus alternating ±deviation (seed 0 high, seed 1 low, ...),
+    so the per-LR SD is known by hand."""
+    signs = np.array([1 if s % 2 == 0 else -1 for s in range(seeds)], dtype=float)
+    return (np.asarray(means_pct, float)[:, None] + deviation_pct * signs[None, :]) / 100
+
+
+def anova_plateau(lrs, acc):
+    """The LRs whose mean a one-sided 5 % t test of the one-way ANOVA model cannot put below the best mean."""
+    frame = pd.DataFrame([(lr, a) for lr, row in zip(lrs, acc) for a in row], columns=["lr", "acc"])
+    frame["lr"] = frame["lr"].map(lambda v: f"lr{lrs.index(v)}")
+    fit = smf.ols("acc ~ C(lr) - 1", frame).fit()
+    best = int(np.argmax(acc.mean(axis=1)))
+    eye = np.eye(len(lrs))
+    return tuple(lr for i, lr in enumerate(lrs)
+                 if i == best or stats.t.sf(fit.t_test(eye[best] - eye[i]).tvalue.item(), fit.df_resid) > 0.05)
+
+
+def test_a_clear_peak_is_chosen_alone_and_stably():
+    acc = curve([90, 94, 96, 93, 88], 0.25)
+    c = choose_lr(LRS, acc)
+    assert (c.lr, c.plateau, c.edge) == (0.004, (0.004,), None)
+    assert c.noise_sd == pytest.approx(0.0025 * math.sqrt(2))  # two values m ± d: SD d·√2 at every LR
+    # the fitted peak: numpy's least-squares quadratic over every run, independently
+    x = np.repeat(np.log2(LRS), 2)
+    a2, a1, _ = np.polyfit(x, acc.ravel(), 2)
+    assert c.peak_lr == pytest.approx(2 ** (-a1 / (2 * a2)))
+    assert stability(LRS, acc) == 1.0
+
+
+def test_a_flat_plateau_is_named_and_its_middle_chosen():
+    acc = curve([90, 95, 95, 95, 90], 0.5)  # symmetric in log2(lr): the fit peaks at the middle LR
+    c = choose_lr(LRS, acc)
+    assert c.plateau == (0.002, 0.004, 0.008) == anova_plateau(LRS, acc)
+    assert c.lr == 0.004 and c.peak_lr == pytest.approx(0.004)
+    # a plateau with an LR just outside its bound: margin t(0.95, 5) · SD · √(2/2) = 2.015 · 0.707 = 1.425 pt
+    acc = curve([90, 93.5, 95, 93.6, 90], 0.5)
+    assert choose_lr(LRS, acc).plateau == (0.004, 0.008) == anova_plateau(LRS, acc)
+
+
+def test_a_choice_at_the_grid_edge_is_flagged():
+    rising = curve([88, 90, 92, 94, 95], 0.25)
+    c = choose_lr(LRS, rising)
+    assert (c.lr, c.edge, c.plateau) == (0.016, "highest", (0.016,))
+    falling = curve([95, 94, 92, 90, 88], 0.25)
+    assert choose_lr(LRS, falling).edge == "lowest"
+    # an LR that failed above the choice: the curve ended, the choice is not at the grid's edge
+    acc = rising.copy()
+    acc[-1, 1] = math.nan
+    assert (choose_lr(LRS, acc).lr, choose_lr(LRS, acc).edge) == (0.008, None)
+
+
+def test_a_noisy_tie_is_not_decided_by_the_noise():
+    # the committed resnet_7x7 case: three LRs within a quarter point, sd ≈ 0.25 over two seeds; which LR has the
+    # best mean depends on the seeds' noise, the rule's choice does not
+    lrs = [0.001, 0.004, 0.016]
+    replicates = [np.array([[95.5, 95.25], [95.25, 95.0], [95.25, 95.0]]) / 100,
+                  np.array([[95.0, 95.25], [95.5, 95.0], [95.0, 95.25]]) / 100,
+                  np.array([[95.25, 95.0], [95.25, 95.0], [95.5, 95.25]]) / 100]
+    best_mean = {lrs[int(np.argmax(r.mean(axis=1)))] for r in replicates}
+    assert len(best_mean) == 3  # the highest mean lands on every LR
+    choices = [choose_lr(lrs, r) for r in replicates]
+    assert all(c.plateau == tuple(lrs) for c in choices)
+    assert {c.lr for c in choices} == {0.004}  # the fit's maximum, or the plateau's middle when it has none
+
+
+def test_stability_is_the_share_of_seed_resamples_that_keep_the_choice():
+    # two seeds: the resamples are {0,0} (1/4), {0,1} (1/2), {1,1} (1/4). Seed 0 alone picks 0.004, seed 1 alone
+    # 0.016, both together 0.016 (plateau 0.004–0.016, the fit through the three means peaks past 0.004): 3/4
+    lrs = [0.001, 0.004, 0.016]
+    acc = np.array([[0.90, 0.90], [0.95, 0.93], [0.94, 0.96]])
+    assert [choose_lr(lrs, acc[:, cols]).lr for cols in ([0, 0], [0, 1], [1, 1])] == [0.004, 0.016, 0.016]
+    assert stability(lrs, acc) == pytest.approx(0.75)
+    # many seeds (drawn resamples, a fixed generator): a peak far above the noise is always kept
+    acc = curve([90, 94, 96, 93, 88], 0.25, seeds=8)
+    assert stability(LRS, acc) == 1.0 == stability(LRS, acc)
