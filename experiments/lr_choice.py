@@ -12,7 +12,7 @@ failed or diverged; an LR unstable on any seed is unusable). The rule:
 
 The choice sits at an edge of the grid when it is the grid's lowest or highest LR: the sweeper then extends the
 grid there. Its stability is how often the rule picks the same LR when the tuning seeds are resampled with
-replacement (every LR of one seed together): exact over all resamples for up to 6 seeds, else 2,000 draws of a
+replacement (every LR of one seed together; the plateau's bound keeps the SD of all the runs): exact over all resamples for up to 6 seeds, else 2,000 draws of a
 fixed generator, so that the figure is the same on every run."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import statsmodels.api as sm
@@ -47,10 +47,13 @@ class LRChoice:
     edge: str | None  # "lowest" | "highest": the choice is that edge of the grid tried
     peak_lr: float | None  # the fitted quadratic's maximum (may lie outside the grid); None: it has none
     noise_sd: float | None  # the SD over tuning seeds pooled over usable LRs; None: one seed, no estimate
+    noise_df: int  # its degrees of freedom
 
 
-def choose_lr(lrs: Sequence[float], accuracies: Sequence[Sequence[float]]) -> LRChoice:
-    """The rule above on `accuracies[i][j]`: LR `lrs[i]` (ascending) at tuning seed j."""
+def choose_lr(lrs: Sequence[float], accuracies: Sequence[Sequence[float]],
+              noise: tuple[float | None, int] | None = None) -> LRChoice:
+    """The rule above on `accuracies[i][j]`: LR `lrs[i]` (ascending) at tuning seed j; `noise` (SD, degrees of
+    freedom) instead of the SD these runs give (for a resample of them, whose repeated seeds would shrink it)."""
     acc = np.asarray(accuracies, dtype=float).reshape(len(lrs), -1)
     usable = np.isfinite(acc).all(axis=1) & (acc.shape[1] > 0)
     if not usable.any():
@@ -59,7 +62,7 @@ def choose_lr(lrs: Sequence[float], accuracies: Sequence[Sequence[float]]) -> LR
     grid, a = np.asarray(lrs, dtype=float)[usable], acc[usable]
     means, n = a.mean(axis=1), a.shape[1]
     df = a.size - len(a)
-    sd = math.sqrt(((a - means[:, None]) ** 2).sum() / df) if df else None
+    sd, df = noise or (math.sqrt(((a - means[:, None]) ** 2).sum() / df) if df else None, df)
     margin = stats.t.ppf(PLATEAU_CONFIDENCE, df) * sd * math.sqrt(2 / n) if sd is not None else 0.0
     on_plateau = means >= means.max() - margin - 1e-12
     fitted, peak = quadratic_fit(np.log2(grid), a)
@@ -71,7 +74,12 @@ def choose_lr(lrs: Sequence[float], accuracies: Sequence[Sequence[float]]) -> LR
     lr = float(grid[pick])
     edge = "lowest" if lr == min(lrs) else "highest" if lr == max(lrs) else None
     return LRChoice(lr=lr, plateau=tuple(float(g) for g in grid[on_plateau]), edge=edge,
-                    peak_lr=None if peak is None else float(2 ** peak), noise_sd=sd)
+                    peak_lr=peak_lr(peak), noise_sd=sd, noise_df=df)
+
+
+def peak_lr(peak_log2: float | None) -> float | None:
+    """The fit's maximum as an LR; None where it has none or lies beyond any float (a nearly straight fit)."""
+    return float(2 ** peak_log2) if peak_log2 is not None and abs(peak_log2) < 1000 else None
 
 
 def quadratic_fit(x: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray | None, float | None]:
@@ -87,23 +95,29 @@ def quadratic_fit(x: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray | None, fl
     return b0 + b1 * x + b2 * x ** 2, -b1 / (2 * b2)
 
 
-def stability(lrs: Sequence[float], accuracies: Sequence[Sequence[float]]) -> float:
-    """The share of resamples of the tuning seeds (with replacement, every LR of a seed together) in which the
-    rule chooses the LR it chooses on all of them."""
+def stability(lrs: Sequence[float], accuracies: Sequence[Sequence[float]],
+              rule: Callable[[Sequence[float], np.ndarray], float] | None = None) -> float:
+    """The share of resamples of the tuning seeds (with replacement, every LR of a seed together) in which `rule`
+    (the LR it picks from a seed table) picks the LR it picks on all of them. By default this module's rule, at
+    the noise of all the runs: a resample moves the means, while its repeated seeds would shrink the SD to nothing."""
     acc = np.asarray(accuracies, dtype=float).reshape(len(lrs), -1)
-    chosen, n = choose_lr(lrs, acc).lr, acc.shape[1]
+    if rule is None:
+        full = choose_lr(lrs, acc)
+        rule = lambda grid, a: choose_lr(grid, a, noise=(full.noise_sd, full.noise_df)).lr  # noqa: E731
+    chosen, n = rule(lrs, acc), acc.shape[1]
     if math.comb(2 * n - 1, n) <= EXACT_RESAMPLES:  # every multiset of n seeds, counted by its orderings
         resamples = list(itertools.combinations_with_replacement(range(n), n))
         weights, total = [multinomial(Counter(r).values()) for r in resamples], n ** n
     else:
         resamples = list(np.random.default_rng(0).integers(0, n, size=(DRAWS, n)))
         weights, total = [1] * DRAWS, DRAWS
-    return sum(w for r, w in zip(resamples, weights) if same_choice(lrs, acc[:, list(r)], chosen)) / total
+    return sum(w for r, w in zip(resamples, weights) if same_choice(rule, lrs, acc[:, list(r)], chosen)) / total
 
 
-def same_choice(lrs: Sequence[float], acc: np.ndarray, chosen: float) -> bool:
+def same_choice(rule: Callable[[Sequence[float], np.ndarray], float], lrs: Sequence[float], acc: np.ndarray,
+                chosen: float) -> bool:
     try:
-        return choose_lr(lrs, acc).lr == chosen
+        return rule(lrs, acc) == chosen
     except NoUsableLR:
         return False
 

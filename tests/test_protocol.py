@@ -10,8 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments.config import CONF_DIR, register_configs
-from hydra_plugins.stemlab_tuned_sweeper._protocol import (Grid, NoUsableLR, ProtocolError, check_bounds, choose_lr, extend_grid,
-                                                          mean_accuracy)
+from hydra_plugins.stemlab_tuned_sweeper._protocol import (Grid, NoUsableLR, ProtocolError, TuneResult, check_bounds, choose_lr,
+                                                          extend_grid, mean_accuracy, seed_table, tuning_record)
 from tests.conftest import TINY, run_cli
 
 NAN = math.nan
@@ -47,6 +47,27 @@ def test_grid_extends_while_the_best_lr_sits_at_an_edge():
     assert extend_grid([0.004], [0.9], bounds) is None
     # a failed LR is skipped: the best usable one decides the edge
     assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.93, NAN], bounds) is None
+
+
+def test_resuming_in_any_order_keeps_the_choice_and_tuning_json():
+    # a resumed sweep gets its tuning runs back from their records, perhaps in another order (a parallel
+    # launcher's): the table, the choice, its plateau and stability, and tuning.json are the same
+    g = grid("stem=resnet_7x7,patchify_4x4", lrs=(0.001, 0.004, 0.016), tune_seeds=(0, 1))
+    accuracy = {(0.001, 0): 0.90, (0.001, 1): 0.91, (0.004, 0): 0.95, (0.004, 1): 0.93, (0.016, 0): 0.94, (0.016, 1): 0.96}
+    results = [TuneResult(job, accuracy[(job.lr, job.seed)] - 0.1 * g.arms.index(job.arm), f"tune/{i}", 1.0)
+               for i, job in enumerate(g.tune_jobs())]
+    arm_lrs = {arm: list(g.lrs) for arm in g.arms}
+
+    def record(runs):
+        table = seed_table(arm_lrs, runs)
+        choices = {arm: choose_lr(arm_lrs[arm], table[arm]) for arm in g.arms}
+        return tuning_record(g, runs, arm_lrs, choices, {}, (1e-4, 0.1))
+
+    first, resumed = record(results), record(results[::-1])
+    assert [arm["chosen_lr"] for arm in first["arms"]] == [0.016, 0.016]
+    assert [arm["stability"] for arm in first["arms"]] == [0.75, 0.75]  # as tests/test_lr_choice.py derives by hand
+    assert {**first, "arms": [{**a, "runs": sorted(a["runs"], key=str)} for a in first["arms"]]} == \
+        {**resumed, "arms": [{**a, "runs": sorted(a["runs"], key=str)} for a in resumed["arms"]]}
 
 
 @pytest.mark.parametrize("bounds", [(0.002, 0.1), (1e-4, 0.008), (0.1, 1e-4), (1e-4,), (0, 0.1)])
