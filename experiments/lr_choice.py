@@ -6,14 +6,15 @@ failed or diverged; an LR unstable on any seed is unusable). The rule:
 1. the noise: the SD over tuning seeds pooled over the usable LRs (a one-way ANOVA's within-LR SD);
 2. the plateau: the usable LRs whose mean is not below the best mean by more than a one-sided 95 % t bound on the
    difference of two means (pooled SD, its degrees of freedom): the LRs the tuning cannot tell from the best;
-3. the choice: among the plateau, the LR where a quadratic in log2(LR) fitted by least squares to every run
-   (pooled over seeds) is highest; when that fit has no maximum (flat or concave-up, or fewer than 3 usable LRs),
-   the plateau's middle LR (the smaller of two middles). Ties go to the smaller LR.
+3. the choice: the plateau's middle LR (the smaller of two middles). Inside the plateau the tuning cannot rank
+   the LRs, so the choice uses only the plateau's extent: a rule that picks by the means there, or by a curve
+   fitted to them, lets the noise pick (benchmarks/lr_replication.py measures both on the committed tunings).
 
-The choice sits at an edge of the grid when it is the grid's lowest or highest LR: the sweeper then extends the
-grid there. Its stability is how often the rule picks the same LR when the tuning seeds are resampled with
-replacement (every LR of one seed together; the plateau's bound keeps the SD of all the runs): exact over all resamples for up to 6 seeds, else 2,000 draws of a
-fixed generator, so that the figure is the same on every run."""
+While the plateau reaches an edge of the grid its extent, and so its middle, is unknown: the sweeper extends the
+grid there. The choice is flagged when it sits at an edge of the grid (a plateau of one LR there, or of two at the
+bottom). Its stability is how often the rule picks the same LR when the tuning seeds are resampled with
+replacement (every LR of one seed together; the plateau's bound keeps the SD of all the runs): exact over all
+resamples for up to 6 seeds, else 2,000 draws of a fixed generator, so that the figure is the same on every run."""
 from __future__ import annotations
 
 import itertools
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
 
 from stems.base import StemlabError
@@ -31,9 +31,9 @@ from stems.base import StemlabError
 PLATEAU_CONFIDENCE = 0.95  # one-sided: an LR leaves the plateau when it is below the best at this confidence
 EXACT_RESAMPLES = 1000  # enumerate every resample of the seeds while there are at most this many distinct ones
 DRAWS = 2000  # else this many bootstrap draws, from a generator of a fixed seed
-RULE = ("among the LRs within the tuning noise of the best mean (one-sided 95 % t bound, SD pooled over LRs), the "
-        "maximum of a quadratic in log2(lr) fitted to every tuning run; no maximum: the plateau's middle; "
-        "ties go to the smaller lr, an lr that failed or diverged on any tuning seed is never chosen")
+RULE = ("the middle (the smaller of two middles) of the plateau: the LRs whose mean lies within the tuning noise of "
+        "the best mean (one-sided 95 % t bound, SD over tuning seeds pooled over LRs); an lr that failed or diverged "
+        "on any tuning seed is never chosen")
 
 
 class NoUsableLR(StemlabError):
@@ -45,7 +45,7 @@ class LRChoice:
     lr: float
     plateau: tuple[float, ...]  # ascending: the usable LRs the tuning cannot tell from the best mean
     edge: str | None  # "lowest" | "highest": the choice is that edge of the grid tried
-    peak_lr: float | None  # the fitted quadratic's maximum (may lie outside the grid); None: it has none
+    plateau_edges: tuple[str, ...]  # the grid's edges ("lowest", "highest") the plateau reaches
     noise_sd: float | None  # the SD over tuning seeds pooled over usable LRs; None: one seed, no estimate
     noise_df: int  # its degrees of freedom
 
@@ -65,34 +65,11 @@ def choose_lr(lrs: Sequence[float], accuracies: Sequence[Sequence[float]],
     sd, df = noise or (math.sqrt(((a - means[:, None]) ** 2).sum() / df) if df else None, df)
     margin = stats.t.ppf(PLATEAU_CONFIDENCE, df) * sd * math.sqrt(2 / n) if sd is not None else 0.0
     on_plateau = means >= means.max() - margin - 1e-12
-    fitted, peak = quadratic_fit(np.log2(grid), a)
-    idx = np.flatnonzero(on_plateau)
-    if fitted is None:
-        pick = idx[(len(idx) - 1) // 2]
-    else:
-        pick = idx[np.argmax(fitted[idx])]  # argmax: the first (smaller LR) of a tie
-    lr = float(grid[pick])
-    edge = "lowest" if lr == min(lrs) else "highest" if lr == max(lrs) else None
-    return LRChoice(lr=lr, plateau=tuple(float(g) for g in grid[on_plateau]), edge=edge,
-                    peak_lr=peak_lr(peak), noise_sd=sd, noise_df=df)
-
-
-def peak_lr(peak_log2: float | None) -> float | None:
-    """The fit's maximum as an LR; None where it has none or lies beyond any float (a nearly straight fit)."""
-    return float(2 ** peak_log2) if peak_log2 is not None and abs(peak_log2) < 1000 else None
-
-
-def quadratic_fit(x: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-    """The fitted accuracy at each x and the x of the fit's maximum, from OLS of every run on (1, x, x²);
-    (None, None) when the fit has no maximum: fewer than 3 distinct x, or a curvature that is not negative."""
-    if len(x) < 3:
-        return None, None
-    xs = np.repeat(x, acc.shape[1])
-    design = np.column_stack([np.ones_like(xs), xs, xs ** 2])
-    b0, b1, b2 = sm.OLS(acc.ravel(), design).fit().params
-    if not b2 < 0:
-        return None, None
-    return b0 + b1 * x + b2 * x ** 2, -b1 / (2 * b2)
+    plateau = tuple(float(g) for g in grid[on_plateau])
+    lr = plateau[(len(plateau) - 1) // 2]
+    edges = {"lowest": min(lrs), "highest": max(lrs)}
+    return LRChoice(lr=lr, plateau=plateau, edge=next((e for e, at in edges.items() if lr == at), None),
+                    plateau_edges=tuple(e for e, at in edges.items() if at in plateau), noise_sd=sd, noise_df=df)
 
 
 def stability(lrs: Sequence[float], accuracies: Sequence[Sequence[float]],

@@ -186,13 +186,17 @@ def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figu
     out = ["### LR tuning", "",
            f"Each stem was tuned on the tuning split (carved from the training set with a fixed seed, never the "
            f"validation set above) over the learning rates {_lr(grid)} (the sweeper extends a stem's grid one step "
-           "while its choice sits at an edge, so stems may have tried different LRs). The chosen LR: " + RULE + ". "
-           "The plateau lists the LRs the tuning cannot tell from the best; stability is how often the same LR is "
-           "chosen when the tuning seeds are resampled with replacement; ⚠ flags a choice at the grid's edge (the sweeper "
-           "extends the grid there until lr_bounds stop it: the best LR may lie beyond); sd is the spread over tuning "
-           "seeds." + cost, "",
+           "while its plateau reaches an edge, until lr_bounds stop it, so stems may have tried different LRs). The "
+           "chosen LR: " + RULE + ". Stability is how often the same LR is chosen when the tuning seeds are resampled "
+           "with replacement; ⚠ flags a choice at the grid's edge (the best LR may lie beyond it); sd is the spread "
+           "over tuning seeds." + cost, "",
            md_table(["stem", "chosen lr", "final stage's lr", "plateau", "stability",
                      "tuning accuracy per lr (mean, sd over seeds; completed seeds)"], "lrrlrl", rows), ""]
+    differ = [f"`{stem}`" for stem, t in choices.items()
+              if t.choice is not None and final_lr.get(stem) and set(final_lr[stem]) != {t.choice.lr}]
+    if differ:
+        out += [f"The final stage of {', '.join(differ)} trained at another LR than the one this rule chooses from "
+                "the same tuning runs: those runs were tuned by an earlier rule (re-run the sweep to train at this one).", ""]
     if figure:
         out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]
     return out

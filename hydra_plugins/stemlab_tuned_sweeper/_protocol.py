@@ -138,30 +138,28 @@ def check_bounds(bounds: Sequence[float], lrs: Sequence[float]) -> None:
                             "give two positive learning rates that enclose it, e.g. hydra.sweeper.lr_bounds=[0.0001,0.1].")
 
 
-def extend_grid(lrs: Sequence[float], accuracies: Sequence[Sequence[float]], bounds: Sequence[float]) -> float | None:
-    """The next learning rate to try when the rule's choice (per LR, the accuracy at each tuning seed) sits at an
-    edge of `lrs` (ascending): one more step of the grid's own ratio at that edge, unless it would leave `bounds`
-    (lowest, highest); None when the choice is inside (or no LR is usable, or the grid has one LR and so no step)."""
+def extend_grid(lrs: Sequence[float], accuracies: Sequence[Sequence[float]], bounds: Sequence[float]) -> list[float]:
+    """The learning rates to try next (per LR of `lrs`, ascending, the accuracy at each tuning seed): at each edge
+    of the grid that the plateau reaches (its extent unknown there), one more step of the grid's own ratio, unless
+    it would leave `bounds` (lowest, highest); none when the plateau is inside (or no LR is usable, or the grid has
+    one LR and so no step)."""
     if len(lrs) < 2:
-        return None
+        return []
     try:
-        edge, (lo, hi) = choose_lr(lrs, accuracies).edge, bounds
+        edges, (lo, hi) = choose_lr(lrs, accuracies).plateau_edges, bounds
     except NoUsableLR:
-        return None
-    if edge == "highest":
-        nxt = float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.6g}")
-        return nxt if nxt <= hi * (1 + 1e-9) else None
-    if edge == "lowest":
-        nxt = float(f"{lrs[0] * lrs[0] / lrs[1]:.6g}")
-        return nxt if nxt >= lo * (1 - 1e-9) else None
-    return None
+        return []
+    below, above = float(f"{lrs[0] * lrs[0] / lrs[1]:.6g}"), float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.6g}")
+    return ([below] if "lowest" in edges and below >= lo * (1 - 1e-9) else []) + \
+        ([above] if "highest" in edges and above <= hi * (1 + 1e-9) else [])
 
 
 def tuning_record(grid: Grid, results: Sequence[TuneResult], arm_lrs: dict[Arm, list[float]],
                   choices: dict[Arm, LRChoice | None], errors: dict[Arm, str], bounds: Sequence[float]) -> dict[str, Any]:
     """tuning.json: the grid and its bounds, every tuning run (with its wall time: the tuning's cost), each arm's
     learning rates (the grid plus its extensions), mean and spread of accuracy per LR, and its chosen LR (or why
-    none) with the plateau, the edge it sits at, the fitted peak, the seeds' noise and the choice's stability."""
+    none) with the plateau, the grid edges the choice and the plateau reach, the seeds' noise and the choice's
+    stability."""
     def finite(x: float | None) -> float | None:
         return x if x is not None and math.isfinite(x) else None
 
@@ -173,13 +171,14 @@ def tuning_record(grid: Grid, results: Sequence[TuneResult], arm_lrs: dict[Arm, 
     def choice(arm: Arm) -> dict[str, Any]:
         c = choices.get(arm)
         if c is None:
-            return {"chosen_lr": None, "plateau": None, "edge": None, "peak_lr": None, "noise_sd": None, "stability": None}
-        return {"chosen_lr": c.lr, "plateau": list(c.plateau), "edge": c.edge, "peak_lr": c.peak_lr,
+            return {"chosen_lr": None, "plateau": None, "edge": None, "plateau_edges": None, "noise_sd": None,
+                    "stability": None}
+        return {"chosen_lr": c.lr, "plateau": list(c.plateau), "edge": c.edge, "plateau_edges": list(c.plateau_edges),
                 "noise_sd": c.noise_sd, "stability": stability(arm_lrs[arm], seeds[arm])}
 
     return {
         "objective": "valid_acc on the tuning split (data.tune_split=true) at each of tune_seeds; the choice: " + RULE
-                     + "; while the choice is at an edge of an arm's grid, the grid extends one step there (within lr_bounds)",
+                     + "; while the plateau reaches an edge of an arm's grid, the grid extends one step there (within lr_bounds)",
         "lrs": grid.lrs, "lr_bounds": list(bounds), "tune_seeds": grid.tune_seeds,
         "wall_s": sum(r.wall_s for r in results if math.isfinite(r.wall_s)),
         "arms": [{"name": arm.name(), "swept": dict(arm.swept), "lrs": arm_lrs[arm], **choice(arm),

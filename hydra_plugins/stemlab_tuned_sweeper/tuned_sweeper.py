@@ -9,14 +9,14 @@ the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets o
 1. tune: every arm x `lrs` x `tune_seeds` trains with `data.tune_split=true` (the training set minus a fixed,
    stratified tuning split; the run validates on that split, never on the validation set the report shows),
    in `<sweep.dir>/tune/<overrides>/`;
-2. choose (experiments/lr_choice.py): per arm, among the LRs its tuning cannot tell from the best mean (the
-   plateau: within a one-sided 95 % t bound of the SD over tuning seeds), the maximum of a quadratic in log2(LR)
-   fitted to every tuning run, or the plateau's middle when the fit has no maximum (an LR whose run failed or
-   diverged on any tuning seed is never chosen). While an arm's choice sits at an edge of its grid, the grid
-   extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve still rising
-   at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every tuning run (with its
-   wall time: the tuning's cost), the spread over tuning seeds, and the choice with its plateau, its edge (when
-   the bounds stopped the grid there) and its stability over resampled tuning seeds. An arm without a usable LR skips its final points, each with a `failed` record saying why;
+2. choose (experiments/lr_choice.py): per arm, the plateau is the LRs its tuning cannot tell from the best mean
+   (within a one-sided 95 % t bound of the SD over tuning seeds; an LR whose run failed or diverged on any tuning
+   seed is never on it), and the choice is the plateau's middle. While an arm's plateau reaches an edge of its
+   grid, the grid extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve
+   still rising or flat at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every
+   tuning run (with its wall time: the tuning's cost), the spread over tuning seeds, and the choice with its
+   plateau, the edges they reach (where the bounds stopped the grid) and its stability over resampled tuning
+   seeds. An arm without a usable LR skips its final points, each with a `failed` record saying why;
 3. final: every arm x seed trains at its chosen LR with `data.tune_split=false` in `<sweep.dir>/final/<overrides>/`
    (the chosen LR is left out of the directory name, so a changed choice replaces that point's run).
 
@@ -83,15 +83,14 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
         results, tune_returns = [], []
         arm_lrs = {arm: list(grid.lrs) for arm in grid.arms}
         jobs = grid.tune_jobs()
-        while jobs:  # the grid, then one step past an edge for every arm whose best LR sits there, until none does
+        while jobs:  # the grid, then one step past each edge an arm's plateau reaches, until none does
             returns = self.launch_stage([job.overrides() for job in jobs], "tune", protocol.UNNAMED["tune"])
             results += [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir), wall_s(r)) for job, r in zip(jobs, returns)]
             tune_returns += returns
             table = protocol.seed_table(arm_lrs, results)
             jobs = []
             for arm in grid.arms:
-                nxt = protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds)
-                if nxt is not None:
+                for nxt in protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds):
                     arm_lrs[arm] = sorted([*arm_lrs[arm], nxt])
                     jobs += grid.tune_jobs_at(arm, nxt)
         table = protocol.seed_table(arm_lrs, results)
