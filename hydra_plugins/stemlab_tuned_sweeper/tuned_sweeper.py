@@ -48,7 +48,7 @@ class TunedSweeperConf:  # registering it in sys.modules, where dataclasses woul
     _target_: str = "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper"
     lrs: List[float] = MISSING  # the learning rates to try (conf/hydra/sweeper/tuned.yaml gives the default grid)
     tune_seeds: List[int] = field(default_factory=lambda: [0, 1])  # the seeds each (arm, lr) is tuned over
-    # the grid extends past its edges (while the best LR sits there) but never below/above these
+    # the grid extends past its edges (while the plateau reaches them) but never below/above these
     lr_bounds: List[float] = field(default_factory=lambda: [1e-4, 0.1])
     max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (None: a whole stage)
     params: Optional[Dict[str, str]] = None  # the swept values, as for Hydra's basic sweeper
