@@ -10,42 +10,67 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from experiments.config import CONF_DIR, register_configs
-from hydra_plugins.stemlab_tuned_sweeper._protocol import (Grid, NoUsableLR, ProtocolError, check_bounds, choose_lr, extend_grid,
-                                                          mean_accuracy)
+from hydra_plugins.stemlab_tuned_sweeper._protocol import (Grid, NoUsableLR, ProtocolError, TuneResult, check_bounds, choose_lr,
+                                                          extend_grid, mean_accuracy, seed_table, tuning_record)
 from tests.conftest import TINY, run_cli
 
 NAN = math.nan
 
 
-def test_choice_rule_on_a_hand_made_table():
+def test_choice_rule_on_one_tuning_seed_is_the_best_lr():
+    # one seed gives no noise estimate: the plateau is the best LR (or a tie), the fit picks among a tie
     lrs = [0.001, 0.002, 0.004, 0.008]
-    assert choose_lr(lrs, [0.50, 0.75, 0.70, 0.25]) == 0.002  # the highest accuracy
-    assert choose_lr(lrs, [0.50, 0.75, 0.75, 0.25]) == 0.002  # a tie goes to the smaller LR
-    assert choose_lr(lrs, [NAN, 0.25, NAN, 0.25]) == 0.002  # NaN (failed, diverged) is never chosen, nor the tie's larger
-    assert choose_lr(lrs, [NAN, NAN, NAN, 0.10]) == 0.008
+    assert choose_lr(lrs, [0.50, 0.75, 0.70, 0.25]).lr == 0.002  # the highest accuracy
+    assert choose_lr(lrs, [NAN, 0.25, NAN, 0.25]).lr == 0.002  # NaN (failed, diverged) is never chosen; a tie without a fit: the smaller
+    assert choose_lr(lrs, [NAN, NAN, NAN, 0.10]).lr == 0.008
     with pytest.raises(NoUsableLR, match="no learning rate"):
         choose_lr(lrs, [NAN] * 4)
     # over tuning seeds: the mean, and an LR that failed on any seed is unusable
     assert mean_accuracy([0.5, 0.75]) == 0.625
     assert math.isnan(mean_accuracy([0.9, NAN]))
+    assert choose_lr(lrs, [[0.5, 0.5], [0.9, NAN], [0.6, 0.6], [0.4, 0.4]]).lr == 0.004
 
 
-def test_grid_extends_while_the_best_lr_sits_at_an_edge():
-    bounds = (1e-4, 0.1)
-    # the best at the top: one more step of the grid's ratio (x4) there; at the bottom: one step down (/4)
-    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.92, 0.93], bounds) == 0.064
-    assert extend_grid([0.001, 0.004, 0.016], [0.95, 0.92, 0.93], bounds) == 0.00025
-    # the best inside (a tie at the top goes to the smaller LR, which is inside): the grid is done
-    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.95, 0.94], bounds) is None
-    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.95, 0.95], bounds) is None
+def test_grid_extends_at_each_edge_the_plateau_reaches():
+    bounds, grid3 = (1e-4, 0.1), [0.001, 0.004, 0.016]
+    # one seed (no noise estimate): the plateau is the best LR. At the top: one more step of the grid's ratio (x4)
+    # there; at the bottom: one step down (/4); inside: the grid is done
+    assert extend_grid(grid3, [0.90, 0.92, 0.93], bounds) == [0.064]
+    assert extend_grid(grid3, [0.95, 0.92, 0.93], bounds) == [0.00025]
+    assert extend_grid(grid3, [0.90, 0.95, 0.94], bounds) == []
+    # a tie at the top is a plateau reaching the top: its extent is unknown there
+    assert extend_grid(grid3, [0.90, 0.95, 0.95], bounds) == [0.064]
+    # two seeds, a flat curve within the noise (sd 1 pt): the plateau is the whole grid, both ends extend
+    assert extend_grid(grid3, [[0.94, 0.95], [0.95, 0.94], [0.945, 0.955]], bounds) == [0.00025, 0.064]
     # the bound stops it: 0.064 x 4 = 0.256 > 0.1; 0.00025 / 4 = 0.0000625 < 0.0001
-    assert extend_grid([0.004, 0.016, 0.064], [0.90, 0.92, 0.93], bounds) is None
-    assert extend_grid([0.00025, 0.001, 0.004], [0.95, 0.92, 0.90], bounds) is None
+    assert extend_grid([0.004, 0.016, 0.064], [0.90, 0.92, 0.93], bounds) == []
+    assert extend_grid([0.00025, 0.001, 0.004], [0.95, 0.92, 0.90], bounds) == []
     # nothing usable, or one LR (no step to take): no extension
-    assert extend_grid([0.001, 0.004], [NAN, NAN], bounds) is None
-    assert extend_grid([0.004], [0.9], bounds) is None
-    # a failed LR is skipped: the best usable one decides the edge
-    assert extend_grid([0.001, 0.004, 0.016], [0.90, 0.93, NAN], bounds) is None
+    assert extend_grid([0.001, 0.004], [NAN, NAN], bounds) == []
+    assert extend_grid([0.004], [0.9], bounds) == []
+    # a failed LR is off the plateau: a plateau that ends below it is inside
+    assert extend_grid(grid3, [0.90, 0.93, NAN], bounds) == []
+
+
+def test_resuming_in_any_order_keeps_the_choice_and_tuning_json():
+    # a resumed sweep gets its tuning runs back from their records, perhaps in another order (a parallel
+    # launcher's): the table, the choice, its plateau and stability, and tuning.json are the same
+    g = grid("stem=resnet_7x7,patchify_4x4", lrs=(0.001, 0.004, 0.016), tune_seeds=(0, 1))
+    accuracy = {(0.001, 0): 0.90, (0.001, 1): 0.91, (0.004, 0): 0.95, (0.004, 1): 0.93, (0.016, 0): 0.94, (0.016, 1): 0.96}
+    results = [TuneResult(job, accuracy[(job.lr, job.seed)] - 0.1 * g.arms.index(job.arm), f"tune/{i}", 1.0)
+               for i, job in enumerate(g.tune_jobs())]
+    arm_lrs = {arm: list(g.lrs) for arm in g.arms}
+
+    def record(runs):
+        table = seed_table(arm_lrs, runs)
+        choices = {arm: choose_lr(arm_lrs[arm], table[arm]) for arm in g.arms}
+        return tuning_record(g, runs, arm_lrs, choices, {}, (1e-4, 0.1))
+
+    first, resumed = record(results), record(results[::-1])
+    assert [arm["chosen_lr"] for arm in first["arms"]] == [0.004, 0.004]
+    assert [arm["stability"] for arm in first["arms"]] == [0.75, 0.75]  # as tests/test_lr_choice.py derives by hand
+    assert {**first, "arms": [{**a, "runs": sorted(a["runs"], key=str)} for a in first["arms"]]} == \
+        {**resumed, "arms": [{**a, "runs": sorted(a["runs"], key=str)} for a in resumed["arms"]]}
 
 
 @pytest.mark.parametrize("bounds", [(0.002, 0.1), (1e-4, 0.008), (0.1, 1e-4), (1e-4,), (0, 0.1)])
@@ -142,7 +167,8 @@ def test_tiny_tuned_sweep_tunes_chooses_trains_and_resumes(tmp_path):
         arm = (r["config"]["stem"]["name"], r["config"]["stem"]["out_channels"])
         assert r["status"] == ("completed" if arm[1] == 64 else "failed")
         accuracy.setdefault(arm, {})[r["config"]["train"]["lr"]] = r.get("metrics", {}).get("valid_acc")
-    # the choice by hand: the highest accuracy, a tie to the smaller lr; the failed arms get none
+    # the choice by hand (one tuning seed: the plateau is the best LR, or a tie whose middle is the smaller LR):
+    # the highest accuracy, a tie to the smaller lr; the failed arms get none
     expected = {arm: sorted(accs.items(), key=lambda item: (-item[1], item[0]))[0][0]
                 for arm, accs in accuracy.items() if arm[1] == 64}
     assert set(expected) == {("resnet_7x7", 64), ("patchify_4x4", 64)}
@@ -194,10 +220,10 @@ def without_wall_times(tuning):
 
 
 @pytest.mark.slow
-def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_path):
+def test_the_grid_extends_until_the_plateau_is_inside_or_a_bound_stops_it(tmp_path):
     sweep, bounds = tmp_path / "ext", [0.0003, 0.01]
     # grid (0.003, 0.01), ratio 10/3: at the top the bound stops it at once; at the bottom it may step to 0.0009
-    # (a tie, common on 16 tiny images, goes to the smaller LR: the bottom edge), then 0.00027 is below the bound
+    # (one tuning seed: the plateau is the best LR or a tie, common on 16 tiny images), then 0.00027 is below the bound
     proc = run_cli("-m", "hydra/sweeper=tuned", *TINY, "data.num_classes=2", "stem=resnet_7x7", "seed=0",
                    "hydra.sweeper.lrs=[0.003,0.01]", "hydra.sweeper.tune_seeds=[0]",
                    f"hydra.sweeper.lr_bounds=[{bounds[0]},{bounds[1]}]", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
@@ -206,8 +232,8 @@ def test_the_grid_extends_until_the_best_lr_is_inside_or_a_bound_stops_it(tmp_pa
     lrs, acc = arm["lrs"], [NAN if a is None else a for a in arm["mean_acc"]]
     assert lrs == sorted(lrs) and {0.003, 0.01} <= set(lrs) and set(lrs) <= {0.0009, 0.003, 0.01}
     assert sorted(r["lr"] for r in arm["runs"]) == lrs  # every LR of the extended grid was tuned
-    assert extend_grid(lrs, acc, bounds) is None           # and the loop stopped where the rule says
-    assert arm["chosen_lr"] == choose_lr(lrs, acc)
+    assert extend_grid(lrs, acc, bounds) == []             # and the loop stopped where the rule says
+    assert arm["chosen_lr"] == choose_lr(lrs, acc).lr
     (final,) = records(sweep / "final").values()
     assert final["config"]["train"]["lr"] == arm["chosen_lr"]
 

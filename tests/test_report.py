@@ -10,7 +10,7 @@ import pytest
 from analyze import __main__ as cli
 from analyze.report import comparison, figures, statistics
 from analyze.report.data import read_records
-from analyze.report.render import render
+from analyze.report.render import plateau_text, render
 from analyze.report.studies import split_studies
 
 T_975_DF2 = 4.302652729749464   # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
@@ -315,7 +315,11 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     out = tmp_path / "report"
     assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "### LR tuning" in text and "| `resnet_7x7` | **0.01** | 0.01 | 0.001: 71.00 % (sd 1.41) (2) · 0.01: 82.00 % (sd 2.83) (2) |" in text
+    # 0.01 leads 0.001 by 11 pt, beyond the plateau's bound t(0.95, 2) · 2.24 pt = 6.5 pt: the plateau is 0.01 alone,
+    # at the grid's top (flagged), and every resample of the two tuning seeds keeps it
+    assert "### LR tuning" in text and ("| `resnet_7x7` | **0.01** (⚠ grid's top) | 0.01 | 0.01 (reaches the grid's top) | "
+                                        "100.0 % | 0.001: 71.00 % (sd 1.41) (2) · 0.01: 82.00 % (sd 2.83) (2) |") in text
+    assert "earlier rule" not in text  # every final stage trained at the LR the rule chooses
     # cost: 8 tuning runs of 30 s = 4.0 min, of 4.0 + 3.0 min in all
     assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
     assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
@@ -324,6 +328,31 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert "bars = 95 % CI" in figures.plot_tuning(statistics.tuning_table(study), figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
     one_seed = statistics.tuning_table(study).assign(acc_ci95=math.nan)
     assert "one seed per LR: no CI bars" in figures.plot_tuning(one_seed, figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
+
+
+def test_a_final_stage_trained_at_another_lr_than_the_rule_chooses_is_named(tmp_path):
+    # records tuned by an earlier rule: patchify_4x4's final stage trained at 0.01 while its tuning runs choose 0.001
+    for stem, by_lr in {"resnet_7x7": {1e-3: [0.70, 0.72], 1e-2: [0.80, 0.84]},
+                        "patchify_4x4": {1e-3: [0.90, 0.90], 1e-2: [0.85, 0.87]}}.items():
+        for lr, accs in by_lr.items():
+            for seed, acc in enumerate(accs):
+                write_point(tmp_path, stem, seed, acc, lr=lr, tune=True)
+        for seed in range(2):
+            write_point(tmp_path, stem, seed, 0.9, lr=1e-2, tune=False)
+    out = tmp_path / "report"
+    assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| `patchify_4x4` | **0.001** (⚠ grid's bottom) | 0.01 |" in text
+    assert "The final stage of `patchify_4x4` trained at another LR than the one this rule chooses" in text
+
+
+def test_plateau_is_named_as_a_range_of_the_grid_and_where_it_reaches_an_edge():
+    grid = [0.001, 0.004, 0.016, 0.064]
+    assert plateau_text((0.004, 0.016), grid) == "0.004–0.016"
+    assert plateau_text((0.016, 0.064), grid) == "0.016–0.064 (reaches the grid's top)"
+    assert plateau_text((0.001, 0.004, 0.016, 0.064), grid) == "0.001–0.064 (reaches the grid's bottom and top)"
+    assert plateau_text((0.004, 0.064), grid) == "0.004, 0.064 (reaches the grid's top)"  # 0.016 fell out: no range
+    assert plateau_text((0.004,), grid) == "0.004"
 
 
 def sweep_yaml(folder, target):

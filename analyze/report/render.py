@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from experiments.lr_choice import RULE
 from experiments.seed_plan import saved_plan
 
 from .checks import warnings_section
@@ -20,6 +21,7 @@ from .comparison import BOOTSTRAP_DRAWS, MIN_PAIRED_SEEDS, POWER, power
 from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
+from .tuning import lr_choices
 
 METHOD = (
     "Accuracy is the validation accuracy after the last epoch; ± is the half-width of the 95 % confidence interval of "
@@ -54,7 +56,7 @@ CAPTIONS = {
              "backward); bars are the mean over seeds, whiskers the lowest and highest seed.",
     "curves": "Training curves: mean over seeds, band from the lowest to the highest seed.",
     "tuning": "LR tuning: accuracy on the tuning split (carved from the training set) against the learning rate, mean "
-              "over seeds with its 95 % CI; the ringed point is the LR the final stage uses.",
+              "over seeds with its 95 % CI; the ringed point is the LR the tuning rule chooses.",
 }
 
 
@@ -165,32 +167,54 @@ def wall_minutes(runs: list) -> float:
 
 
 def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
-    """The tuning stage: per stem its chosen LR, the LR its final runs used (they should agree), the curve with
-    its spread over tuning seeds, and what the tuning cost."""
-    chosen = tuning[tuning["chosen"]].set_index("stem")
+    """The tuning stage: per stem the LR the sweeper's rule chooses, the LR its final runs used (they agree unless
+    an earlier rule tuned the records), the plateau, the choice's stability and a choice at a grid edge, the curve
+    with its spread over tuning seeds, and what the tuning cost."""
+    choices = lr_choices(study)
     final_lr = dict(zip(table["stem"], table["lr"]))
     rows = []
     for stem, g in tuning.groupby("stem", sort=True):
         cells = " · ".join(f"{lr:g}: " + ("–" if not math.isfinite(m) else f"{100 * m:.2f} %")
                            + ("" if not math.isfinite(sd) else f" (sd {100 * sd:.2f})") + f" ({n})"
                            for lr, m, sd, n in zip(g["lr"], g["acc_mean"], g["acc_sd"], g["n"]))
-        rows.append([f"`{stem}`", f"**{chosen.at[stem, 'lr']:g}**" if stem in chosen.index else "–",
-                     _lr(final_lr.get(stem, [])), cells])
+        c = choices[stem].choice if stem in choices else None
+        chosen = "–" if c is None else f"**{c.lr:g}**" + (f" (⚠ grid's {EDGE[c.edge]})" if c.edge else "")
+        rows.append([f"`{stem}`", chosen, _lr(final_lr.get(stem, [])), "–" if c is None else plateau_text(c.plateau, choices[stem].lrs),
+                     _pct(choices[stem].stability) if stem in choices else "–", cells])
     grid = sorted({lr for lr in tuning["lr"] if math.isfinite(lr)})
     tune_min, final_min = wall_minutes(study.tuning), wall_minutes(study.runs)
     cost = (f" Tuning cost: {len(study.tuning)} runs, {tune_min:.1f} min of wall time"
             + (f" ({100 * tune_min / (tune_min + final_min):.0f} % of the study's {tune_min + final_min:.1f} min)."
                if tune_min + final_min > 0 else "."))
     out = ["### LR tuning", "",
-           f"Each stem's LR is chosen by its mean accuracy on the tuning split (carved from the training set with a "
-           f"fixed seed, never the validation set above) over the learning rates {_lr(grid)} (the sweeper extends a "
-           "stem's grid one step while its best LR sits at an edge, so stems may have tried different LRs); ties go "
-           "to the smaller LR; sd is the spread over tuning seeds." + cost, "",
-           md_table(["stem", "chosen lr", "final stage's lr", "tuning accuracy per lr (mean, sd over seeds; completed seeds)"],
-                    "lrrl", rows), ""]
+           f"Each stem was tuned on the tuning split (carved from the training set with a fixed seed, never the "
+           f"validation set above) over the learning rates {_lr(grid)} (the sweeper extends a stem's grid one step "
+           "while its plateau reaches an edge, until lr_bounds stop it, so stems may have tried different LRs). The "
+           "chosen LR: " + RULE + ". Stability is how often the same LR is chosen when the tuning seeds are resampled "
+           "with replacement; ⚠ flags a choice at the grid's edge (the best LR may lie beyond it); sd is the spread "
+           "over tuning seeds." + cost, "",
+           md_table(["stem", "chosen lr", "final stage's lr", "plateau", "stability",
+                     "tuning accuracy per lr (mean, sd over seeds; completed seeds)"], "lrrlrl", rows), ""]
+    differ = [f"`{stem}`" for stem, t in choices.items()
+              if t.choice is not None and final_lr.get(stem) and set(final_lr[stem]) != {t.choice.lr}]
+    if differ:
+        out += [f"The final stage of {', '.join(differ)} trained at another LR than the one this rule chooses from "
+                "the same tuning runs: those runs were tuned by an earlier rule (re-run the sweep to train at this one).", ""]
     if figure:
         out += [f"![tuning]({figure})", "", CAPTIONS["tuning"], ""]
     return out
+
+
+EDGE = {"lowest": "bottom", "highest": "top"}
+
+
+def plateau_text(plateau: tuple[float, ...], lrs: list[float]) -> str:
+    """The plateau as a range of the stem's grid when it is contiguous there, else its LRs; marked where it reaches
+    an edge of the grid (the tuning cannot tell where it ends)."""
+    inside = [lr for lr in lrs if plateau[0] <= lr <= plateau[-1]]
+    text = f"{plateau[0]:g}–{plateau[-1]:g}" if len(plateau) > 1 and list(plateau) == inside else _lr(list(plateau))
+    ends = [name for name, at in (("bottom", lrs[0]), ("top", lrs[-1])) if at in plateau]
+    return text + (f" (reaches the grid's {' and '.join(ends)})" if ends else "")
 
 
 def distinct(values: list[Any]) -> str:

@@ -16,6 +16,7 @@ from .comparison import (DEFAULT_MARGIN, choose_reference, compare_with_referenc
                          probability_best)
 from .data import Run
 from .studies import Study, stem_labels
+from .tuning import lr_choices
 
 STAGES = list(GROUPS)  # the model's top-level children: what the per-layer tables are grouped by
 TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd", "mfu")  # reported as medians over seeds
@@ -150,7 +151,7 @@ def depth_shares(runs: list[Run]) -> pd.DataFrame:
 
 def tuning_table(study: Study) -> pd.DataFrame:
     """The tuning curve: per stem and LR, tuning-split accuracy over seeds (mean, 95 % CI half-width, SD, n),
-    and `chosen`: the LR with the best mean for that stem (the smaller LR on a tie)."""
+    and `chosen`: the LR the sweeper's rule chooses from these runs (tuning.py)."""
     labels = stem_labels(study.tuning)
     rows = []
     for (stem, lr), rs in _group(study.tuning, lambda r: (labels[id(r)], r.lr)).items():
@@ -160,9 +161,8 @@ def tuning_table(study: Study) -> pd.DataFrame:
         rows.append({"stem": stem, "lr": lr, "acc_mean": mean, "acc_ci95": half, "acc_sd": sd, "n": len(accs),
                      "points": len(rs)})
     table = pd.DataFrame(rows, columns=["stem", "lr", "acc_mean", "acc_ci95", "acc_sd", "n", "points"]).sort_values(["stem", "lr"])
-    table["chosen"] = False
-    ranked = table[table["n"] > 0].sort_values(["stem", "acc_mean", "lr"], ascending=[True, False, True])
-    table.loc[ranked.groupby("stem").head(1).index, "chosen"] = True
+    chosen = {stem: t.choice.lr for stem, t in lr_choices(study).items() if t.choice is not None}
+    table["chosen"] = [chosen.get(stem) == lr for stem, lr in zip(table["stem"], table["lr"])]
     return table.reset_index(drop=True)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from hydra.core.override_parser.types import Override
 
+from experiments.lr_choice import RULE, LRChoice, NoUsableLR, choose_lr, stability
 from experiments.sweep import write_failed
 from stems.base import StemlabError, atomic_write
 
@@ -31,10 +32,6 @@ SET_BY_PROTOCOL = {LR: "give the candidates as hydra.sweeper.lrs=[...]",
 
 class ProtocolError(StemlabError):
     """A tuned sweep's command line or grid that the protocol cannot run."""
-
-
-class NoUsableLR(StemlabError):
-    """Every learning rate of the grid failed or diverged on the tuning split for one point."""
 
 
 @dataclass(frozen=True)
@@ -119,16 +116,6 @@ def mean_accuracy(accuracies: Sequence[float]) -> float:
     return statistics.fmean(accuracies) if all(math.isfinite(a) for a in accuracies) else math.nan
 
 
-def choose_lr(lrs: Sequence[float], accuracies: Sequence[float]) -> float:
-    """The learning rate with the highest tuning accuracy; ties go to the smaller LR, NaN is never chosen."""
-    usable = [(acc, lr) for lr, acc in zip(lrs, accuracies) if math.isfinite(acc)]
-    if not usable:
-        raise NoUsableLR(f"no learning rate of {list(lrs)} gave a tuning accuracy (every tuning run failed or "
-                         "diverged, see their records under tune/); fix them or change hydra.sweeper.lrs, then re-run.")
-    best = max(acc for acc, _ in usable)
-    return min(lr for acc, lr in usable if acc == best)
-
-
 @dataclass(frozen=True)
 class TuneResult:
     job: TuneJob
@@ -137,17 +124,12 @@ class TuneResult:
     wall_s: float = math.nan  # the run's wall time from its record (NaN: not recorded)
 
 
-def accuracy_table(arm_lrs: dict[Arm, list[float]], results: Sequence[TuneResult]) -> dict[Arm, list[float]]:
-    """Per arm, the mean tuning accuracy at each of its learning rates (in the order of `arm_lrs[arm]`)."""
-    by_point = accuracies_by_point(results)
-    return {arm: [mean_accuracy(by_point.get((arm, lr), [math.nan])) for lr in lrs] for arm, lrs in arm_lrs.items()}
-
-
-def accuracies_by_point(results: Sequence[TuneResult]) -> dict[tuple[Arm, float], list[float]]:
-    by_point: dict[tuple[Arm, float], list[float]] = {}
-    for r in results:
-        by_point.setdefault((r.job.arm, r.job.lr), []).append(r.accuracy)
-    return by_point
+def seed_table(arm_lrs: dict[Arm, list[float]], results: Sequence[TuneResult]) -> dict[Arm, list[list[float]]]:
+    """Per arm, the tuning accuracy at each of its learning rates (rows) and tuning seeds (columns, ascending);
+    NaN where a run failed, diverged or is missing."""
+    accuracy = {(r.job.arm, r.job.lr, r.job.seed): r.accuracy for r in results}
+    seeds = sorted({r.job.seed for r in results})
+    return {arm: [[accuracy.get((arm, lr, s), math.nan) for s in seeds] for lr in lrs] for arm, lrs in arm_lrs.items()}
 
 
 def check_bounds(bounds: Sequence[float], lrs: Sequence[float]) -> None:
@@ -157,45 +139,52 @@ def check_bounds(bounds: Sequence[float], lrs: Sequence[float]) -> None:
                             "give two positive learning rates that enclose it, e.g. hydra.sweeper.lr_bounds=[0.0001,0.1].")
 
 
-def extend_grid(lrs: Sequence[float], accuracies: Sequence[float], bounds: Sequence[float]) -> float | None:
-    """The next learning rate to try when the best one sits at an edge of `lrs` (ascending): one more step of the
-    grid's own ratio at that edge, unless it would leave `bounds` (lowest, highest); None when the best is inside
-    (or no LR is usable, or the grid has one LR and so no step)."""
-    if len(lrs) < 2 or not any(math.isfinite(a) for a in accuracies):
-        return None
-    best, (lo, hi) = choose_lr(lrs, accuracies), bounds
-    if best == lrs[-1]:
-        nxt = float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.6g}")
-        return nxt if nxt <= hi * (1 + 1e-9) else None
-    if best == lrs[0]:
-        nxt = float(f"{lrs[0] * lrs[0] / lrs[1]:.6g}")
-        return nxt if nxt >= lo * (1 - 1e-9) else None
-    return None
+def extend_grid(lrs: Sequence[float], accuracies: Sequence[Sequence[float]], bounds: Sequence[float]) -> list[float]:
+    """The learning rates to try next (per LR of `lrs`, ascending, the accuracy at each tuning seed): at each edge
+    of the grid that the plateau reaches (its extent unknown there), one more step of the grid's own ratio, unless
+    it would leave `bounds` (lowest, highest); none when the plateau is inside (or no LR is usable, or the grid has
+    one LR and so no step)."""
+    if len(lrs) < 2:
+        return []
+    try:
+        edges, (lo, hi) = choose_lr(lrs, accuracies).plateau_edges, bounds
+    except NoUsableLR:
+        return []
+    below, above = float(f"{lrs[0] * lrs[0] / lrs[1]:.6g}"), float(f"{lrs[-1] * lrs[-1] / lrs[-2]:.6g}")
+    return ([below] if "lowest" in edges and below >= lo * (1 - 1e-9) else []) + \
+        ([above] if "highest" in edges and above <= hi * (1 + 1e-9) else [])
 
 
 def tuning_record(grid: Grid, results: Sequence[TuneResult], arm_lrs: dict[Arm, list[float]],
-                  table: dict[Arm, list[float]], chosen: dict[Arm, float | None], errors: dict[Arm, str],
-                  bounds: Sequence[float]) -> dict[str, Any]:
+                  choices: dict[Arm, LRChoice | None], errors: dict[Arm, str], bounds: Sequence[float]) -> dict[str, Any]:
     """tuning.json: the grid and its bounds, every tuning run (with its wall time: the tuning's cost), each arm's
-    learning rates (the grid plus its extensions), mean and spread of accuracy per LR, and its chosen LR (or why none)."""
-    def finite(x: float) -> float | None:
-        return x if math.isfinite(x) else None
+    learning rates (the grid plus its extensions), mean and spread of accuracy per LR, and its chosen LR (or why
+    none) with the plateau, the grid edges the choice and the plateau reach, the seeds' noise and the choice's
+    stability."""
+    def finite(x: float | None) -> float | None:
+        return x if x is not None and math.isfinite(x) else None
 
-    by_point = accuracies_by_point(results)
+    seeds = seed_table(arm_lrs, results)
 
-    def spread(arm: Arm, lr: float) -> float | None:  # sample SD over the tuning seeds
-        accs = by_point.get((arm, lr), [])
+    def spread(accs: list[float]) -> float | None:  # sample SD over the tuning seeds
         return finite(statistics.stdev(accs)) if len(accs) > 1 and all(math.isfinite(a) for a in accs) else None
 
+    def choice(arm: Arm) -> dict[str, Any]:
+        c = choices.get(arm)
+        if c is None:
+            return {"chosen_lr": None, "plateau": None, "edge": None, "plateau_edges": None, "noise_sd": None,
+                    "stability": None}
+        return {"chosen_lr": c.lr, "plateau": list(c.plateau), "edge": c.edge, "plateau_edges": list(c.plateau_edges),
+                "noise_sd": c.noise_sd, "stability": stability(arm_lrs[arm], seeds[arm])}
+
     return {
-        "objective": "valid_acc on the tuning split (data.tune_split=true), mean over tune_seeds; "
-                     "the highest wins, ties go to the smaller lr, a failed or diverged run is never chosen; "
-                     "while the best lr is at an edge of an arm's grid, the grid extends one step there (within lr_bounds)",
+        "objective": "valid_acc on the tuning split (data.tune_split=true) at each of tune_seeds; the choice: " + RULE
+                     + "; while the plateau reaches an edge of an arm's grid, the grid extends one step there (within lr_bounds)",
         "lrs": grid.lrs, "lr_bounds": list(bounds), "tune_seeds": grid.tune_seeds,
         "wall_s": sum(r.wall_s for r in results if math.isfinite(r.wall_s)),
-        "arms": [{"name": arm.name(), "swept": dict(arm.swept), "lrs": arm_lrs[arm], "chosen_lr": chosen.get(arm),
-                  "error": errors.get(arm), "mean_acc": [finite(a) for a in table[arm]],
-                  "sd_acc": [spread(arm, lr) for lr in arm_lrs[arm]],
+        "arms": [{"name": arm.name(), "swept": dict(arm.swept), "lrs": arm_lrs[arm], **choice(arm),
+                  "error": errors.get(arm), "mean_acc": [finite(mean_accuracy(accs)) for accs in seeds[arm]],
+                  "sd_acc": [spread(accs) for accs in seeds[arm]],
                   "runs": [{"lr": r.job.lr, "seed": r.job.seed, "valid_acc": finite(r.accuracy), "dir": r.run_dir,
                             "wall_s": finite(r.wall_s)} for r in results if r.job.arm == arm]}
                  for arm in grid.arms],

@@ -9,11 +9,14 @@ the seed makes an *arm* (a stem, or a stem with its parameters); each arm gets o
 1. tune: every arm x `lrs` x `tune_seeds` trains with `data.tune_split=true` (the training set minus a fixed,
    stratified tuning split; the run validates on that split, never on the validation set the report shows),
    in `<sweep.dir>/tune/<overrides>/`;
-2. choose: per arm, the LR with the highest mean tuning accuracy (ties: the smaller LR; an LR whose run failed
-   or diverged on any tuning seed is never chosen). While an arm's best LR sits at an edge of its grid, the grid
-   extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve still rising
-   at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every tuning run (with its
-   wall time: the tuning's cost), the spread over tuning seeds, and the choice. An arm without a usable LR skips its final points, each with a `failed` record saying why;
+2. choose (experiments/lr_choice.py): per arm, the plateau is the LRs its tuning cannot tell from the best mean
+   (within a one-sided 95 % t bound of the SD over tuning seeds; an LR whose run failed or diverged on any tuning
+   seed is never on it), and the choice is the plateau's middle. While an arm's plateau reaches an edge of its
+   grid, the grid extends one step there (the grid's own ratio) and tunes again, never past `lr_bounds`: a curve
+   still rising or flat at the grid's top is followed, not cut. `<sweep.dir>/tuning.json` holds the grid, every
+   tuning run (with its wall time: the tuning's cost), the spread over tuning seeds, and the choice with its
+   plateau, the edges they reach (where the bounds stopped the grid) and its stability over resampled tuning
+   seeds. An arm without a usable LR skips its final points, each with a `failed` record saying why;
 3. final: every arm x seed trains at its chosen LR with `data.tune_split=false` in `<sweep.dir>/final/<overrides>/`
    (the chosen LR is left out of the directory name, so a changed choice replaces that point's run).
 
@@ -45,7 +48,7 @@ class TunedSweeperConf:  # registering it in sys.modules, where dataclasses woul
     _target_: str = "hydra_plugins.stemlab_tuned_sweeper.tuned_sweeper.TunedSweeper"
     lrs: List[float] = MISSING  # the learning rates to try (conf/hydra/sweeper/tuned.yaml gives the default grid)
     tune_seeds: List[int] = field(default_factory=lambda: [0, 1])  # the seeds each (arm, lr) is tuned over
-    # the grid extends past its edges (while the best LR sits there) but never below/above these
+    # the grid extends past its edges (while the plateau reaches them) but never below/above these
     lr_bounds: List[float] = field(default_factory=lambda: [1e-4, 0.1])
     max_batch_size: Optional[int] = None  # jobs handed to the launcher at once (None: a whole stage)
     params: Optional[Dict[str, str]] = None  # the swept values, as for Hydra's basic sweeper
@@ -85,19 +88,18 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
         results, tune_returns = [], []
         arm_lrs = {arm: list(grid.lrs) for arm in grid.arms}
         jobs = grid.tune_jobs()
-        while jobs:  # the grid, then one step past an edge for every arm whose best LR sits there, until none does
+        while jobs:  # the grid, then one step past each edge an arm's plateau reaches, until none does
             returns = self.launch_stage([job.overrides() for job in jobs], "tune", protocol.UNNAMED["tune"])
             results += [protocol.TuneResult(job, accuracy(r), run_dir(r, sweep_dir), wall_s(r)) for job, r in zip(jobs, returns)]
             tune_returns += returns
-            table = protocol.accuracy_table(arm_lrs, results)
+            table = protocol.seed_table(arm_lrs, results)
             jobs = []
             for arm in grid.arms:
-                nxt = protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds)
-                if nxt is not None:
+                for nxt in protocol.extend_grid(arm_lrs[arm], table[arm], self.lr_bounds):
                     arm_lrs[arm] = sorted([*arm_lrs[arm], nxt])
                     jobs += grid.tune_jobs_at(arm, nxt)
-        table = protocol.accuracy_table(arm_lrs, results)
-        chosen: dict[protocol.Arm, float | None] = {}
+        table = protocol.seed_table(arm_lrs, results)
+        chosen: dict[protocol.Arm, protocol.LRChoice | None] = {}
         errors: dict[protocol.Arm, str] = {}
         for arm in grid.arms:
             try:
@@ -107,16 +109,17 @@ class TunedSweeper(LaunchingSweeper, basic_sweeper()):  # runs in Hydra's plugin
                 for overrides in grid.final_overrides(arm, None):
                     protocol.write_skipped(*self.compose(overrides, "final", protocol.UNNAMED["final"]), e, time.perf_counter())
         protocol.write_tuning(sweep_dir / "tuning.json",
-                              protocol.tuning_record(grid, results, arm_lrs, table, chosen, errors, self.lr_bounds))
-        for arm, lr in chosen.items():  # the choice in the log, not only in tuning.json
-            if lr is None:
+                              protocol.tuning_record(grid, results, arm_lrs, chosen, errors, self.lr_bounds))
+        for arm, choice in chosen.items():  # the choice in the log, not only in tuning.json
+            if choice is None:
                 log.warning("tuned: %s; its final points are skipped.", errors[arm])
             else:
-                log.info("tuned: %s trains at lr %g (mean tuning accuracy %.2f %%)", arm.name(), lr,
-                         100 * table[arm][arm_lrs[arm].index(lr)])
+                log.info("tuned: %s trains at lr %g (plateau %s%s)", arm.name(), choice.lr,
+                         ", ".join(f"{lr:g}" for lr in choice.plateau),
+                         f"; at the {choice.edge} lr of its grid" if choice.edge else "")
 
         launch_final = lambda jobs: self.launch_stage(jobs, "final", protocol.UNNAMED["final"])  # noqa: E731
-        usable = {arm: lr for arm, lr in chosen.items() if lr is not None}
+        usable = {arm: c.lr for arm, c in chosen.items() if c is not None}
         if by_power:
             try:
                 return [tune_returns, final_by_power(grid, usable, self.config.compare, sweep_dir, launch_final, accuracy)]
