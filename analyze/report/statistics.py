@@ -12,8 +12,7 @@ from scipy import stats
 
 from experiments.model import GROUPS
 
-from .comparison import (DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time,
-                         probability_best)
+from .comparison import DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time
 from .data import Run
 from .studies import Study, stem_labels
 
@@ -94,8 +93,6 @@ def stem_table(study: Study) -> pd.DataFrame:
         return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)
     table = compare_with_reference(table, acc_by_stem, reference, margin)
-    best = probability_best(acc_by_stem)
-    table["p_best"] = [best.get(s, math.nan) for s in table["stem"]]
     histories = {label: [r.history for r in completed([r for r in study.runs if labels[id(r)] == label])
                          if r.history is not None] for label in table["stem"]}
     table = equal_time(table, histories, reference)
