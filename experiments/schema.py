@@ -225,6 +225,9 @@ class CompareConf:
     reference: Optional[str] = setting(None, **name_rule())
     # equivalence margin in accuracy points: a stem is "equivalent" when both one-sided tests put Δ inside ±margin
     margin: float = setting(1.0, "a number > 0 (accuracy points)", lambda v: v > 0)
+    # across contexts, "the same ranking" only when every pair of contexts' Kendall τ has its bootstrap lower
+    # bound at or above this; "depends on the context" when some τ's upper bound is below it
+    same_ranking_tau: float = setting(0.6, "a number in (-1, 1]", lambda v: -1 < v <= 1)
 
 
 @dataclass

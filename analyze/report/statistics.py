@@ -103,10 +103,15 @@ def reference_of(study: Study, table: pd.DataFrame) -> tuple[str, str, float]:
     """The study's reference stem, where it comes from, and its equivalence margin in points: the `compare`
     setting of its most recently finished record (a re-run skips completed points, which keep the setting they
     ran under, so the newest record carries the study's current one)."""
-    runs = sorted(study.runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
-    compare = (runs[-1].config.get("compare") or {}) if runs else {}
+    compare = newest_compare(study.runs)
     reference, source = choose_reference(list(table["stem"]), compare.get("reference"))
     return reference, source, float(compare.get("margin") or DEFAULT_MARGIN)
+
+
+def newest_compare(runs: list[Run]) -> dict[str, Any]:
+    """The `compare` setting of the most recently finished (else started) of `runs`; {} without runs."""
+    runs = sorted(runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
+    return (runs[-1].config.get("compare") or {}) if runs else {}
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
