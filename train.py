@@ -77,7 +77,8 @@ def run_job(cfg: DictConfig) -> float:
             return record.metric(previous)
     started = time.perf_counter()
     try:
-        return experiments.run(cfg, out_dir)
+        # a sweep's folder, absolute: its points share the study's format file (a relative one names the cwd's)
+        return experiments.run(cfg, out_dir, Path(hc.runtime.cwd, hc.sweep.dir) if multirun else None)
     except experiments.RunFailed as e:
         log.error("%s", e)
         if multirun:

@@ -167,7 +167,7 @@ def rng_states(loaders) -> dict[str, Any]:
     np_state = np.random.get_state()
     return {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
             "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "loaders": [dl.generator.get_state() for dl in loaders]}
+            "loaders": [dl.random_states() for dl in loaders]}
 
 
 def set_rng_states(states: Mapping[str, Any], loaders) -> None:
@@ -178,7 +178,7 @@ def set_rng_states(states: Mapping[str, Any], loaders) -> None:
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
     for dl, state in zip(loaders, states["loaders"]):
-        dl.generator.set_state(state)
+        dl.set_random_states(state)
 
 
 def plain_state(obj):
@@ -212,7 +212,7 @@ class Checkpoint(Callback):
         self.save_s: list[float] = []  # seconds per save: the record's checkpoint cost
 
     def _loaders(self):
-        return [dl for dl in self.dls.loaders if hasattr(dl, "generator")]
+        return [dl for dl in self.dls.loaders if hasattr(dl, "random_states")]
 
     def before_fit(self):
         if not self.resume:

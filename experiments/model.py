@@ -16,8 +16,8 @@ from torch import nn
 import stems
 from stems.base import StemlabError
 from .match import match_params
-
 from .schema import STEM_KEYS, TrainConf
+from .streams import drawing, state_digest
 
 
 log = logging.getLogger("stemlab")
@@ -82,17 +82,28 @@ def build_trunk(stem_out: int, layers: list[int], widths: list[int], expansion: 
 
 
 def build_model(stem_cfg: Mapping[str, Any], trunk_cfg: Mapping[str, Any], in_channels: int, num_classes: int,
-                image_size: int | None = None) -> nn.Sequential:
+                image_size: int | None = None, seed: int = 0) -> nn.Sequential:
     """stem (from the registry, contract-checked) + trunk stages + head, initialised as fastai's xresnet.
 
-    With `stem.match` set, the stem's widths are first scaled to the target at `image_size` (resolve_stem)."""
+    The stem's weights come from the `stem` random stream of `seed`, the trunk's and head's from the `trunk` stream
+    (experiments.streams): at one seed every stem meets the same initial trunk and head, whatever it drew. With
+    `stem.match` set, the stem's widths are first scaled to the target at `image_size` (resolve_stem)."""
     stem_cfg, _ = resolve_stem(stem_cfg, in_channels, image_size)
     out = stem_cfg.get("out_channels")
-    stem = stems.build(stem_cfg["name"], in_channels, out, image_size=image_size, **stem_params(stem_cfg))
+    with drawing(seed, "stem"):
+        stem = stems.build(stem_cfg["name"], in_channels, out, image_size=image_size, **stem_params(stem_cfg))
+        init_cnn(stem)
     out = out or stems.spec(stem_cfg["name"]).out_channels
-    stages = build_trunk(out, list(trunk_cfg["layers"]), list(trunk_cfg["widths"]), int(trunk_cfg["expansion"]))
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(trunk_cfg["widths"][-1] * trunk_cfg["expansion"], num_classes))
-    model = nn.Sequential(OrderedDict(
-        stem=stem, **{f"stage{i + 1}": s for i, s in enumerate(stages)}, head=head))
-    init_cnn(model)
-    return model
+    with drawing(seed, "trunk"):
+        stages = build_trunk(out, list(trunk_cfg["layers"]), list(trunk_cfg["widths"]), int(trunk_cfg["expansion"]))
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(trunk_cfg["widths"][-1] * trunk_cfg["expansion"], num_classes))
+        for part in (*stages, head):
+            init_cnn(part)
+    return nn.Sequential(OrderedDict(stem=stem, **{f"stage{i + 1}": s for i, s in enumerate(stages)}, head=head))
+
+
+def trunk_digest(model: nn.Sequential) -> str:
+    """Digest of the trunk's and head's state (every group but the stem): equal for runs that share their
+    initialisation (the record's pairing.trunk_init)."""
+    return state_digest(module for name, module in model.named_children() if name != "stem")

@@ -172,6 +172,7 @@ RECORD_FIELDS: dict[str, Any] = {
     "config": {"stem": {"name": str}, "trunk": dict, "data": dict, "train": dict, "logger": dict, "profile": dict,
                "seed": int, "study": (str, OPTIONAL)},
     "data": dict, "environment": dict, "hardware": dict, "job": dict, "profile_totals": dict, "stem_match": (dict, OPTIONAL),
+    "pairing": ({"trunk_init": str, "data_order": str}, OPTIONAL),
     "started": str, "finished": str, "resumed_from_epoch": (int, OPTIONAL), "resumed_epochs": [int],
     "metrics": Each((*NUMBER, OPTIONAL)), "epochs_run": int,
     "wall_s": (*NUMBER, OPTIONAL), "checkpoint_s": [NUMBER],

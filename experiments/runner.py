@@ -33,13 +33,14 @@ class RunFailed(StemlabError):
     """Training raised; the record (status `failed`) says why. train.py exits 1 for it (2 is for bad input)."""
 
 
-def run(cfg: DictConfig, out_dir: Path) -> float:
+def run(cfg: DictConfig, out_dir: Path, sweep_dir: Path | None = None) -> float:
     """Train `cfg.stem` on `cfg.trunk` with `cfg.data`, write the record in `out_dir`, return the valid accuracy.
+    A sweep point passes its `sweep_dir`: it trains in its study's one format (experiments.study_format).
 
     Bad input raises before anything is written; a failure during training writes a `failed` record."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     parts = WallParts()
-    setup = set_up(cfg, parts)
+    setup = set_up(cfg, parts, sweep_dir=sweep_dir)
     data, hw, model = setup.data, setup.hw, setup.model
     with parts("profile"):
         profile, per_image = profile_run(setup, cfg)
@@ -54,7 +55,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            # a sweep's parallel launcher gives each point cores // n_jobs threads
                                            "threads": torch.get_num_threads(), "allocator": setup.allocator, "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
-                              "stem_match": setup.stem_match, "started": started.isoformat(),
+                              "stem_match": setup.stem_match, "pairing": setup.pairing, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
     wb = (WandbLogger(cfg.logger, wandb_config(record, data), name, tags, out_dir,

@@ -103,6 +103,9 @@ class DataConf:
     tune_split: bool = False
     tune_pct: float = setting(0.1, "a number in (0, 0.5)", lambda v: 0 < v < 0.5)  # share of the training set
     split_seed: int = setting(0, **at_least(0))  # fixes the dataset's splits (valid, tune) for every run of a study
+    # true: each seed gets its own stratified splits (valid where the dataset carves one, tune), shared by every stem
+    # at that seed, so a study's intervals include the data-sampling variance (official valid/test sets stay)
+    split_by_seed: bool = False
 
     def image_shape(self) -> tuple[int, int]:
         """(channels, side) of the square images the stem receives."""

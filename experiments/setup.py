@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +23,10 @@ from profiler.timing import ESTIMATE
 from .allocator import keep_freed_memory
 from .data import DataBundle, build_data
 from .fit import Hardware, resolve_device, resolve_hardware
-from .model import build_model, plain, resolve_stem
+from .model import build_model, plain, resolve_stem, trunk_digest
 from .sanity import load_warning, loaded, machine_load
+from .schema import stem_node
+from .study_format import FILE as STUDY_FORMAT_FILE, label, study_format
 
 log = logging.getLogger("stemlab")
 
@@ -38,13 +41,15 @@ class RunSetup:
     stem_match: dict[str, Any] | None
     model: nn.Module
     allocator: str | None  # what glibc does with freed memory in a CPU run (experiments.allocator); None on a GPU
+    pairing: dict[str, Any]  # digests of what a seed shares across stems: the initial trunk + head, the data order
 
 
 def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | None = None,
-           data_device: torch.device | None = None) -> RunSetup:
+           data_device: torch.device | None = None, sweep_dir: Path | None = None) -> RunSetup:
     """The run's data, hardware, stem and model. `parts(name)` times the data, format probe and stem match (a run's
     wall parts); `data_device` (default: the training device) is where the loaders put batches: `analyze profile`
-    needs only the data's shapes and keeps them on the CPU."""
+    needs only the data's shapes and keeps them on the CPU; `sweep_dir` (a sweep point's) gives the run its study's
+    one format (experiments.study_format)."""
     parts = parts or (lambda part: nullcontext())
     device = resolve_device(cfg.train)
     # first: the data, the format probe and a time match allocate with it too, and their timings depend on it
@@ -53,22 +58,36 @@ def set_up(cfg: DictConfig, parts: Callable[[str], AbstractContextManager] | Non
     with parts("data"):
         data = build_data(cfg.data, bs=cfg.train.bs, seed=cfg.seed, device=data_device or device)
     with parts("format_probe"):
-        hw = hardware_for(cfg, data, device)
+        hw = hardware_for(cfg, data, device, sweep_dir)
     with parts("stem_match"):  # iso-cost widths; a time match is timed as the run trains: device, batch, precision
         stem, stem_match = resolve_stem(cfg.stem, data.in_channels, data.image_size, str(hw.device), cfg.train.bs,
                                         precision=hw.precision, channels_last=hw.channels_last)
-    model = build_model(stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size)
-    return RunSetup(data, hw, stem, stem_match, model, allocator)
+    model = build_model(stem, cfg.trunk, data.in_channels, data.num_classes, image_size=data.image_size, seed=cfg.seed)
+    pairing = {"trunk_init": trunk_digest(model), "data_order": data.train.order_digest()}
+    return RunSetup(data, hw, stem, stem_match, model, allocator, pairing)
 
 
-def hardware_for(cfg: DictConfig, data: DataBundle, device: torch.device) -> Hardware:
-    """The run's precision and memory format on `device`; on the CPU `auto` probes the run's model (its stem before
-    any stem.match: a match only rescales the stem's widths) at the training batch."""
-    def workload():
-        model = build_model({**plain(cfg.stem), "match": None}, cfg.trunk, data.in_channels, data.num_classes,
-                            image_size=data.image_size)
-        return model, (cfg.train.bs, data.in_channels, data.image_size, data.image_size)
-    return resolve_hardware(cfg.train, device, workload)
+def hardware_for(cfg: DictConfig, data: DataBundle, device: torch.device, sweep_dir: Path | None = None) -> Hardware:
+    """The run's precision and memory format on `device`. On the CPU `auto` probes a model (its stem before any
+    stem.match: a match only rescales the stem's widths) at the training batch: a single run its own; a sweep point
+    takes its study's format, decided once by the first point with the reference stem's model."""
+    def workload(stem: dict[str, Any]):
+        return lambda: (build_model({**stem, "match": None}, cfg.trunk, data.in_channels, data.num_classes,
+                                    image_size=data.image_size),
+                        (cfg.train.bs, data.in_channels, data.image_size, data.image_size))
+    if sweep_dir is None or device.type != "cpu":
+        return resolve_hardware(cfg.train, device, workload(plain(cfg.stem)))
+
+    def decide() -> dict[str, Any]:
+        reference = cfg.compare.reference
+        stem = plain(cfg.stem) if reference in (None, cfg.stem.name) else stem_node(reference)
+        hw = resolve_hardware(cfg.train, device, workload(stem))
+        return {"precision": hw.precision, "channels_last": hw.channels_last, "decided": {**hw.decided, "stem": stem["name"]}}
+    fmt = study_format(sweep_dir, cfg.train, decide)
+    log.info("Training in the study's format: %s, %d thread%s (%s, decided with %s's model).", label(fmt),
+             fmt["threads"], "s" * (fmt["threads"] != 1), sweep_dir / STUDY_FORMAT_FILE, fmt["decided"]["stem"])
+    return Hardware(device, fmt["precision"], fmt["channels_last"],
+                    {**fmt["decided"], "how": "study", "study_how": fmt["decided"]["how"]})
 
 
 def log_progress(message: str) -> None:

@@ -439,16 +439,15 @@ def test_wandb_unreachable_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: cannot read W&B project 'someone/stemlab'") and len(err.splitlines()) == 1
 
 
-def test_identical_seeds_near_chance_a_loaded_machine_mixed_threads_and_allocators_are_warned(tmp_path, capsys):
+def test_identical_seeds_near_chance_a_loaded_machine_and_mixed_allocators_are_warned(tmp_path, capsys):
     for seed in range(3):
         write_point(tmp_path, "resnet_7x7", seed, 0.8)                 # the same accuracy at every seed
         d = write_point(tmp_path, "patchify_4x4", seed, 0.11 + seed / 100)  # mean 12 %: chance is 10 % for 10 classes
         record = json.loads((d / "result.json").read_text())
         record["model"] = {"num_classes": 10}
         record["hardware"]["load"] = {"load_avg": 9.0 - seed, "cpus": 2} if seed < 2 else {"load_avg": 1.0, "cpus": 2}
-        record["hardware"]["allocator"] = "glibc defaults" if seed == 2 else "kept"
-        record["hardware"]["threads"] = 2 if seed == 2 else 1  # seed 2 added later without the parallel launcher (the
-        # other stem's records, written before threads and allocators were recorded, have neither)
+        record["hardware"]["allocator"] = "glibc defaults" if seed == 2 else "kept"  # (the other stem's records,
+        # written before allocators were recorded, have none)
         (d / "result.json").write_text(json.dumps(record))
     out = tmp_path / "report"
     assert cli.main(["report", str(tmp_path), "--out", str(out)]) == 0
@@ -457,8 +456,6 @@ def test_identical_seeds_near_chance_a_loaded_machine_mixed_threads_and_allocato
         "`patchify_4x4`: mean accuracy 12.00 % is near chance (10.00 % for 10 classes; warned at ≤ 1.5x chance)",
         "`resnet_7x7`: the same accuracy (80.00 %) at every one of its 3 seeds",
         "2 of 6 runs had their timings taken on a loaded machine (load average 9.0 on 2 cores)",
-        "The runs trained at different thread counts (2 at 1 thread, 1 at 2 threads, 3 not recorded): compare ms per "
-        "step and img/s only between runs of one thread count.",
         "The runs' allocators treated freed memory differently (1 with glibc defaults; 2 with kept; 3 not recorded): "
         "big activations mapped afresh every step slow a CPU step, so compare ms per step and img/s only between runs "
         "of one allocator.",

@@ -1,7 +1,7 @@
 """Warnings a study's numbers call for, shown under its section and on stdout: accuracies identical across seeds
 (the seed reached neither the initialisation nor the data order, or the records are copies), accuracies near
-chance (nothing was learned, so the ranking is noise), timings taken on a loaded machine, and timings taken at
-different thread counts (a study extended under another launcher) or with different allocator settings."""
+chance (nothing was learned, so the ranking is noise), timings taken on a loaded machine or with different allocator
+settings."""
 from __future__ import annotations
 
 import math
@@ -38,12 +38,8 @@ def study_warnings(study: Study) -> list[str]:
     if busy:
         worst = max(busy, key=lambda r: r.record["hardware"]["load"]["load_avg"]).record["hardware"]["load"]
         out.append(f"{len(busy)} of {len(study.runs)} runs had their {load_warning(worst)} (the worst shown).")
-    # older records have neither key: beside records that have one, they count as a different setting
-    threads = recorded(study, "threads")
-    if len(threads) > 1:
-        counts = ", ".join(f"{runs} at {n} thread{'s' * (n != 1)}" if n else f"{runs} not recorded" for n, runs in threads)
-        out.append(f"The runs trained at different thread counts ({counts}): compare ms per step and img/s only "
-                   "between runs of one thread count.")
+    # older records lack the key: beside records that have one, they count as a different setting (a study of
+    # mixed formats or thread counts is refused whole: analyze/report/pairing.py)
     allocators = recorded(study, "allocator")
     if len(allocators) > 1:
         counts = "; ".join(f"{runs} with {what}" if what else f"{runs} not recorded" for what, runs in allocators)

@@ -57,6 +57,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .checks import study_warnings
     from .data import read_records
     from .figures import write_figures
+    from .pairing import check_one_format
     from .render import markdown_table, render
     from .stage_costs import write_stage_roofline
     from .statistics import stem_table, tuning_table
@@ -65,9 +66,11 @@ def run_report(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     inputs = read_wandb(args.wandb, args.group) if args.wandb else read_records(root)
+    studies = split_studies(inputs.runs)
+    for study in studies:  # before anything is written: a study of mixed formats is refused whole
+        check_one_format(study)
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
-    studies = split_studies(inputs.runs)
     sweeps = {r.sweep for r in inputs.runs if r.sweep}
     if len(sweeps) > 1:  # a folder of several sweeps: split, never pooled
         print(f"{root} holds {len(sweeps)} sweeps; each is reported as a study of its own.")

@@ -11,6 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from .checks import warnings_section
+from .pairing import pairing_line, split_line
 from .data import Inputs
 from .comparison import MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, power
 from .stage_costs import stage_cost_lines
@@ -221,8 +222,10 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
     out = ["", f"## {study.label}", ""]
     if len(table):
         reference, source, margin = reference_of(study, table)
+        final = completed(study.runs)
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
-                f"{'s' * (margin != 1)}.", "", markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), ""]
+                f"{'s' * (margin != 1)}.", "", pairing_line(study, final), split_line(final), "",
+                markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), ""]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]

@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 from stems.base import StemlabError, first_line
 
 from ..schema import DATASETS
+from ..streams import stream_seed
 from .loader import TensorLoader
 
 
@@ -83,9 +84,24 @@ class TuneSplit:
     seed: int
 
 
-def tune_settings(cfg: Mapping[str, Any]) -> TuneSplit:
-    """The one place reading `data.tune_split`, `data.tune_pct` and `data.split_seed` (every data schema has them)."""
-    return TuneSplit(bool(cfg["tune_split"]), float(cfg["tune_pct"]), int(cfg["split_seed"]))
+def split_seed(cfg: Mapping[str, Any], seed: int) -> int:
+    """The random state of the dataset's splits (a valid split carved from the training data, the tuning split):
+    `data.split_seed` for every run, or with `data.split_by_seed` one per run seed (its `split` stream, shifted by
+    data.split_seed), shared by every stem at that seed. The one place reading both keys."""
+    if cfg["split_by_seed"]:
+        return (stream_seed(seed, "split") + int(cfg["split_seed"])) % 2 ** 32  # sklearn takes 32-bit states
+    return int(cfg["split_seed"])
+
+
+def split_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """How the run's carved splits were drawn, for the record's `data` (the report says it with `valid_source`: a
+    dataset's own validation set or one carved from its training data)."""
+    return {"split": "per seed" if cfg["split_by_seed"] else "fixed", "split_seed": int(cfg["split_seed"])}
+
+
+def tune_settings(cfg: Mapping[str, Any], seed: int) -> TuneSplit:
+    """The one place reading `data.tune_split` and `data.tune_pct` (every data schema has them)."""
+    return TuneSplit(bool(cfg["tune_split"]), float(cfg["tune_pct"]), split_seed(cfg, seed))
 
 
 def tune_split(labels: np.ndarray, pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,18 +119,18 @@ def tune_split(labels: np.ndarray, pct: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(train), np.sort(tune)
 
 
-def holdout(cfg: Mapping[str, Any], train: Part, load_valid: Callable[[], Part]) -> tuple[Part, Part, dict[str, Any]]:
+def holdout(cfg: Mapping[str, Any], seed: int, train: Part, load_valid: Callable[[], Part]) -> tuple[Part, Part, dict[str, Any]]:
     """(what the run trains on, what it validates on, their description for `info`).
 
     With `data.tune_split`, a fixed stratified `data.tune_pct` of the training set is validated on instead of
     the validation set, which is then never loaded (the fair protocol's tuning stage: issue 12 §1)."""
-    tune = tune_settings(cfg)
+    tune = tune_settings(cfg, seed)
     if not tune.on:
         valid = load_valid()
-        return train, valid, {"valid_split": "valid", "n_train": len(train), "n_valid": len(valid)}
+        return train, valid, {"valid_split": "valid", "n_train": len(train), "n_valid": len(valid), **split_info(cfg)}
     train_rows, tune_rows = tune_split(train.labels.numpy(), tune.pct, tune.seed)
     info = {"valid_split": "tune", "n_train": len(train_rows), "n_valid": len(tune_rows), "tune_pct": tune.pct,
-            "tune_seed": tune.seed}
+            "tune_seed": tune.seed, **split_info(cfg)}
     return (Part(train.images, train.labels, torch.from_numpy(train_rows)),
             Part(train.images, train.labels, torch.from_numpy(tune_rows)), info)
 

@@ -103,7 +103,7 @@ def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
         splits["val"] = cached_split(root / "val", split="val", classes=splits["train"].classes, **opts)
         return as_part(splits["val"])
 
-    fit_on, valid_on, split = holdout(cfg, as_part(splits["train"]), load_valid)
+    fit_on, valid_on, split = holdout(cfg, seed, as_part(splits["train"]), load_valid)
     skipped = warn_skipped(root, splits)
     preload = cfg.get("preload", "auto")
     train_images = to_device(fit_on.images, device, preload)
@@ -115,7 +115,7 @@ def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     valid_dl = TensorLoader(valid_images, valid_on.labels, 2 * bs, rows=valid_on.rows, shuffle=False,
                             drop_last=False, crop=CenterCrop(image_size), **common)
     classes = splits["train"].classes
-    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), **split, "classes": classes,
+    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), **split, "valid_source": "official", "classes": classes,
             "cache_side": side, "cache": [str(s.path) for s in splits.values()],
             "cache_built": any(s.built for s in splits.values()),
             "cache_build_s": round(sum(s.build_seconds for s in splits.values()), 2),

@@ -12,6 +12,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .. import streams
+
 Crop = Callable[[Tensor, torch.Generator], Tensor]  # uint8 batch on the device -> cropped (augmented) uint8 batch
 
 
@@ -45,7 +47,8 @@ class TensorLoader:
         self.images, self.labels, self.bs = images, labels.long(), bs
         self.rows = None if rows is None else rows.long()
         self.shuffle, self.drop_last, self.crop = shuffle, drop_last, crop
-        self.generator = torch.Generator().manual_seed(seed)
+        # their own streams (experiments.streams): the order and the crops at a seed do not depend on each other
+        self.generator, self.augment_generator = streams.generator(seed, "order"), streams.generator(seed, "augment")
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.to(device)
@@ -84,8 +87,24 @@ class TensorLoader:
         y = self.labels[idx].to(self.device, non_blocking=non_blocking)
         x = self.images[idx].to(self.device, non_blocking=non_blocking)
         if self.crop is not None:
-            x = self.crop(x, self.generator)
+            x = self.crop(x, self.augment_generator)
         return torch.addcmul(self.shift, x, self.scale, out=torch.empty(x.shape, device=self.device)), y
+
+    def random_states(self) -> list[Tensor]:
+        """The generators' states (a checkpoint saves them: a resumed run continues the same order and crops)."""
+        return [self.generator.get_state(), self.augment_generator.get_state()]
+
+    def set_random_states(self, states: list[Tensor]) -> None:
+        self.generator.set_state(states[0])
+        self.augment_generator.set_state(states[1])
+
+    def order_digest(self) -> str:
+        """Digest of the order of the next epoch's items (before training: the first epoch's), drawn from a copy of
+        the order generator (the record's pairing.data_order)."""
+        g = torch.Generator()
+        g.set_state(self.generator.get_state())
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        return streams.tensor_digest(self.rows[order] if self.rows is not None else order)
 
     def one_batch(self) -> tuple[Tensor, Tensor]:
         return self.batch(torch.arange(min(self.bs, self.n)))

@@ -75,7 +75,7 @@ def read_split(raw: Path, split: str) -> Part:
 @dataset("mnist")
 def mnist(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     raw = find_or_download(cfg)
-    fit_on, valid_on, split = holdout(cfg, read_split(raw, "train"), lambda: read_split(raw, "test"))
+    fit_on, valid_on, split = holdout(cfg, seed, read_split(raw, "train"), lambda: read_split(raw, "test"))
     train, valid = split_loaders(fit_on, valid_on, bs=bs, seed=seed, device=device, mean=MNIST_MEAN, std=MNIST_STD)
     return DataBundle(train, valid, in_channels=1, num_classes=10, image_size=int(fit_on.images.shape[-1]),
-                      info={"name": "mnist", "root": str(raw), **split, "source": "torchvision.datasets.MNIST layout"})
+                      info={"name": "mnist", "root": str(raw), **split, "valid_source": "official", "source": "torchvision.datasets.MNIST layout"})

