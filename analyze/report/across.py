@@ -131,8 +131,8 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
         size = (", and the size of the differences changes with the context" if changes else
                 ", and the data show no change of the differences with the context") if tested else ""
         both = "both" if len(contexts) == 2 else f"all {len(contexts)}"
-        return (f"**The ranking is the same in {both} contexts**: every pair's τ ({spread}) has its 95 % bootstrap lower "
-                f"bound at or above {rule}{size} ({p}{alike}).")
+        return (f"**The ranking is the same in {both} contexts**: every pair's τ ({spread}) has its 95 % bootstrap "
+                f"lower bound at or above {rule}{size} ({p}{alike}).")
     below = [t for t in finite if t.hi < threshold - ROUNDING]
     if below:
         worst = min(below, key=lambda t: t.hi)
@@ -141,8 +141,8 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
                 f"{rule}){', and the differences change with the context' if changes else ''} ({p}{alike}).")
     if changes:
         return (f"**The stems' differences depend on the context** ({p}); whether their order changes, these seeds "
-                f"cannot tell: {spread}, not every τ's bootstrap lower bound is at or above {rule}, and no upper bound "
-                f"is below it{alike}.")
+                f"cannot tell: {spread}, not every τ's bootstrap lower bound is at or above {rule}, and no upper "
+                f"bound is below it{alike}.")
     return (f"**These seeds cannot tell whether the ranking depends on the context**: {spread}, not every τ's "
             f"bootstrap lower bound is at or above {rule}, and no upper bound is below it; the interaction test finds "
             f"no change ({p}{alike}).")
@@ -265,9 +265,9 @@ METHOD = (
     "Kendall's τ is τ-b (scipy.stats.kendalltau) of the mean accuracies of the stems every context has (a stem missing "
     "from a context is left out of τ, the places and the interaction test), over the seeds every such stem completed "
     "in each context. Its interval is a percentile bootstrap: each context's seeds are resampled with replacement on "
-    "their own (the same draw for all its stems, which share a seed's data order and initialisation), the ranking "
-    f"recomputed from the resampled means, {RESAMPLES:,} resamples from numpy's default generator seeded "
-    f"{RESAMPLE_SEED} (so the report regenerates byte for byte), the 2.5th and 97.5th percentiles; the same resamples "
+    "their own (the same draw for all its stems: a seed is one block for them, paired as each context's section "
+    f"says), the ranking recomputed from the resampled means, {RESAMPLES:,} resamples from numpy's default generator "
+    f"seeded {RESAMPLE_SEED} (so the report regenerates byte for byte), the 2.5th and 97.5th percentiles; the same resamples "
     "give the share in which every context ranks the stems alike. The answer follows a rule the preset fixes before "
     "the data (`compare.same_ranking_tau`): the same ranking only when every pair's lower bound is at or above it; "
     "the ranking depends on the context when some pair's upper bound is below it, the stems' differences when the "

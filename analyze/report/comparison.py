@@ -1,7 +1,8 @@
 """Every stem against the study's reference stem: paired over seeds, Bonferroni-corrected tests and the matching
 simultaneous intervals, equivalence within ±margin (two one-sided tests, each at α/m), each stem's probability of
-being best (the Student-t posterior of its paired difference to the reference), the study's power (the smallest difference it detects at 80 %, the seeds it needs
-for 1 point), and what each stem reaches within the reference's training time."""
+being best (the Student-t posterior of its paired difference to the reference), the study's power (the smallest
+difference it detects at 80 %, the seeds it needs for 1 point), and what each stem reaches within the reference's
+training time."""
 from __future__ import annotations
 
 import math

@@ -77,8 +77,9 @@ class Tau:
 def resampled_means(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> list[np.ndarray]:
     """Per context, stems x resamples: the mean accuracy over each resample of its seeds. Each context's seeds are
     resampled with replacement on their own (one context's seed 0 shares nothing with another's), the same draw for
-    every stem of that context (a seed fixes data order and initialisation for all of them). One generator, drawn
-    context by context in the report's order, so every number from it is the same at every regeneration.
+    every stem of that context (a seed is one block for them: the same data order, and the same trunk where the
+    records' pairing digests agree). One generator, drawn context by context in the report's order, so every number
+    from it is the same at every regeneration.
 
     Written here because scipy.stats.bootstrap resamples one sample (or paired samples of one length), not
     independent seed sets per context."""
@@ -164,8 +165,8 @@ def interaction_test(data: pd.DataFrame) -> Interaction:
 
     - The logit puts contexts at 97 % and at 60 % on one scale: there a stem gaining the same odds gains fewer
       points near the ceiling, which is not a change of its effect.
-    - A fixed intercept per seed within its context: the stems of one context share a seed's data order and
-      initialisation; seed 0 of one context shares nothing with seed 0 of another.
+    - A fixed intercept per seed within its context: the stems of one context share a seed's data order (and its
+      trunk initialisation where the pairing digests agree); seed 0 of one context shares nothing with another's.
     - The variance per context: the full model fits each context on its own, so its residuals there estimate that
       context's variance (with runs − seeds − (stems − 1) degrees of freedom). An equal-variance test would let the
       noisiest context's residuals pass for interaction.
