@@ -233,6 +233,9 @@ class CompareConf:
     seeds: str = setting("fixed", **one_of("fixed", "auto"))
     pilot_seeds: int = setting(3, **at_least(2))
     max_seeds: int = setting(10, **at_least(2))
+    # across contexts, "the same ranking" only when every pair of contexts' Kendall τ has its bootstrap lower
+    # bound at or above this; "depends on the context" when some τ's upper bound is below it
+    same_ranking_tau: float = setting(0.6, "a number in (-1, 1]", lambda v: -1 < v <= 1)
 
 
 @dataclass

@@ -103,6 +103,7 @@ def test_valid_command_lines_pass_the_checks():
     ("profile.latency=maybe", "profile.latency=maybe is not valid"),
     ("profile.budget_s=-1", "profile.budget_s=-1.0 is not valid; use a number ≥ 0, or null for no budget."),
     ("compare.margin=0", "compare.margin=0.0 is not valid; use a number > 0 (accuracy points)."),
+    ("compare.same_ranking_tau=1.5", "compare.same_ranking_tau=1.5 is not valid; use a number in (-1, 1]."),
     ("compare.reference=a/b", "compare.reference=a/b is not valid; use a name made of letters, digits, _ and - only."),
     ("data.tune_pct=0.5", "data.tune_pct=0.5 is not valid; use a number in (0, 0.5)."),
     ("seed=-1", "seed=-1 is not valid; use an integer ≥ 0."),

@@ -124,7 +124,7 @@ def test_tuned_study_preset():
     assert list(cfg.hydra.sweeper.lr_bounds) == [0.0001, 0.1]
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == \
         {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "range(5)"}
-    assert (cfg.compare.reference, cfg.compare.margin) == ("resnet_7x7", 1.0)
+    assert (cfg.compare.reference, cfg.compare.margin, cfg.compare.same_ranking_tau) == ("resnet_7x7", 1.0, 0.6)
 
 
 @pytest.mark.parametrize("preset", ["stem_study_mnist5k", "stem_study_mnist5k_tuned", "stem_study_imagenette_cpu",

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,17 +99,63 @@ def test_comparison_with_the_reference_matches_hand_computation(study):
     assert worse["diff"] == pytest.approx(-0.31) and worse["p"] == pytest.approx(p_two_sided_df2(-31.0))
     assert worse["p_adj"] == pytest.approx(2 * p_two_sided_df2(-31.0))
     assert worse["diff_hi"] == pytest.approx(-0.31 + t_adj * math.sqrt(3) / 100 / math.sqrt(3)) and worse["verdict"] == "worse"
-    # P(best) over the 27 equally likely resamples of 3 seeds (hand count: reference − patchify per seed is
-    # (−1, +2, 0)/100; its resampled sum is > 0 in 16, = 0 in 4 (shared), < 0 in 7): 18/27 and 9/27; dw never
-    assert table["p_best"].to_dict() == pytest.approx({"resnet_7x7": 18 / 27, "patchify_4x4": 9 / 27, "dw_separable": 0.0})
+    # P(best) from the Student-t posterior of each paired difference: patchify is best about when its δ > 0,
+    # P(T₂ > √3/√21) = 1 − CDF(√3/√21); dw_separable needs T₂ > 31 (≈ 5e-4); the reference takes the rest
+    p_patchify_best = 1 - cdf_df2(math.sqrt(3) / math.sqrt(21))  # 0.3710
+    assert table["p_best"].to_dict() == pytest.approx({"resnet_7x7": 1 - p_patchify_best, "patchify_4x4": p_patchify_best,
+                                                       "dw_separable": 0.0}, abs=0.01)
+    assert table["p_best"].sum() == pytest.approx(1.0)
+
+
+def test_equivalence_runs_each_one_sided_test_at_alpha_over_m(tmp_path):
+    # one stem against the reference (m = 1): differences (−0.5, 0, +0.5) points, mean 0, sd 0.5, se 0.5/√3
+    for seed, (acc, d) in enumerate(zip([0.80, 0.82, 0.84], [-0.005, 0.0, 0.005])):
+        write_point(tmp_path, "resnet_7x7", seed, acc)
+        write_point(tmp_path, "patchify_4x4", seed, acc + d)
+    other = the_table(tmp_path).loc["patchify_4x4"]
+    se = 0.005 / math.sqrt(3)
+    # the two one-sided t-tests by hand: H0 Δ ≤ −1 pt (t = (0 + 0.01)/se) and H0 Δ ≥ +1 pt (t = (0 − 0.01)/se)
+    p_lower, p_upper = 1 - cdf_df2((0 + 0.01) / se), cdf_df2((0 - 0.01) / se)
+    assert other["p_tost"] == pytest.approx(max(p_lower, p_upper)) == pytest.approx(0.0371, abs=1e-4)
+    # 0.025 < p < 0.05: equivalent at α/m = 0.05 per one-sided test, though the two-sided 95 % interval reaches
+    # past the margin (TOST at 0.025 per side would not call it)
+    assert other["diff_lo"] < -0.01 and other["verdict"] == "equivalent (±1 pt)"
+
+
+def test_probability_best_matches_the_t_posterior_of_one_paired_difference():
+    # two stems: the stem is best exactly when its δ > 0, P = CDF of T₂ at mean / (sd/√n)
+    (ref, other), = [comparison.probability_best(np.array([0.004]), np.array([0.006]), np.array([3.0]))]
+    assert other == pytest.approx(cdf_df2(0.004 / (0.006 / math.sqrt(3))), abs=0.01) and ref + other == pytest.approx(1.0)
+
+
+def best_of_simulated_studies(effects, studies=300, seeds=5, sd=0.005, rng_seed=1):
+    """P(best) of every stem in simulated studies: stem k's accuracy over seeds is effects[k] + N(0, sd); stem 0
+    is the reference. 5,000 posterior draws a study keep it fast (Monte Carlo error about 0.4 % at P = 0.9)."""
+    rng = np.random.default_rng(rng_seed)
+    acc = np.asarray(effects)[None, :, None] + rng.normal(0, sd, size=(studies, len(effects), seeds))
+    d = acc[:, 1:] - acc[:, :1]  # studies x stems − 1 x seeds: paired differences to the reference
+    n = np.full(len(effects) - 1, float(seeds))
+    return np.array([comparison.probability_best(di.mean(axis=1), di.std(axis=1, ddof=1), n, draws=5_000)
+                     for di in d])
+
+
+def test_probability_best_does_not_crown_noise_and_finds_a_real_winner():
+    # 4 equal stems x 5 seeds (sd 0.5 points): the noise winner gets ≥ 90 % in at most 5 % of 300 studies
+    equal = best_of_simulated_studies([0.9] * 4)
+    assert equal.sum(axis=1) == pytest.approx(np.ones(300))
+    assert np.mean(equal.max(axis=1) >= 0.9) <= 0.05
+    # one stem truly 2 sd (1 point) better, a non-reference stem or the reference itself: it gets most of it
+    assert np.mean(best_of_simulated_studies([0.9, 0.91, 0.9, 0.9], studies=100)[:, 1]) > 0.8
+    assert np.mean(best_of_simulated_studies([0.91, 0.9, 0.9, 0.9], studies=100)[:, 0]) > 0.8
 
 
 def test_bonferroni_interval_and_verdict_never_disagree():
-    # a verdict is read off the printed interval: above 0, below 0, inside ±margin, else inconclusive
-    assert comparison.verdict(0.001, 0.004, 0.01, 1) == "better, by < 1 pt"
-    assert comparison.verdict(-0.05, -0.02, 0.01, 1) == "worse"
-    assert comparison.verdict(-0.004, 0.006, 0.01, 1) == "equivalent (±1 pt)"
-    assert comparison.verdict(-0.02, 0.006, 0.01, 1) == "inconclusive"
+    # better or worse is read off the printed interval (above or below 0); equivalence is TOST's
+    assert comparison.verdict(0.001, 0.004, True, 1) == "better, by < 1 pt"
+    assert comparison.verdict(0.001, 0.004, False, 1) == "better"
+    assert comparison.verdict(-0.05, -0.02, False, 1) == "worse"
+    assert comparison.verdict(-0.004, 0.006, True, 1) == "equivalent (±1 pt)"
+    assert comparison.verdict(-0.02, 0.006, False, 1) == "inconclusive"
 
 
 def test_power_matches_the_noncentral_t():

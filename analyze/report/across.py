@@ -17,13 +17,13 @@ from .figures import new_figure, save
 from .render import md_table
 from .statistics import reference_of
 from .studies import Study
-from .universality import (ALPHA, RESAMPLE_SEED, RESAMPLES, Agreement, Interaction, Tau, agreements, interaction,
-                           movers, rankings, taus)
+from .universality import (ALPHA, LOGIT_CLIP, RESAMPLE_SEED, RESAMPLES, Agreement, Interaction, Tau, agreements,
+                           interaction, movers, rankings, same_ranking_share, same_ranking_threshold, taus)
 
 HEADING = "Across contexts: is the best stem universal?"
 FIGURE = "across_contexts_forest.png"
 MARKERS = "osD^v<>pPX*h"
-SAME = 1 - 1e-9  # τ at or above this is +1 (float rounding)
+ROUNDING = 1e-9  # τ is a ratio of pair counts: a bound within float rounding of the threshold meets it
 
 
 @dataclass
@@ -42,7 +42,8 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     test = interaction(contexts)
     agree = agreements(contexts)
     common, places = movers(rank)
-    answer = [answer_sentence(contexts, pairs, test), movers_sentence(contexts, common, places)]
+    answer = [answer_sentence(contexts, pairs, test, same_ranking_share(rank), same_ranking_threshold(contexts)),
+              movers_sentence(contexts, common, places)]
     refs = [reference_of(c.study, c.table) for c in contexts]
     figure = save(forest_plot(contexts, refs), out / FIGURE)
     lines = ["", f"## {HEADING}", "", " ".join(s for s in answer if s), "",
@@ -62,7 +63,7 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
     if len({r for r, _, _ in refs}) > 1:
         lines += ["The contexts name different reference stems; each verdict below is against its context's own.", ""]
     lines += place_table(contexts, rank, common, places) + verdict_table(contexts, agree) + tau_table(contexts, pairs)
-    lines += [interaction_line(contexts, test), "", f"![forest]({figure})", "", forest_caption(refs), "", method()]
+    lines += [interaction_line(contexts, test), "", f"![forest]({figure})", "", forest_caption(refs), "", METHOD]
     summary = [f"{HEADING} {' '.join(s for s in answer if s)}"] + [
         f"tau {contexts[t.a].label} vs {contexts[t.b].label}: {tau_text(t)}" for t in pairs]
     return Across(lines, summary)
@@ -109,9 +110,12 @@ def tau_text(t: Tau) -> str:
     return f"τ = {t.tau:+.2f}{interval}"
 
 
-def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction) -> str:
-    """Same, or depends: the ranking depends on the context when some pair's τ interval stays below +1 (the order
-    changes beyond seed noise); a significant interaction alone says the differences change (their sizes may)."""
+def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction, same_share: float,
+                    threshold: float) -> str:
+    """The rule fixed before the data (`compare.same_ranking_tau`, the threshold): the same ranking only when every
+    pair's τ has its bootstrap lower bound at or above the threshold; it depends on the context when the data show
+    it (some τ's upper bound below the threshold, or the interaction test rejects); else these seeds cannot tell,
+    with the bootstrap probability that every context ranks the stems alike (`same_share`)."""
     finite = [t for t in pairs if math.isfinite(t.tau)]
     if not finite:
         return "No two contexts share 2 stems with completed seeds, so their rankings cannot be compared."
@@ -120,23 +124,28 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
     tested = math.isfinite(test.p)
     p = f"stem × context interaction p = {p_text(test.p)}" if tested else f"no interaction test: {test.failed}"
     changes = tested and test.p < ALPHA
-    if low >= SAME and len(finite) == len(pairs):
+    rule = f"compare.same_ranking_tau = {threshold:+.2f}"
+    alike = ("" if not math.isfinite(same_share) else
+             f"; {100 * same_share:.0f} % of bootstrap resamples rank the stems alike in every context")
+    if len(finite) == len(pairs) and all(t.lo >= threshold - ROUNDING for t in finite):
         size = (", and the size of the differences changes with the context" if changes else
                 ", and the data show no change of the differences with the context") if tested else ""
         both = "both" if len(contexts) == 2 else f"all {len(contexts)}"
-        return f"**The ranking is the same in {both} contexts**: τ = +1 for every pair of contexts{size} ({p})."
-    below = [t for t in finite if t.hi < SAME]
+        return (f"**The ranking is the same in {both} contexts**: every pair's τ ({spread}) has its 95 % bootstrap "
+                f"lower bound at or above {rule}{size} ({p}{alike}).")
+    below = [t for t in finite if t.hi < threshold - ROUNDING]
     if below:
         worst = min(below, key=lambda t: t.hi)
         return (f"**The ranking depends on the context**: the order of the stems changes beyond seed noise ({spread}; "
                 f"between {contexts[worst.a].label} and {contexts[worst.b].label} {tau_text(worst)}, an interval below "
-                f"+1){', and the differences change with the context' if changes else ''} ({p}).")
+                f"{rule}){', and the differences change with the context' if changes else ''} ({p}{alike}).")
     if changes:
-        return (f"**The stems' differences depend on the context** ({p}) and the order of their means changes "
-                f"({spread}), but every τ's bootstrap interval reaches +1: these seeds do not show the order itself "
-                "changing.")
-    return (f"**These seeds cannot show that the ranking depends on the context**: the order of the means differs "
-            f"({spread}), but every τ's bootstrap interval reaches +1 and the interaction test finds no change ({p}).")
+        return (f"**The stems' differences depend on the context** ({p}); whether their order changes, these seeds "
+                f"cannot tell: {spread}, not every τ's bootstrap lower bound is at or above {rule}, and no upper "
+                f"bound is below it{alike}.")
+    return (f"**These seeds cannot tell whether the ranking depends on the context**: {spread}, not every τ's "
+            f"bootstrap lower bound is at or above {rule}, and no upper bound is below it; the interaction test finds "
+            f"no change ({p}{alike}).")
 
 
 def p_text(p: float) -> str:
@@ -235,13 +244,13 @@ def tau_table(contexts: list[Context], pairs: list[Tau]) -> list[str]:
 def interaction_line(contexts: list[Context], test: Interaction) -> str:
     what = (f"Stem × context interaction ({plural(len(test.stems), 'stem')} every context has × {len(contexts)} contexts, "
             f"{test.runs} runs): ")
-    if not math.isfinite(test.lr):
+    if not math.isfinite(test.f):
         return what + f"no test, {test.failed}."
-    notes = f" statsmodels warned while fitting: {'; '.join(test.notes)}." if test.notes else ""
-    return (what + f"likelihood-ratio test of accuracy ~ C(stem) * C(context) against accuracy ~ C(stem) + C(context), "
-            f"both linear mixed models with a random intercept per seed within its context, fitted by maximum "
-            f"likelihood (statsmodels mixedlm): χ² = {test.lr:.2f} on {test.df} degrees of freedom, "
-            f"**p = {p_text(test.p)}**." + notes)
+    sds = ", ".join(f"{c.label} {sd:.3f}" for c, sd in zip(contexts, test.sd))
+    return (what + "F-test of logit(accuracy) ~ seed + stem + stem × context against the model without stem × "
+            "context, by weighted least squares with each run weighted by 1 / its context's residual variance "
+            f"(statsmodels WLS; residual SD on the logit scale: {sds}): F = {test.f:.2f} on {test.df} and "
+            f"{test.df_resid} degrees of freedom, **p = {p_text(test.p)}**.")
 
 
 def forest_caption(refs: list[tuple[str, str, float]]) -> str:
@@ -252,16 +261,20 @@ def forest_caption(refs: list[tuple[str, str, float]]) -> str:
             f"{'s' * (margin != 1)}.")
 
 
-def method() -> str:
-    return ("Kendall's τ is τ-b (scipy.stats.kendalltau) of the mean accuracies of the stems every context has (a stem "
-            "missing from a context is left out of τ, the places and the interaction test), over the seeds every such "
-            "stem completed in each context. Its interval is a percentile bootstrap: each "
-            "context's seeds are resampled with replacement on their own (the same draw for all its stems, which share "
-            f"a seed's data order and initialisation), the ranking recomputed from the resampled means, {RESAMPLES:,} "
-            f"resamples from numpy's default generator seeded {RESAMPLE_SEED} (so the report regenerates byte for byte), "
-            "the 2.5th and 97.5th percentiles. With few seeds the interval is coarse: a stem pair closer than its seed "
-            "noise swaps in many resamples. The interaction test asks whether the stems' differences change with the "
-            f"context (a change of size counts, not only of order); the answer's threshold is p < {ALPHA:g}.")
+METHOD = (
+    "Kendall's τ is τ-b (scipy.stats.kendalltau) of the mean accuracies of the stems every context has (a stem missing "
+    "from a context is left out of τ, the places and the interaction test), over the seeds every such stem completed "
+    "in each context. Its interval is a percentile bootstrap: each context's seeds are resampled with replacement on "
+    "their own (the same draw for all its stems: a seed is one block for them, paired as each context's section "
+    f"says), the ranking recomputed from the resampled means, {RESAMPLES:,} resamples from numpy's default generator "
+    f"seeded {RESAMPLE_SEED} (so the report regenerates byte for byte), the 2.5th and 97.5th percentiles; the same resamples "
+    "give the share in which every context ranks the stems alike. The answer follows a rule the preset fixes before "
+    "the data (`compare.same_ranking_tau`): the same ranking only when every pair's lower bound is at or above it; "
+    "the ranking depends on the context when some pair's upper bound is below it, the stems' differences when the "
+    f"interaction test rejects at p < {ALPHA:g}; otherwise these seeds cannot tell. The interaction test compares "
+    "the stems' differences on the logit scale (accuracy held within "
+    f"{100 * LOGIT_CLIP:g} point of 0 and 100 %), so that contexts at different accuracy levels compare, and weighs "
+    "each context by its own residual variance, so that a noisy context does not pass for interaction.")
 
 
 def forest_plot(contexts: list[Context], refs: list[tuple[str, str, float]]) -> Figure:

@@ -1,10 +1,10 @@
 """Every stem against the study's reference stem: paired over seeds, Bonferroni-corrected tests and the matching
-simultaneous intervals, equivalence within ±margin (two one-sided tests), each stem's probability of being
-best (bootstrap over seeds), the study's power (the smallest difference it detects at 80 %, the seeds it needs
-for 1 point), and what each stem reaches within the reference's training time."""
+simultaneous intervals, equivalence within ±margin (two one-sided tests, each at α/m), each stem's probability of
+being best (the Student-t posterior of its paired difference to the reference), the study's power (the smallest
+difference it detects at 80 %, the seeds it needs for 1 point), and what each stem reaches within the reference's
+training time."""
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +24,8 @@ MIN_PAIRED_SEEDS = 3  # below this a paired t-test has 1 degree of freedom or no
 EXACT = 1e-12         # accuracy differences below this are float noise: accuracies are multiples of 1/N
 DEFAULT_REFERENCE = "resnet_7x7"
 DEFAULT_MARGIN = 1.0  # accuracy points
-BOOTSTRAP_DRAWS = 20_000
-BOOTSTRAP_SEED = 0    # a fixed generator: the report regenerates byte for byte from its records
+POSTERIOR_DRAWS = 20_000
+POSTERIOR_SEED = 0    # a fixed generator: the report regenerates byte for byte from its records
 
 
 def choose_reference(stems: list[str], named: str | None) -> tuple[str, str]:
@@ -74,14 +74,15 @@ def paired(reference: dict[Any, float], other: dict[Any, float], margin: float) 
 def compare_with_reference(table: pd.DataFrame, acc_by_stem: dict[str, dict[Any, float]], reference: str,
                            margin_points: float) -> pd.DataFrame:
     """Adds Δ (stem − reference), its Bonferroni interval, raw and adjusted p of the difference and of the
-    equivalence tests, and the verdict read off the interval: better (above 0), worse (below 0), equivalent
-    (inside ±margin), else inconclusive.
+    equivalence tests, the verdict and P(best). Better (the interval above 0) or worse (below 0): the paired t-test
+    at α/m, read off its interval; equivalent (inside ±margin): both one-sided tests reject at α/m (TOST at level
+    α/m, whose interval is the narrower 1 − 2α/m one); else inconclusive.
 
     Bonferroni, not Holm: its intervals are simultaneous at 95 % and agree with its tests by construction
     (Holm's step-down has no matching intervals, so its verdicts and printed intervals could disagree)."""
     margin = margin_points / 100
     table = table.assign(diff=math.nan, diff_lo=math.nan, diff_hi=math.nan, diff_sd=math.nan, pairs=0, p=math.nan,
-                         p_adj=math.nan, p_tost=math.nan, p_tost_adj=math.nan, verdict="")
+                         p_adj=math.nan, p_tost=math.nan, p_tost_adj=math.nan, verdict="", p_best=math.nan)
     results = {}
     for i, row in table.iterrows():
         if row["stem"] == reference:
@@ -92,6 +93,11 @@ def compare_with_reference(table: pd.DataFrame, acc_by_stem: dict[str, dict[Any,
             results[i] = c = paired(acc_by_stem[reference], acc_by_stem[row["stem"]], margin)
             table.loc[i, ["diff", "diff_sd", "pairs", "p", "p_tost"]] = [c.mean_diff, c.sd_diff, c.n, c.p, c.p_tost]
             table.at[i, "verdict"] = c.untested
+    refs = table.index[table["stem"] == reference]
+    if len(refs) and results and all(c.n >= 2 for c in results.values()):
+        shares = probability_best(*(np.array([getattr(c, k) for c in results.values()], dtype=float)
+                                    for k in ("mean_diff", "sd_diff", "n")))
+        table.loc[[refs[0], *results], "p_best"] = shares
     tested = [i for i, c in results.items() if math.isfinite(c.p)]
     m = len(tested)
     if not m:
@@ -103,15 +109,15 @@ def compare_with_reference(table: pd.DataFrame, acc_by_stem: dict[str, dict[Any,
         half = stats.t.ppf(1 - ALPHA / (2 * m), c.n - 1) * c.sd_diff / math.sqrt(c.n)
         lo, hi = c.mean_diff - half, c.mean_diff + half
         table.loc[i, ["diff_lo", "diff_hi"]] = [lo, hi]
-        table.at[i, "verdict"] = verdict(lo, hi, margin, margin_points)
+        table.at[i, "verdict"] = verdict(lo, hi, bool(table.at[i, "p_tost_adj"] < ALPHA), margin_points)
     return table
 
 
-def verdict(lo: float, hi: float, margin: float, margin_points: float) -> str:
-    inside = -margin < lo and hi < margin
+def verdict(lo: float, hi: float, equivalent: bool, margin_points: float) -> str:
+    """From the Bonferroni interval [lo, hi] of Δ and whether TOST at α/m put Δ inside ±margin."""
     if lo > 0 or hi < 0:
-        return ("better" if lo > 0 else "worse") + (f", by < {margin_points:g} pt" if inside else "")
-    return f"equivalent (±{margin_points:g} pt)" if inside else "inconclusive"
+        return ("better" if lo > 0 else "worse") + (f", by < {margin_points:g} pt" if equivalent else "")
+    return f"equivalent (±{margin_points:g} pt)" if equivalent else "inconclusive"
 
 
 def comparisons(table: pd.DataFrame) -> int:
@@ -119,25 +125,21 @@ def comparisons(table: pd.DataFrame) -> int:
     return int(table["p_adj"].notna().sum()) if "p_adj" in table else 0
 
 
-def probability_best(acc_by_stem: dict[str, dict[Any, float]]) -> dict[str, float]:
-    """Each stem's share of bootstrap resamples in which it has the highest mean accuracy (ties split evenly).
+def probability_best(mean_diff: np.ndarray, sd_diff: np.ndarray, n: np.ndarray, draws: int = POSTERIOR_DRAWS,
+                     seed: int = POSTERIOR_SEED) -> np.ndarray:
+    """Each stem's posterior probability of the highest mean accuracy: first the reference's, then one per stem
+    given by its paired differences to the reference (mean, SD over its n ≥ 2 paired seeds; ties split evenly).
 
-    A resample draws n of the n seeds every stem completed, with replacement, the same draw for every stem (the
-    seed fixes data order and initialisation for all of them): all n^n draws when that is at most
-    BOOTSTRAP_DRAWS (exact, up to 6 seeds), else that many from a fixed generator. Written here because scipy's
-    bootstrap gives intervals of one statistic, not the distribution of an argmax. NaN below 2 shared seeds."""
-    stems = [s for s, accs in acc_by_stem.items() if accs]
-    shared = sorted(set.intersection(*(set(acc_by_stem[s]) for s in stems)) if stems else set(), key=str)
-    if len(shared) < 2:
-        return {s: math.nan for s in acc_by_stem}
-    n = len(shared)
-    acc = np.array([[acc_by_stem[s][seed] for seed in shared] for s in stems], dtype=float)
-    draws = np.array(list(itertools.product(range(n), repeat=n))) if n ** n <= BOOTSTRAP_DRAWS else \
-        np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_DRAWS, n))
-    means = acc[:, draws].mean(axis=2)  # stems x draws
+    Each stem's mean difference δ has the posterior of a normal sample under the flat prior on the mean and on
+    log σ: δ = mean + SD/√n · T, T Student's t with n − 1 degrees of freedom (so P(δ > 0) is 1 − the one-sided
+    p of the paired t-test). The reference is δ = 0. The stems' δ are drawn independently, which leaves out the
+    reference's noise that their differences share: that widens the spread between two stems, so P(best) errs
+    towards the even split rather than towards a winner. Drawn, `draws` times, from numpy's generator seeded `seed`."""
+    rng = np.random.default_rng(seed)
+    delta = mean_diff[:, None] + (sd_diff / np.sqrt(n))[:, None] * rng.standard_t((n - 1)[:, None], (len(n), draws))
+    means = np.vstack([np.zeros(draws), delta])  # stems x draws, the reference first
     top = np.isclose(means, means.max(axis=0), rtol=0, atol=EXACT)
-    share = (top / top.sum(axis=0)).mean(axis=1)
-    return {s: (float(share[stems.index(s)]) if s in stems else math.nan) for s in acc_by_stem}
+    return (top / top.sum(axis=0)).mean(axis=1)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from experiments.seed_plan import saved_plan
 from .checks import warnings_section
 from .pairing import pairing_line, split_line
 from .data import Inputs
-from .comparison import BOOTSTRAP_DRAWS, MIN_PAIRED_SEEDS, POWER, power
+from .comparison import MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, power
 from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
@@ -30,14 +30,16 @@ METHOD = (
     "first stem by name), over the seeds both completed: Δ is the mean paired difference (stem − reference, accuracy "
     "points) and p a two-sided paired t-test. With m stems tested against the reference, the correction is Bonferroni's: "
     "adjusted p = min(1, m × raw p), and the interval next to Δ is the t-interval at level 1 − 0.05/m (n − 1 degrees of "
-    "freedom), so all m intervals hold together at 95 % and each verdict can be read off its interval: **better** (it "
-    "lies above 0), **worse** (below 0), **equivalent** (inside ±margin, `compare.margin`, 1 point by default: both "
-    "one-sided tests of statsmodels' ttost_paired reject at 0.025/m; p equiv. is min(1, m × raw TOST p)), else "
-    f"**inconclusive** (the data cannot tell). No test from fewer than {MIN_PAIRED_SEEDS} paired seeds (\"too few "
-    "seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to test). P(best): the "
-    "share of bootstrap resamples of the n seeds every stem completed (one draw for all stems; all n^n draws when "
-    f"that is at most {BOOTSTRAP_DRAWS:,}, else {BOOTSTRAP_DRAWS:,} from a fixed generator) in which the stem has the "
-    "highest mean accuracy, ties split evenly. At ref. time: the stem's "
+    "freedom), so all m intervals hold together at 95 %: **better** (the interval lies above 0), **worse** (below 0), "
+    "**equivalent** (inside ±margin, `compare.margin`, 1 point by default: both one-sided tests of statsmodels' "
+    "ttost_paired reject at 0.05/m, i.e. the narrower 1 − 0.1/m interval lies inside ±margin; p equiv. is min(1, m × "
+    f"raw TOST p)), else **inconclusive** (the data cannot tell). No test from fewer than {MIN_PAIRED_SEEDS} paired "
+    "seeds (\"too few seeds\"), from differences that are all zero (\"identical\") or all the same (no spread to "
+    "test). P(best): the posterior probability that the stem has the highest mean accuracy, each stem's mean "
+    "difference to the reference drawn from its Student-t posterior (mean + SD/√n × t with n − 1 degrees of freedom, "
+    f"independently per stem, {POSTERIOR_DRAWS:,} draws from a fixed generator; with few seeds its heavy tails keep "
+    "P(best) from crowning a noise winner), the reference at 0, ties split evenly; it is not adjusted for the m "
+    "comparisons (a stem's probability of beating the reference is 1 − its raw one-sided p). At ref. time: the stem's "
     "mean validation accuracy after the epochs it trains in the reference's training time (the reference's epochs × "
     "its step time / the stem's, median step times), interpolated between epoch ends from the per-epoch history "
     "(– before a first epoch would end; a stem faster than the reference is read at its last epoch). FLOPs are per "

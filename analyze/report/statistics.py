@@ -12,8 +12,7 @@ from scipy import stats
 
 from experiments.model import GROUPS
 
-from .comparison import (DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time,
-                         probability_best)
+from .comparison import DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time
 from .data import Run
 from .studies import Study, stem_labels
 from .tuning import lr_choices
@@ -95,8 +94,6 @@ def stem_table(study: Study) -> pd.DataFrame:
         return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)
     table = compare_with_reference(table, acc_by_stem, reference, margin)
-    best = probability_best(acc_by_stem)
-    table["p_best"] = [best.get(s, math.nan) for s in table["stem"]]
     histories = {label: [r.history for r in completed([r for r in study.runs if labels[id(r)] == label])
                          if r.history is not None] for label in table["stem"]}
     table = equal_time(table, histories, reference)
@@ -107,10 +104,15 @@ def reference_of(study: Study, table: pd.DataFrame) -> tuple[str, str, float]:
     """The study's reference stem, where it comes from, and its equivalence margin in points: the `compare`
     setting of its most recently finished record (a re-run skips completed points, which keep the setting they
     ran under, so the newest record carries the study's current one)."""
-    runs = sorted(study.runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
-    compare = (runs[-1].config.get("compare") or {}) if runs else {}
+    compare = newest_compare(study.runs)
     reference, source = choose_reference(list(table["stem"]), compare.get("reference"))
     return reference, source, float(compare.get("margin") or DEFAULT_MARGIN)
+
+
+def newest_compare(runs: list[Run]) -> dict[str, Any]:
+    """The `compare` setting of the most recently finished (else started) of `runs`; {} without runs."""
+    runs = sorted(runs, key=lambda r: str(r.record.get("finished") or r.record.get("started") or ""))
+    return (runs[-1].config.get("compare") or {}) if runs else {}
 
 
 def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:

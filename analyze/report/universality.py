@@ -1,28 +1,29 @@
 """Is the best stem universal? The numbers of the comparison across contexts: each context's ranking of the stems,
-Kendall's τ between the rankings of every pair of contexts with a bootstrap interval over seeds, the stem × context
-interaction test (a linear mixed model), the verdicts against the reference that held in every context and those
-that flipped, and the stems whose place moves most."""
+Kendall's τ between the rankings of every pair of contexts with a bootstrap interval over seeds, the bootstrap
+probability that every context ranks the stems alike, the stem × context interaction test (weighted least squares on
+the logit scale, a residual variance per context), the verdicts against the reference that held in every context and
+those that flipped, and the stems whose place moves most."""
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
-from scipy import stats
+import statsmodels.api as sm
+from scipy import special, stats
 
-from stems.base import first_line
+from experiments.schema import CompareConf
 
 from .contexts import Context
-from .statistics import accuracy_by_stem
+from .statistics import accuracy_by_stem, newest_compare
 
 RESAMPLES = 5_000     # bootstrap resamples for τ's interval (scipy's kendalltau per resample: about 1 s per pair)
 RESAMPLE_SEED = 0     # a fixed generator: the report regenerates byte for byte from its records
 ALPHA = 0.05
+LOGIT_CLIP = 1e-3     # an accuracy within 0.1 point of 0 or 100 % is held there, so that its logit is finite
 
 
 @dataclass
@@ -73,21 +74,29 @@ class Tau:
     undefined: int        # resamples in which τ was undefined (all means tied in a context), left out
 
 
-def taus(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> list[Tau]:
-    """τ between every pair of contexts' rankings of the stems every context has. The interval: each context's seeds
-    resampled with replacement, on their own (one context's seed 0 shares nothing with another's), the same draw for
-    every stem of that context (a seed fixes data order and initialisation for all of them); the ranking recomputed
-    from the resampled means; the 2.5th and 97.5th percentiles of τ over the resamples. One generator, drawn
-    context by context in the report's order, so the interval is the same at every regeneration.
+def resampled_means(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> list[np.ndarray]:
+    """Per context, stems x resamples: the mean accuracy over each resample of its seeds. Each context's seeds are
+    resampled with replacement on their own (one context's seed 0 shares nothing with another's), the same draw for
+    every stem of that context (a seed is one block for them: the same data order, and the same trunk where the
+    records' pairing digests agree). One generator, drawn context by context in the report's order, so every number
+    from it is the same at every regeneration.
 
-    Written around scipy's kendalltau because scipy.stats.bootstrap resamples one sample (or paired samples of
-    one length), not independent seed sets per context."""
+    Written here because scipy.stats.bootstrap resamples one sample (or paired samples of one length), not
+    independent seed sets per context."""
     rng = np.random.default_rng(seed)
     boot = []
-    for r in rank:  # stems x resamples: mean accuracy over each resample of the context's seeds
+    for r in rank:
         n = len(r.seeds)
         boot.append(r.acc[:, rng.integers(0, n, size=(resamples, n))].mean(axis=2) if n else
                     np.full((len(r.stems), resamples), math.nan))
+    return boot
+
+
+def taus(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> list[Tau]:
+    """τ between every pair of contexts' rankings of the stems every context has, with its percentile bootstrap
+    interval: the ranking recomputed from each resample's means (resampled_means), the 2.5th and 97.5th
+    percentiles of τ over the resamples, those where τ is undefined left out."""
+    boot = resampled_means(rank, resamples, seed)
     out = []
     for a, b in itertools.combinations(range(len(rank)), 2):
         stems = rank[a].stems  # the same in every context
@@ -102,6 +111,22 @@ def taus(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_S
     return out
 
 
+def same_ranking_share(rank: list[Ranking], resamples: int = RESAMPLES, seed: int = RESAMPLE_SEED) -> float:
+    """The share of bootstrap resamples (the draws of taus) in which every context ranks the stems it shares in
+    one order (the full ranking, ties included); NaN below 2 stems or where a context has no seeds."""
+    if not rank or len(rank[0].stems) < 2 or not all(r.seeds for r in rank):
+        return math.nan
+    places = [stats.rankdata(-b, axis=0, method="min") for b in resampled_means(rank, resamples, seed)]
+    return float(np.mean(np.all([p == places[0] for p in places[1:]], axis=(0, 1))))
+
+
+def same_ranking_threshold(contexts: list[Context]) -> float:
+    """`compare.same_ranking_tau` of the contexts' most recently finished record (the study's current setting,
+    as statistics.reference_of reads `compare`), else the schema's default."""
+    value = newest_compare([r for c in contexts for r in c.study.runs]).get("same_ranking_tau")
+    return float(CompareConf().same_ranking_tau if value is None else value)
+
+
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's τ-b (scipy), NaN where it is undefined (a ranking that ties every stem)."""
     if np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -113,41 +138,61 @@ def kendall(x: np.ndarray, y: np.ndarray) -> float:
 class Interaction:
     stems: list[str]      # the stems every context has (the model's data)
     runs: int
-    lr: float             # likelihood-ratio statistic, 2 (log L full − log L additive), both fitted by ML
+    f: float              # F statistic of the interaction terms
     df: int               # interaction parameters: (stems − 1)(contexts − 1) when every cell has runs
+    df_resid: int         # the full model's residual degrees of freedom
     p: float
-    notes: tuple[str, ...] = ()  # what statsmodels warned about while fitting (e.g. a variance at its boundary)
+    sd: tuple[float, ...] = ()  # each context's residual SD on the logit scale (its runs weigh 1 / SD²)
     failed: str = ""      # why no test, when there is none
 
 
 def interaction(contexts: list[Context]) -> Interaction:
-    """Does the stem's effect depend on the context? accuracy (points) ~ C(stem) * C(context) against
-    C(stem) + C(context), each a linear mixed model (statsmodels mixedlm) with a random intercept per seed within
-    its context (the stems of one context share a seed's data order and initialisation; seed 0 of one context
-    shares nothing with seed 0 of another), fitted by maximum likelihood (REML likelihoods of models with different
-    fixed effects do not compare); the likelihood-ratio statistic against χ² with as many degrees of freedom as
-    interaction parameters."""
+    """Does the stem's effect depend on the context? The test of interaction_test on every completed run of the
+    stems every context has (one block per seed within its context)."""
     accs = [accuracy_by_stem(c.study) for c in contexts]
     stems = shared_stems(accs)
-    rows = [{"acc": 100 * acc, "stem": s, "context": str(i), "block": f"{i}:{seed}"}
-            for i, a in enumerate(accs) for s in stems for seed, acc in a[s].items()]
+    data = pd.DataFrame([{"acc": acc, "stem": s, "context": str(i), "block": f"{i}:{seed}"}
+                         for i, a in enumerate(accs) for s in stems for seed, acc in a[s].items()],
+                        columns=["acc", "stem", "context", "block"])
     if len(stems) < 2:
-        return Interaction(stems, len(rows), math.nan, 0, math.nan, failed="the contexts share fewer than 2 stems")
-    data = pd.DataFrame(rows)
-    notes: list[str] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # Powell first (no gradient): a seed variance at its boundary, 0, is common with few seeds and stalls
-            # statsmodels' default BFGS; L-BFGS polishes Powell's optimum
-            full, additive = (smf.mixedlm(f"acc ~ C(stem) {op} C(context)", data, groups=data["block"])
-                              .fit(reml=False, method=["powell", "lbfgs"]) for op in "*+")
-        notes = sorted({first_line(w.message).rstrip(".") for w in caught})
-    except (np.linalg.LinAlgError, ValueError) as e:  # e.g. a singular design: no test, said why
-        return Interaction(stems, len(rows), math.nan, 0, math.nan, failed=f"the mixed model could not be fitted ({e})")
-    df = len(full.fe_params) - len(additive.fe_params)
-    lr = max(0.0, 2 * (full.llf - additive.llf))  # the optimiser may leave the nested fit a hair above the full one
-    return Interaction(stems, len(rows), lr, df, float(stats.chi2.sf(lr, df)) if df > 0 else math.nan, tuple(notes))
+        return Interaction(stems, len(data), math.nan, 0, 0, math.nan, failed="the contexts share fewer than 2 stems")
+    return interaction_test(data)
+
+
+def interaction_test(data: pd.DataFrame) -> Interaction:
+    """F-test of logit(accuracy) ~ seed block + stem + stem × context against the model without stem × context,
+    both by weighted least squares (statsmodels WLS) with each run weighted by 1 / its context's residual variance.
+
+    - The logit puts contexts at 97 % and at 60 % on one scale: there a stem gaining the same odds gains fewer
+      points near the ceiling, which is not a change of its effect.
+    - A fixed intercept per seed within its context: the stems of one context share a seed's data order (and its
+      trunk initialisation where the pairing digests agree); seed 0 of one context shares nothing with another's.
+    - The variance per context: the full model fits each context on its own, so its residuals there estimate that
+      context's variance (with runs − seeds − (stems − 1) degrees of freedom). An equal-variance test would let the
+      noisiest context's residuals pass for interaction.
+
+    `data`: one row per run, columns acc (a fraction), stem, context, block (the seed within its context)."""
+    stems = sorted(data["stem"].unique())
+    y = special.logit(data["acc"].clip(LOGIT_CLIP, 1 - LOGIT_CLIP)).to_numpy(float)
+    blocks = pd.get_dummies(data["block"], dtype=float)  # no constant: the blocks are the intercepts
+    stem = pd.get_dummies(data["stem"], dtype=float).iloc[:, 1:]
+    context = pd.get_dummies(data["context"], dtype=float).iloc[:, 1:]
+    additive = pd.concat([blocks, stem], axis=1)
+    full = pd.concat([additive, *(stem[s] * context[c] for s in stem for c in context)], axis=1)
+    resid = sm.OLS(y, full.to_numpy()).fit().resid
+    sd = []
+    for c, rows in data.groupby("context", sort=True).indices.items():
+        df = len(rows) - data["block"].iloc[rows].nunique() - (data["stem"].iloc[rows].nunique() - 1)
+        if df <= 0 or not np.any(np.abs(resid[rows]) > 1e-12):
+            return Interaction(stems, len(data), math.nan, 0, 0, math.nan, failed=(
+                f"context {c} has no residual spread to weigh its runs by (too few seeds, or every run agrees "
+                "with the additive fit exactly)"))
+        sd.append(math.sqrt(float(np.sum(resid[rows] ** 2)) / df))
+    weights = 1 / np.array(sd)[data["context"].map({c: i for i, c in enumerate(sorted(data["context"].unique()))})] ** 2
+    fit_full = sm.WLS(y, full.to_numpy(), weights=weights).fit()
+    f, p, df = fit_full.compare_f_test(sm.WLS(y, additive.to_numpy(), weights=weights).fit())
+    f = max(0.0, float(f))  # float rounding can leave the nested fit a hair better than the full one
+    return Interaction(stems, len(data), f, int(round(df)), int(round(fit_full.df_resid)), float(p), tuple(sd))
 
 
 CONCLUSIVE = ("better", "worse", "equivalent")
