@@ -104,6 +104,11 @@ def check(command: str) -> None:
         raise AssertionError(f"no check for the shown command {command!r}; add one to tests/test_docs.py")
 
 
-@pytest.mark.parametrize("page, command", shown_commands(), ids=lambda v: v if "." in v and len(v) < 30 else None)
-def test_every_shown_command_runs_or_composes(page, command, capsys):
+def sweep_is_slow(page: str, command: str):
+    """A shown sweep checks every point it expands to (seconds each on 2 loaded cores): marked slow."""
+    return pytest.param(page, command, marks=pytest.mark.slow if command.startswith("python train.py -m ") else ())
+
+
+@pytest.mark.parametrize("page, command", [sweep_is_slow(p, c) for p, c in shown_commands()])
+def test_every_shown_command_runs_or_composes(page, command):
     check(command)
