@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analyze.config_docs import add_config_docs_parser
 from analyze.dashboard import add_dashboard_parser
 from analyze.evaluate import add_evaluate_parser, add_export_parser
 from analyze.report.cli import add_report_parser, add_space_parser
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_export_parser(sub)
     add_readme_parser(sub)
+    add_config_docs_parser(sub)
     add_dashboard_parser(sub)
     add_shapes_parser(sub)
     return parser

@@ -5,15 +5,16 @@
     stems.spec(name)  -> StemSpec (family, source, defaults, contract); an alias gives its canonical stem
     stems.build(name, in_channels, out_channels=None, **params) -> nn.Module (contract checked)
 
-The registry, the families (torch, fastai: seconds) and the named points of the design space (stems/points/*.yaml)
-load on first use (PEP 562), so that `stems.base` (the project's error and atomic writes) and every command's
-`--help` start without them.
+A stem is a decorated function (`@register`) in any module of this package: every module is imported when the
+registry is first used, so a new family module needs no list to join. The registry, the families (torch, fastai:
+seconds) and the named points of the design space (stems/points/*.yaml) load on first use (PEP 562), so that
+`stems.base` (the project's error and atomic writes) and every command's `--help` start without them.
 """
+import pkgutil
 from functools import cache
 from importlib import import_module
 
 __all__ = ["StemError", "StemSpec", "aliases", "available", "build", "check_image_size", "register", "spec"]
-FAMILIES = ("conv_stack", "large_kernel", "light", "patchify", "resblock", "space", "space_to_depth")
 
 
 def __getattr__(name: str):
@@ -24,9 +25,10 @@ def __getattr__(name: str):
 
 @cache
 def _load():
-    """The registry, filled: importing a family registers its stems, then the named points are registered."""
+    """The registry, filled: importing a module registers its stems, then the named points are registered."""
     registry = import_module(".registry", __name__)
-    for family in FAMILIES:
-        import_module(f".{family}", __name__)
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "__main__":  # the command line, not a family
+            import_module(f".{module.name}", __name__)
     import_module(".space_points", __name__).load_installed_points()
     return registry

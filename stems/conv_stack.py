@@ -11,6 +11,15 @@ from .layers import CONVNEXT_LN_EPS, act_layer, conv_norm_act, norm_layer, outpu
 from .registry import CONTRACT_STRIDE, register
 
 
+def deep_point(p: dict, pool: str = "max", pool_at: int | None = None) -> dict:
+    """The design-space point of a deep stem with parameters `p`: 3x3 convs, the first stride 2, then the max-pool
+    (or, pool='none', a last stride-2 conv)."""
+    n = len(p["widths"])
+    strides = [2] + [1] * (n - 1) if pool == "max" else [2] + [1] * (n - 2) + [2]
+    return dict(widths=p["widths"], kernels=[3] * n, strides=strides, pool=pool, pool_at=pool_at, norm=p["norm"],
+                act=p["act"])
+
+
 def _deep(in_channels: int, widths: list[int], norm: str, act: str, pool: str = "max") -> nn.Sequential:
     """timm's deep stem: 3x3 convs (the first stride 2) then the stride-2 reduction: a 3x3 max-pool, or
     (pool='conv', ResNet-RS) a 3x3 stride-2 conv + norm + act whose width is the last entry of widths."""
@@ -22,7 +31,7 @@ def _deep(in_channels: int, widths: list[int], norm: str, act: str, pool: str = 
     return nn.Sequential(*convs, *([nn.MaxPool2d(3, 2, 1)] if pool == "max" else []))
 
 
-@register("xresnet_3conv", family="conv_stack", aliases=("deep",),
+@register("xresnet_3conv", family="conv_stack", aliases=("deep",), point=deep_point,
           source="He et al. 2019, Bag of Tricks §4.2 (ResNet-C); fastai xresnet; "
                  "timm resnet.py create_stem, stem_type='deep', stem_width=32")
 def xresnet_3conv(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 32, 64),
@@ -32,7 +41,7 @@ def xresnet_3conv(in_channels: int, out_channels: int, widths: tuple[int, ...] =
     return _deep(in_channels, output_widths(widths, out_channels), norm, act)
 
 
-@register("deep_tiered", family="conv_stack", source="timm resnet.py, stem_type='deep_tiered', stem_width=32 (3*(32//4), 32, 64)")
+@register("deep_tiered", family="conv_stack", point=deep_point, source="timm resnet.py, stem_type='deep_tiered', stem_width=32 (3*(32//4), 32, 64)")
 def deep_tiered(in_channels: int, out_channels: int, widths: tuple[int, ...] = (24, 32, 64),
                 norm: str = "bn", act: str = "relu") -> nn.Module:
     """timm's tiered deep stem: 3x3 convs 24-32-out (first stride 2) + 3x3 stride-2 max-pool."""
@@ -40,6 +49,8 @@ def deep_tiered(in_channels: int, out_channels: int, widths: tuple[int, ...] = (
 
 
 @register("deep_wide", family="conv_stack",
+          point=lambda p: {**deep_point({**p, "widths": p["widths"][:-1]}), "widths": p["widths"],
+                           "kernels": [3, 3, 3, 1], "strides": [2, 1, 1, 1], "pool_at": 3},
           source="timm resnet.py, stem_type='deep', stem_width=64 (gluon ResNet-v1s: 64-64-128), "
                  "plus a 1x1 conv 128 -> 64 that timm's stem lacks (stemlab's, for the stem contract)")
 def deep_wide(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64, 64, 128, 64),
@@ -55,7 +66,7 @@ def deep_wide(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64
     return nn.Sequential(*_deep(in_channels, widths[:-1], norm, act), conv_norm_act(widths[-2], widths[-1], 1, 1, norm, act))
 
 
-@register("deep_convpool", family="conv_stack",
+@register("deep_convpool", family="conv_stack", point=lambda p: deep_point(p, pool="none"),
           source="Bello et al. 2021, Revisiting ResNets (ResNet-RS stem: max-pool -> 3x3 s2 conv); timm resnet.py stem_type='deep', replace_stem_pool=True")
 def deep_convpool(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 32, 64, 64),
                   norm: str = "bn", act: str = "relu") -> nn.Module:
@@ -66,6 +77,7 @@ def deep_convpool(in_channels: int, out_channels: int, widths: tuple[int, ...] =
 
 
 @register("conv2_s2", family="conv_stack",
+          outside="its norm follows only the last conv and its activation sits between convs without a norm",
           source="Liu et al. 2022, ConvNeXt; timm convnext.py stem_type='overlap' (cf. Xiao et al. 2021, Early Convolutions)")
 def conv2_s2(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64, 64), bias: bool = True,
              norm: str = "ln", act: str = "none") -> nn.Module:
@@ -78,6 +90,8 @@ def conv2_s2(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64,
 
 
 @register("conv_stack", family="conv_stack",
+          point=lambda p: dict(widths=p["widths"], kernels=p["kernel_sizes"], strides=p["strides"], pool="none",
+                               norm=p["norm"], act=p["act"]),
           source="Xiao et al. 2021, Early Convolutions Help Transformers See Better (3x3 s2 convs + BN/ReLU, then 1x1), cut at stride 4")
 def conv_stack(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 64, 64),
                kernel_sizes: tuple[int, ...] = (3, 3, 1), strides: tuple[int, ...] = (2, 2, 1),

@@ -8,6 +8,7 @@ from .registry import register
 
 
 @register("resnet_7x7", family="large_kernel",
+          point=lambda p: dict(widths=[64], kernels=[p["kernel_size"]], strides=[2], norm=p["norm"], act=p["act"]),
           source="He et al. 2016, Deep Residual Learning (conv1 + maxpool); torchvision resnet")
 def resnet_7x7(in_channels: int, out_channels: int, kernel_size: int = 7, norm: str = "bn", act: str = "relu") -> nn.Module:
     """kernel_size x kernel_size stride-2 conv + norm + act, then 3x3 stride-2 max-pool."""
@@ -16,6 +17,8 @@ def resnet_7x7(in_channels: int, out_channels: int, kernel_size: int = 7, norm: 
 
 
 @register("resnet_7x7_nopool", family="large_kernel",
+          point=lambda p: dict(widths=p["widths"], kernels=[p["kernel_size"], 3], strides=[2, 2], pool="none",
+                               norm=p["norm"], act=p["act"]),
           source="timm resnet.py (stem_type='', replace_stem_pool=True); Bello et al. 2021, ResNet-RS")
 def resnet_7x7_nopool(in_channels: int, out_channels: int, widths: tuple[int, ...] = (64, 64), kernel_size: int = 7,
                       norm: str = "bn", act: str = "relu") -> nn.Module:

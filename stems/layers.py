@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .registry import CONTRACT_WIDTH
+
 NORMS = ("bn", "ln", "none")
 ACTS = ("relu", "leaky_relu", "gelu", "silu", "none")
 LN_EPS = 1e-5  # torch's LayerNorm default, and PVT v2's (its patch embedding's nn.LayerNorm(embed_dim))
@@ -54,9 +56,16 @@ def positive_ints(name: str, values, length: int | None = None) -> list[int]:
 
 
 def output_widths(widths, out_channels: int, length: int | None = None) -> list[int]:
-    """A stem's `widths` (validated) with the last entry, the output width, set to out_channels: the
-    registry's output width rule (stems/registry.py)."""
-    return [*positive_ints("widths", widths, length)[:-1], out_channels]
+    """The output width rule of every stem with `widths`: its layers' widths, the output width last, with that last
+    entry set to out_channels. The inner widths keep the values given (the source's by default) and do not scale
+    with out_channels, so `stem.out_channels=96` widens the output and `stem.widths=[24,32,64]` changes the inner
+    widths. A last width that is neither out_channels nor the contract's default width (64, where every default
+    `widths` ends) contradicts out_channels: it is refused rather than silently replaced."""
+    widths = positive_ints("widths", widths, length)
+    if widths[-1] not in (out_channels, CONTRACT_WIDTH):
+        raise ValueError(f"the widths end in {widths[-1]}, but the last width is the output width, "
+                         f"out_channels={out_channels}; set stem.out_channels={widths[-1]} or end the widths in {out_channels}")
+    return [*widths[:-1], out_channels]
 
 
 def conv_norm_act(ni: int, nf: int, ks: int = 3, stride: int = 1, norm: str = "bn", act: str = "relu",

@@ -7,7 +7,7 @@ from .layers import conv_norm_act, output_widths
 from .registry import register
 
 
-@register("dw_separable", family="light",
+@register("dw_separable", family="light", outside="depthwise convolutions (groups) are outside the space",
           source="Howard et al. 2017, MobileNets Table 1 (conv s2, then dw 3x3 + pw 1x1 blocks, the second dw stride 2)")
 def dw_separable(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 64, 64),
                  norm: str = "bn", act: str = "relu") -> nn.Module:

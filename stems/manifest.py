@@ -3,7 +3,7 @@
 and Hydra's shell completion are built without importing torch and fastai (seconds).
 
 A manifest can fall behind the registry (a stem added or a default changed without regenerating it): a test fails
-then (`python -m stems manifest --check`), and a run refuses to start (experiments.config calls `stale`), naming the
+then (`python -m stems generate --check`), and a run refuses to start (experiments.config calls `stale`), naming the
 command that regenerates it. What a run builds is always the live registry's."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from .base import StemlabError
 
 PATH = Path(__file__).with_name("manifest.json")
-REGENERATE = "python -m stems manifest --write"
+REGENERATE = "python -m stems generate"
 SCALARS = {int: "int", float: "float", str: "str", bool: "bool"}
 
 

@@ -1,13 +1,9 @@
 """The stem registry: a stem's registration is the one source of truth for its name, aliases, family,
-source and parameters (timm's register / build / available pattern).
+source, parameters and place in the design space (timm's register / build / available pattern).
 
-The output width rule, for every stem: `out_channels` is the width the stem hands to the trunk. A stem
-whose parameters include `widths` lists the widths of its layers with the output width last, and
-out_channels replaces that last entry: the inner widths keep the values given (the source's by default)
-and do not scale with it. So `stems.build(name, 3, 96)` or `stem.out_channels=96` widens every stem's
-output, and `stem.widths=[24, 32, 64]` changes the inner widths. A last width that is neither
-out_channels nor the default output width (64, where every stem's default widths end) contradicts
-out_channels and is refused, rather than silently replaced."""
+The stem contract: `out_channels` is the width the stem hands to the trunk, and the stem divides H and W by its
+stride; a dry forward checks both when a stem is built. How a stem's own parameters reach out_channels is the
+stem's (a stem with `widths` follows stems.layers.output_widths)."""
 from __future__ import annotations
 
 import inspect
@@ -20,6 +16,7 @@ from torch import nn
 from .base import StemlabError, first_line
 
 StemFactory = Callable[..., nn.Module]
+PointOf = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 CONTRACT_STRIDE, CONTRACT_WIDTH = 4, 64  # the stem contract's defaults: (B, C, H, W) -> (B, 64, H/4, W/4)
 
 
@@ -37,19 +34,24 @@ class StemSpec:
     factory: StemFactory  # factory(in_channels, out_channels, **params) -> nn.Module
     defaults: dict[str, Any]  # the stem's own parameters with the source's defaults
     stride: int = CONTRACT_STRIDE  # contract: the stem divides H and W by this
-    out_channels: int = CONTRACT_WIDTH  # contract: channels handed to the trunk (the output width rule above)
+    out_channels: int = CONTRACT_WIDTH  # contract: channels handed to the trunk
+    point: PointOf | None = None  # its own parameters -> the `space` parameters of the same network (None: outside)
+    outside: str = ""  # why the design space cannot express it (when it has no point)
 
 
 _REGISTRY: dict[str, StemSpec] = {}
 _ALIASES: dict[str, str] = {}  # alias -> canonical name
 
 
-def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = (), stride: int = CONTRACT_STRIDE,
-             out_channels: int = CONTRACT_WIDTH):
+def register(name: str, *, family: str, source: str, point: PointOf | None = None, outside: str = "",
+             aliases: tuple[str, ...] = (), stride: int = CONTRACT_STRIDE, out_channels: int = CONTRACT_WIDTH):
     """Decorator: register `factory(in_channels, out_channels, **params)` as stem `name`.
 
     Every keyword parameter after the two channel counts becomes a stem parameter
     (overridable as `stem.<param>=...` on the command line); its default is the source's value.
+    Its place in the design space (stems/space.py) is declared here, exactly one of: `point`, a function of the
+    stem's parameters giving the `space` parameters that build the same network (None for parameters the space
+    cannot express), or `outside`, why the space cannot express the stem.
     `aliases` are further names for the same network (another source's name for it): `spec` and `build`
     accept them, `available()` lists only `name`, so a study of every stem trains each network once.
     """
@@ -58,11 +60,14 @@ def register(name: str, *, family: str, source: str, aliases: tuple[str, ...] = 
         for n in (name, *aliases):
             if n in _REGISTRY or n in _ALIASES:
                 raise ValueError(f"stem {n!r} is registered twice")
+        if (point is None) == (not outside):
+            raise TypeError(f"stem {name!r} must declare its place in the design space: register(..., point=<its "
+                            "parameters -> the space's>) or register(..., outside=\"why the space cannot express it\")")
         params = list(inspect.signature(factory).parameters.values())
         if [p.name for p in params[:2]] != ["in_channels", "out_channels"]:
             raise TypeError(f"stem factory {factory.__name__} must start with (in_channels, out_channels)")
         defaults = {p.name: _plain(p.default) for p in params[2:]}
-        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels)
+        _REGISTRY[name] = StemSpec(name, family, source, factory, defaults, stride, out_channels, point, outside)
         _ALIASES.update(dict.fromkeys(aliases, name))
         return factory
 
@@ -114,13 +119,6 @@ def make(s: StemSpec, in_channels: int, out_channels: int, params: dict[str, Any
     if unknown:
         valid = ", ".join(s.defaults) or "none"
         raise StemError(f"stem {s.name!r} has no parameter {', '.join(unknown)}; its parameters are: {valid}.")
-    widths = params.get("widths")
-    if isinstance(widths, (list, tuple)) and any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise StemError(f"stem.widths={list(widths)} is not valid for stem {s.name!r}; use integers ≥ 1 "
-                        f"(its default: stem.widths={list(s.defaults['widths'])}).")
-    if isinstance(widths, (list, tuple)) and widths and widths[-1] not in (out_channels, s.out_channels):
-        raise StemError(f"the widths of stem {s.name!r} end in {widths[-1]}, but the last width is the output width, "
-                        f"out_channels={out_channels}; set stem.out_channels={widths[-1]} or end the widths in {out_channels}.")
     if in_channels <= 0 or out_channels <= 0:
         raise StemError(f"stem {s.name!r} needs positive channel counts, got in_channels={in_channels}, "
                         f"out_channels={out_channels}.")

@@ -35,7 +35,7 @@ def _resblock_stem(in_channels: int, widths: list[int], expansion: int, norm: st
     return nn.Sequential(ConvLayer(in_channels, widths[0], 3, stride=2, norm_type=nt, act_cls=ac), *blocks)
 
 
-@register("resblock", family="resblock",
+@register("resblock", family="resblock", outside="residual blocks are outside the space",
           source="stemlab's own combination: the ResNet-C deep stem (He et al. 2019, Bag of Tricks §4.2) with its "
                  "later convs and max-pool replaced by fastai layers.ResBlock (basic, ResNet-D shortcut, ibid. §4.2)")
 def resblock(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 32, 64),
@@ -45,7 +45,7 @@ def resblock(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32,
     return _resblock_stem(in_channels, output_widths(widths, out_channels), 1, norm, act)
 
 
-@register("resblock_bottleneck", family="resblock",
+@register("resblock_bottleneck", family="resblock", outside="residual blocks are outside the space",
           source="stemlab's own combination: a 3x3 s2 conv, then fastai layers.ResBlock bottlenecks (expansion 4, "
                  "ResNet-D shortcut: He et al. 2019, Bag of Tricks §4.2; bottleneck: He et al. 2016 §4.1), the last stride 2")
 def resblock_bottleneck(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 64, 64),

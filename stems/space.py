@@ -1,8 +1,9 @@
-"""The stem design space: one parametrised stem (`space`) spanning the zoo's design choices, the points of it that
-registered stems are, and a seeded sampler (RegNet's method applied to stems: Radosavovic et al. 2020, Designing
-Network Design Spaces, §3: sample models from a space, train each briefly, compare design choices by the error
-distributions of the samples). The sampler is the space sweeper's (hydra_plugins/stemlab_space_sweeper/_sampling.py),
-the labels a point is analysed by are in stems/space_labels.py, named points in stems/space_points.py.
+"""The stem design space: one parametrised stem (`space`) spanning the zoo's design choices, the point of a
+registered stem (declared on its registration: `register(..., point=...)` or `outside=...`), and a seeded sampler
+(RegNet's method applied to stems: Radosavovic et al. 2020, Designing Network Design Spaces, §3: sample models from a
+space, train each briefly, compare design choices by the error distributions of the samples). The sampler is the
+space sweeper's (hydra_plugins/stemlab_space_sweeper/_sampling.py), the labels a point is analysed by are in
+stems/space_labels.py, named points in stems/space_points.py.
 
 A point: an optional space-to-depth at the input (`s2d` 1, 2 or 4), then 1-4 conv + norm + act layers (`widths`,
 `kernels`, `strides`: one entry per layer), with an optional 3x3 stride-2 max-pool after `pool_at` of them (None:
@@ -16,16 +17,21 @@ from typing import Any, Optional
 
 from torch import nn
 
-from .layers import ACTS, CONVNEXT_LN_EPS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
+from .layers import ACTS, LN_EPS, NORMS, conv_norm_act, output_widths, positive_ints
 from .registry import CONTRACT_STRIDE, StemError, register, spec
 
 MAX_LAYERS = 4
 MECHANISMS = ("conv", "max", "s2d")  # how one x2 downsampling is done
 
 
+def itself(params: dict[str, Any]) -> dict[str, Any]:
+    """The point of a stem of the `space` family: its own parameters."""
+    return params
+
+
 @register("space", family="space",
           source="stemlab's stem design space, sampled as RegNet samples networks (Radosavovic et al. 2020, "
-                 "Designing Network Design Spaces); the default point is xresnet_3conv")
+                 "Designing Network Design Spaces); the default point is xresnet_3conv", point=itself)
 def space(in_channels: int, out_channels: int, widths: tuple[int, ...] = (32, 32, 64),
           kernels: tuple[int, ...] = (3, 3, 3), strides: tuple[int, ...] = (2, 1, 1), pool: str = "max",
           pool_at: Optional[int] = None, s2d: int = 1, norm: str = "bn", act: str = "relu", bias: bool = False,
@@ -72,52 +78,11 @@ def check_point(widths: list[int], kernels, strides, pool: str, pool_at: int | N
         raise ValueError(f"norm must be one of {', '.join(NORMS)} and act one of {', '.join(ACTS)}")
 
 
-# --- registered stems as points ---------------------------------------------------------------------------------
-
-def _deep(p: dict[str, Any], pool: str = "max", pool_at: int | None = None) -> dict[str, Any]:
-    n = len(p["widths"])
-    strides = [2] + [1] * (n - 1) if pool == "max" else [2] + [1] * (n - 2) + [2]
-    return dict(widths=p["widths"], kernels=[3] * n, strides=strides, pool=pool, pool_at=pool_at, norm=p["norm"],
-                act=p["act"])
-
-
-def _patch(k: int, s: int, p: dict[str, Any], pool: str = "none", ln_eps: float = CONVNEXT_LN_EPS) -> dict[str, Any]:
-    return dict(widths=[64], kernels=[k], strides=[s], pool=pool, norm=p["norm"], act=p["act"], bias=True, ln_eps=ln_eps)
-
-
-# stem -> its point, as a function of the stem's own parameters (so a stem with changed parameters maps too)
-POINTS = {
-    "resnet_7x7": lambda p: dict(widths=[64], kernels=[p["kernel_size"]], strides=[2], norm=p["norm"], act=p["act"]),
-    "resnet_7x7_nopool": lambda p: dict(widths=p["widths"], kernels=[p["kernel_size"], 3], strides=[2, 2],
-                                        pool="none", norm=p["norm"], act=p["act"]),
-    "xresnet_3conv": _deep,
-    "deep_tiered": _deep,
-    "deep_convpool": lambda p: _deep(p, pool="none"),
-    "deep_wide": lambda p: {**_deep({**p, "widths": p["widths"][:-1]}), "widths": p["widths"],
-                            "kernels": [3, 3, 3, 1], "strides": [2, 1, 1, 1], "pool_at": 3},
-    "conv_stack": lambda p: dict(widths=p["widths"], kernels=p["kernel_sizes"], strides=p["strides"], pool="none",
-                                 norm=p["norm"], act=p["act"]),
-    "patchify_4x4": lambda p: _patch(4, 4, p),
-    "patchify_2x2_s2": lambda p: _patch(2, 2, p, pool="max") if p["pool"] == "max" else None,
-    "patchify_overlap": lambda p: _patch(p["kernel_size"], 4, p, ln_eps=LN_EPS),
-    "space_to_depth": lambda p: dict(widths=[64], kernels=[p["kernel_size"]], strides=[1], pool="none",
-                                     s2d=p["block_size"], norm=p["norm"], act=p["act"]) if p["block_size"] == 4 else None,
-}
-# registered stems the space cannot express, and why (a stem registered later must be added to one of the two)
-OUTSIDE = {
-    "conv2_s2": "its norm follows only the last conv and its activation sits between convs without a norm",
-    "dw_separable": "depthwise convolutions (groups) are outside the space",
-    "resblock": "residual blocks are outside the space",
-    "resblock_bottleneck": "residual blocks are outside the space",
-}
-
-
 def point_of(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `space` parameters that build the same network as stem `name` with `params` (its defaults otherwise)."""
     s = spec(name)
-    p = {**s.defaults, **(params or {})}
-    point = p if s.family == "space" else POINTS[s.name](p) if s.name in POINTS else None
+    point = s.point({**s.defaults, **(params or {})}) if s.point else None
     if point is None:
-        why = OUTSIDE.get(s.name, "these parameters are outside the space")
-        raise StemError(f"stem {s.name!r} is not a point of the stem space: {why}.")
+        raise StemError(f"stem {s.name!r} is not a point of the stem space: {s.outside or 'these parameters are outside the space'}.")
     return {**spec("space").defaults, **point}
+

@@ -12,7 +12,7 @@ import yaml
 from torch import nn
 
 from .registry import StemError, build, register
-from .space import space
+from .space import itself, space
 
 POINTS_DIR = Path(__file__).with_name("points")  # named points (python -m analyze space exports them): stems by name
 
@@ -32,7 +32,7 @@ def register_point(name: str, params: dict[str, Any], source: str) -> None:
     point.__signature__ = sig.replace(parameters=[p.replace(default=params.get(p.name, p.default))
                                                   for p in sig.parameters.values()])
     point.__annotations__ = get_type_hints(space)  # resolved: the config schema types the parameters from these
-    register(name, family="space", source=source)(point)
+    register(name, family="space", source=source, point=itself)(point)
     try:
         build(name, 3)  # the contract's dry forward
     except StemError as e:

@@ -8,6 +8,8 @@ from .registry import register
 
 
 @register("space_to_depth", family="space_to_depth",
+          point=lambda p: dict(widths=[64], kernels=[p["kernel_size"]], strides=[1], pool="none", s2d=p["block_size"],
+                               norm=p["norm"], act=p["act"]) if p["block_size"] == 4 else None,
           source="Ridnik et al. 2021, TResNet (SpaceToDepth stem); timm tresnet.py")
 def space_to_depth(in_channels: int, out_channels: int, block_size: int = 4, kernel_size: int = 3,
                    norm: str = "bn", act: str = "leaky_relu") -> nn.Module:

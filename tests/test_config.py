@@ -59,7 +59,7 @@ def test_a_stale_manifest_refuses_a_run_naming_the_command_that_regenerates_it(t
     monkeypatch.setattr(manifest, "PATH", tmp_path / "manifest.json")
     manifest.PATH.write_text(manifest.render(entries))
     refusal = r"^stem 'resnet_7x7' has other parameters or defaults than its registration in manifest.json, .*" \
-              r"regenerate it with `python -m stems manifest --write`\.$"
+              r"regenerate it with `python -m stems generate`\.$"
     with pytest.raises(ConfigError, match=refusal):
         check_command_line([*TINY])
     del entries["resnet_7x7"]
@@ -67,9 +67,9 @@ def test_a_stale_manifest_refuses_a_run_naming_the_command_that_regenerates_it(t
     assert manifest.stale().startswith("stem 'resnet_7x7' is missing in manifest.json")
     manifest.PATH.write_text('{"resnet_7x7": ')  # cut short: the group cannot be built, --help included
     with pytest.raises(stems.base.StemlabError, match=r"manifest.json cannot be read \(JSONDecodeError\); regenerate "
-                                                      r"it with `python -m stems manifest --write`\.$"):
+                                                      r"it with `python -m stems generate`\.$"):
         schema.register_configs()
-    assert manifest.stale().endswith("regenerate it with `python -m stems manifest --write`.")
+    assert manifest.stale().endswith("regenerate it with `python -m stems generate`.")
 
 
 def test_study_preset_composes(make_cfg):

@@ -33,7 +33,7 @@ def test_a_name_or_alias_cannot_be_registered_twice():
 
     for name, aliases in [("deep", ()), ("_test_new", ("xresnet_3conv",)), ("_test_new", ("deep",))]:
         with pytest.raises(ValueError, match="registered twice"):
-            stems.register(name, family="test", source="this test", aliases=aliases)(factory)
+            stems.register(name, family="test", source="this test", outside="a test stem", aliases=aliases)(factory)
     assert "_test_new" not in stems.available() and stems.aliases() == {"deep": "xresnet_3conv"}
 
 
@@ -63,13 +63,23 @@ def test_out_channels_replaces_the_default_last_width():
 @pytest.mark.parametrize("out", [None, 96])
 def test_a_last_width_contradicting_out_channels_is_refused(out):
     # 48 is neither out_channels nor the default output width 64: the user meant it, so it is not replaced silently
-    with pytest.raises(stems.StemError, match=rf"stem .xresnet_3conv. end in 48, but .* out_channels={out or 64}; "
+    with pytest.raises(stems.StemError, match=rf"stem .xresnet_3conv. cannot be built with .*: the widths end in 48, but .* out_channels={out or 64}; "
                                               rf"set stem.out_channels=48 or end the widths in {out or 64}\.$"):
         stems.build("xresnet_3conv", 3, out, widths=[24, 32, 48])
 
 
+def test_a_stem_must_declare_its_place_in_the_design_space():
+    def factory(in_channels: int, out_channels: int) -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, 4, 4)
+
+    for place in ({}, {"point": dict, "outside": "both"}):
+        with pytest.raises(TypeError, match=r"^stem '_test_nowhere' must declare its place in the design space: "):
+            stems.register("_test_nowhere", family="test", source="this test", **place)(factory)
+    assert "_test_nowhere" not in stems.available()
+
+
 def test_a_stem_that_ignores_out_channels_is_refused():
-    @stems.register("_test_fixed_width", family="test", source="this test")
+    @stems.register("_test_fixed_width", family="test", source="this test", outside="a test stem")
     def fixed(in_channels: int, out_channels: int) -> nn.Module:
         return nn.Conv2d(in_channels, 64, 4, 4)
 
@@ -82,7 +92,7 @@ def test_a_stem_that_ignores_out_channels_is_refused():
 
 
 def test_a_stem_with_the_wrong_stride_is_refused():
-    @stems.register("_test_stride2", family="test", source="this test")
+    @stems.register("_test_stride2", family="test", source="this test", outside="a test stem")
     def stride2(in_channels: int, out_channels: int) -> nn.Module:
         return nn.Conv2d(in_channels, out_channels, 3, 2, 1)
 
@@ -90,7 +100,7 @@ def test_a_stem_with_the_wrong_stride_is_refused():
         with pytest.raises(stems.StemError, match=r"strides must multiply to 4"):
             stems.build("_test_stride2", 3)
         with pytest.raises(ValueError, match="registered twice"):
-            stems.register("_test_stride2", family="test", source="x")(stride2)
+            stems.register("_test_stride2", family="test", source="x", outside="a test stem")(stride2)
     finally:
         stems.registry._REGISTRY.pop("_test_stride2")
 

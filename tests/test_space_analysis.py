@@ -75,7 +75,7 @@ def test_exported_points_run_by_name(tmp_path):
         # the stem group is built from the torch-free manifest: a new point is refused until it is regenerated
         "from stems import manifest; from experiments.config import ConfigError\n"
         "try: check_command_line([f'stem={name}', 'logger=none']); raise SystemExit('a stale manifest was accepted')\n"
-        "except ConfigError as e: assert 'python -m stems manifest --write' in str(e), e\n"
+        "except ConfigError as e: assert 'python -m stems generate' in str(e), e\n"
         "manifest.PATH = Path(sys.argv[2]); manifest.PATH.write_text(manifest.render(manifest.generate()))\n"
         "assert check_command_line([f'stem={name}', 'logger=none']) == 1\n"
         "print(name)\n")

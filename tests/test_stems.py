@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import stems
-from stems.__main__ import END, START, main as stems_main, splice
+from stems import manifest
+from stems.__main__ import END, PARAMS_END, PARAMS_START, START, generate_command, main as stems_main
 from experiments.match import TOLERANCE, match_params
 from profiler.stem_cost import cost
 from stems.registry import check_contract
@@ -97,7 +98,7 @@ def test_every_stem_has_a_hand_count_and_its_source():
     for name in ALL:
         s = stems.spec(name)
         assert s.source and s.family and {"norm", "act"} <= set(s.defaults), name
-        # the output width rule (stems/registry.py) relies on default widths ending in the default output width
+        # the output width rule (stems.layers.output_widths) relies on default widths ending in the default output width
         assert s.defaults.get("widths", [s.out_channels])[-1] == s.out_channels == 64, name
 
 
@@ -288,8 +289,8 @@ def test_unknown_parameter_names_it_and_lists_the_valid_ones():
 
 @pytest.mark.parametrize("name, params, words", [
     ("xresnet_3conv", {"widths": [32, 32, 48]}, "end in 48, but the last width is the output width, out_channels=64"),
-    ("xresnet_3conv", {"widths": [-32, 32, 64]}, "integers ≥ 1"),
-    ("conv_stack", {"widths": [32, 0, 64]}, "integers ≥ 1"),
+    ("xresnet_3conv", {"widths": [-32, 32, 64]}, "widths must be positive integers"),
+    ("conv_stack", {"widths": [32, 0, 64]}, "widths must be positive integers"),
     ("resnet_7x7", {"kernel_size": 0}, "kernel size"),
     ("conv_stack", {"kernel_sizes": [3, 0, 1]}, "kernel_sizes must be positive"),
     ("conv_stack", {"strides": [2, 1, 1]}, "multiply to 2, but the stem contract needs 4"),
@@ -327,36 +328,39 @@ def test_unreachable_match_gives_the_closest_value():
         match_params("xresnet_3conv", 3, 64, 224, "macs:xresnet_3conv", {})
 
 
-# --- the generated README table -----------------------------------------------------------------
+# --- the files generated from the registry: one command writes them, one test checks them -------------------
 
-def test_table_write_and_check(tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{START}\nold rows\n{END}\n\nafter\n")
-    assert stems_main(["table", "--check", str(readme)]) == 1
-    assert stems_main(["table", "--write", str(readme)]) == 0
-    assert stems_main(["table", "--check", str(readme)]) == 0
-    text = readme.read_text()
-    assert text.endswith(f"{END}\n\nafter\n") and all(f"`{n}`" in text for n in ALL)
-    with pytest.raises(stems.base.StemlabError, match="needs one"):
-        splice("no markers", "t", "README.md")
-    # bad input: one sentence on stderr, exit 2, the file untouched
-    bare = tmp_path / "bare.md"
-    bare.write_text("no markers\n")
-    capsys.readouterr()
-    assert stems_main(["table", "--write", str(bare)]) == 2 and bare.read_text() == "no markers\n"
-    assert stems_main(["table", "--check", str(tmp_path / "missing.md")]) == 2
-    errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 2 and "needs one" in errors[0] and "does not exist" in errors[1]
+def test_generate_writes_the_manifest_and_the_stem_tables_then_finds_them_current(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(manifest, "PATH", tmp_path / "manifest.json")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(f"# x\n\n{START}\nold rows\n{END}\n\nafter\n")
+    page = f"# stems\n{START}\nold\n{END}\n{PARAMS_START}\nold\n{PARAMS_END}\n"
+    (tmp_path / "docs" / "stems.md").write_text(page)
+    assert generate_command(check=True, root=tmp_path) == 1
+    assert "manifest.json" in capsys.readouterr().err
+    assert generate_command(check=False, root=tmp_path) == 0 and generate_command(check=True, root=tmp_path) == 0
+    readme, docs = (tmp_path / "README.md").read_text(), (tmp_path / "docs" / "stems.md").read_text()
+    assert readme.endswith(f"{END}\n\nafter\n") and all(f"| `{n}` |" in readme and f"| `{n}` |" in docs for n in ALL)
+    assert "- `dw_separable` (light): `out_channels=64`, `widths=[32,64,64]`, `norm=bn`, `act=relu`; outside the design " \
+           "space: depthwise convolutions (groups) are outside the space." in docs
+    assert "- `resnet_7x7` (large_kernel): `out_channels=64`, `kernel_size=7`, `norm=bn`, `act=relu`; a point of the " \
+           "design space: widths=[64], kernels=[7], strides=[2], pool=max, s2d=1." in docs
+    assert set(manifest.load()) == set(ALL)
 
 
-def test_readme_table_is_current():
-    readme = ROOT / "README.md"
-    assert stems_main(["table", "--check", str(readme)]) == 0, "run: python -m stems table --write README.md"
+def test_generate_refuses_a_file_without_its_markers_in_one_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(manifest, "PATH", tmp_path / "manifest.json")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("no markers\n")
+    (tmp_path / "docs" / "stems.md").write_text("no markers\n")
+    with pytest.raises(stems.base.StemlabError, match=r"README.md needs one <!-- stems:table:start --> line .*; add them\.$"):
+        generate_command(check=False, root=tmp_path)
+    assert (tmp_path / "README.md").read_text() == "no markers\n" and not manifest.PATH.exists()
 
 
-def test_manifest_is_current():
-    # the stem config group (train.py --help, completion) is built from it without torch
-    assert stems_main(["manifest", "--check"]) == 0, "run: python -m stems manifest --write"
+def test_the_generated_files_are_current():
+    # the manifest builds the stem config group (train.py --help, completion) without torch; the tables are the docs'
+    assert stems_main(["generate", "--check"]) == 0, "run: python -m stems generate"
 
 
 def test_match_command(capsys):

@@ -41,11 +41,13 @@ def tables(lines: list[str]) -> list[tuple[int, list[list[str]]]]:
     return out
 
 
-def share_range(depth: list[list[str]], column: int) -> str:
-    """'lo–hi' of the stem column's FLOPs (column 0) or time (1) share over the rows of `depth` ('a → b' cells)."""
+def share_range(depth: list[list[str]], column: int, part: str = "stem") -> str:
+    """'lo–hi' of one part's (the stem, stage4, ...) FLOPs (column 0) or time (1) share over the rows of `depth`
+    ('a → b' cells)."""
     values = []
+    at = depth[0].index(part, 1)
     for row in depth[1:]:
-        parts = row[1].split(" → ")
+        parts = row[at].split(" → ")
         if len(parts) == 2 and re.fullmatch(r"[\d.]+", parts[column]):
             values.append(float(parts[column]))
     return f"{min(values):.1f}–{max(values):.1f} %" if values else "–"
@@ -94,7 +96,9 @@ def study_summary(report: Path) -> list[str]:
             out += [power, ""]
         if depth:
             out += [f"The stem's share of a training step: {share_range(depth, 0)} of the FLOPs, {share_range(depth, 1)} of "
-                    "the measured time (over these stems, from the report's compute-by-depth table).", ""]
+                    f"the measured time; stage 4's: {share_range(depth, 0, 'stage4')} of the FLOPs, "
+                    f"{share_range(depth, 1, 'stage4')} of the time (over these stems, from the report's compute-by-depth "
+                    "table).", ""]
     return out
 
 
@@ -107,27 +111,36 @@ def block(root: Path = Path(".")) -> str:
 
 
 def add_readme_parser(sub: Any) -> None:
-    p = sub.add_parser("readme", help="the README's study numbers, from the committed reports",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_block_parser(sub, "readme", "the README's study numbers, from the committed reports", __doc__, run_readme)
+
+
+def add_block_parser(sub: Any, name: str, help_text: str, doc: str | None, func: Any) -> None:
+    """The subcommand `name` that prints a generated block, or writes (--write FILE) or checks (--check FILE) it."""
+    p = sub.add_parser(name, help=help_text, description=doc.split("\n\n")[0] if doc else None)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", help="replace the block between the markers in FILE")
     group.add_argument("--check", metavar="FILE", help="exit 1 when the block in FILE is stale")
-    p.set_defaults(func=run_readme)
+    p.set_defaults(func=func)
 
 
 def run_readme(args: argparse.Namespace) -> int:
-    new_block = block()
+    return write_or_check_block(args, block(), START, END, "study summary", COMMAND)
+
+
+def write_or_check_block(args: argparse.Namespace, new_block: str, start: str, end: str, what: str, command: str) -> int:
+    """Print `new_block`, or put it between the markers of --write FILE, or (--check FILE) exit 1 when FILE's block
+    differs from it, naming `command`, which regenerates it."""
     if not (args.write or args.check):
         print(new_block)
         return 0
     path = Path(args.write or args.check)
     if not path.is_file():
-        raise StemlabError(f"{path} is not a file; pass the README, e.g. --check README.md.")
+        raise StemlabError(f"{path} is not a file; pass the file that holds the {what}, e.g. --check {command.split()[-1]}.")
     text = path.read_text(encoding="utf-8")
-    updated = replace_between(text, START, END, new_block, str(path), "study summary")
+    updated = replace_between(text, start, end, new_block, str(path), what)
     if args.check:
         if updated != text:
-            print(f"{path}'s study summary is stale; regenerate it with `{COMMAND}`.")
+            print(f"{path}'s {what} is stale; regenerate it with `{command}`.")
             return 1
         return 0
     atomic_write(path, updated)
