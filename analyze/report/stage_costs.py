@@ -20,12 +20,13 @@ __all__ = ["stage_costs", "stage_cost_lines", "write_stage_roofline"]
 
 _COLUMNS = ["flops_fwd", "bytes_moved", "ms_fwd"]
 CAPTION = ("Per stage, forward: bytes moved (a lower bound: each layer's input, weights and output once) and "
-           "arithmetic intensity (FLOPs per byte), means over seeds; the roofline places each stage by its "
-           "intensity and achieved FLOP/s, one panel per precision, under the ceilings each run recorded: the "
-           "device's calibrated peaks in that precision (`profiler/calibrate.py`, a best of a few runs, cached per "
-           "device, precision and torch version). A calibration is one measurement on a possibly busy machine: "
-           "another study's calibration of the same CPU (e.g. the layer-shape study's) can differ, so compare "
-           "stages under one calibration, not across studies.")
+           "arithmetic intensity (FLOPs per byte), means over seeds.")
+ROOFLINE_CAPTION = ("The roofline places each stage by its intensity and achieved FLOP/s, one panel per precision, under "
+                    "the ceilings its runs recorded: the device's calibrated peaks in that precision "
+                    "(`profiler/calibrate.py`: a best of a few runs, cached per device, precision and torch version). A "
+                    "calibration is one measurement on a possibly busy machine, so another study's calibration of the "
+                    "same CPU (the layer-shape study's, say) can differ: compare stages under one calibration, not "
+                    "across studies.")
 
 
 def stage_costs(study: Study) -> pd.DataFrame:
@@ -129,5 +130,5 @@ def stage_cost_lines(study: Study, order: list[str], figure: str | None) -> list
     out = ["Bytes moved and arithmetic intensity (FLOP/B) per stage (forward, per step):", "",
            stage_cost_table(costs, order), ""]
     if figure:
-        out += [f"![stage roofline]({figure})", ""]
+        return out + [f"![stage roofline]({figure})", "", f"{CAPTION} {ROOFLINE_CAPTION}", ""]
     return out + [CAPTION, ""]
