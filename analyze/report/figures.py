@@ -53,16 +53,15 @@ def time_setting(study: Study) -> str:
 
 
 def load_note(runs) -> str:
-    """'timed at load average 1.7–1.9 on 2 CPUs' (and a warning when the machine was busier than its CPUs): the
-    mark every time taken on a shared machine carries on a figure."""
+    """'timed at load average 1.7–1.9 on 2 CPUs' (and a warning when the load reached the CPU count): the mark
+    every time taken on a shared machine carries on a figure."""
     loads = [(r.record.get("hardware") or {}).get("load") or {} for r in completed(runs)]
     avg = [x["load_avg"] for x in loads if isinstance(x.get("load_avg"), (int, float))]
     cpus = max((x["cpus"] for x in loads if isinstance(x.get("cpus"), int)), default=None)
     if not avg:
         return "load while timed not recorded"
     note = f"timed at load average {min(avg):.1f}–{max(avg):.1f}" + (f" on {cpus} CPUs" if cpus else "")
-    return note + (" (busier than its CPUs: times are inflated, compare within the figure only)"
-                   if cpus and max(avg) > cpus else "")
+    return note + (": CPUs fully loaded, so compare times within this figure only" if cpus and max(avg) >= cpus else "")
 
 
 def log_axis_if_spread(ax, values: np.ndarray) -> None:

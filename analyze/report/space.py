@@ -32,7 +32,7 @@ from stems.base import atomic_write
 from stems.space_labels import code, design
 
 from .data import ReportError, Run, read_records
-from .figures import log_axis_if_spread, new_figure, save
+from .figures import load_note, log_axis_if_spread, new_figure, save
 from .render import md_table
 from .statistics import completed, pareto_front, step_ms, t_interval
 
@@ -151,10 +151,10 @@ def limit_to_bulk(set_lim, values: np.ndarray) -> int:
     return int(out.sum())
 
 
-def plot_cost(table: pd.DataFrame):
+def plot_cost(table: pd.DataFrame, timed_at: str = "load while timed not recorded"):
     """Error against cost, every stem in view (a log cost axis when costs spread over 5x); far outliers in error
     (above Q3 + 3 IQR, e.g. a diverged stem) are left out of view and counted. The Pareto front is numbered by
-    cost and its stems named in a key under the panel."""
+    cost and its stems named in a key under the panel; `timed_at` (load_note) says how busy the machine was."""
     fig, axes = new_figure(1, 2, (11, 5.6))
     err = table["error"].to_numpy(float)
     hidden = 0
@@ -175,7 +175,8 @@ def plot_cost(table: pd.DataFrame):
         ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=6.5, loc="upper center",
                   bbox_to_anchor=(0.5, -0.14), frameon=False, handlelength=1)
     fig.suptitle("error vs cost: every sampled stem; the Pareto front numbered by cost, its stems in the key"
-                 + (f" ({hidden} stem(s) above Q3 + 3 IQR in error out of view)" if hidden else ""), fontsize=10)
+                 + (f" ({hidden} stem(s) above Q3 + 3 IQR in error out of view)" if hidden else "")
+                 + f"\nstep times {timed_at}", fontsize=10)
     return fig
 
 
@@ -252,7 +253,7 @@ def run_space(args: argparse.Namespace) -> int:
     plan_file = next(iter(sorted(root.rglob("space.json"))), None)
     plan = json.loads(plan_file.read_text()) if plan_file else None
     figures = {key: save(fig, out / f"space_{key}.png") for key, fig in
-               (("edf", plot_edf(table)), ("by_choice", plot_edf_by_choice(table)), ("cost", plot_cost(table)))}
+               (("edf", plot_edf(table)), ("by_choice", plot_edf_by_choice(table)), ("cost", plot_cost(table, load_note(inputs.runs))))}
     names: list[str] = []
     if args.export > 0:
         text, names = export_points(table, args.export, root.resolve().name)

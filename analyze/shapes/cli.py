@@ -128,7 +128,7 @@ def render_only(out: Path | None) -> int:
     except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
         raise ShapesError(f"{out} holds an unreadable shapes.csv or shapes.json ({type(e).__name__}); "
                           "measure again with the command in its shapes.md.") from None
-    figures = [p.name for p in save_figures(rows, batch, out)]
+    figures = [p.name for p in save_figures(rows, batch, out, meta)]
     atomic_write(out / "shapes.md", render(rows, meta, command, figures))
     print(f"redrew shapes.md{''.join(', ' + f for f in figures)} in {out} from its shapes.csv")
     return 0
@@ -184,7 +184,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     this = [{"rows": len(rows) - reused, "wall_s": wall, "load_before": load_before, "load_after": load_after}]
     meta.update(status="complete", reused=reused, load_after=load_after, wall_s=wall,
                 measured=(earlier if reused else []) + (this if len(rows) > reused else []))
-    figures = [p.name for p in save_figures(rows, args.batch, args.out)]
+    figures = [p.name for p in save_figures(rows, args.batch, args.out, {**meta, "settings": vars(settings)})]
     atomic_write(args.out / "shapes.md", render(rows, {**meta, "settings": vars(settings)}, command, figures))
     write_meta(args.out, settings, meta)
     timed = int((rows["status"] == "timed").sum())

@@ -159,12 +159,24 @@ def plot_roofline(rows: pd.DataFrame, batch: int) -> Figure:
     return fig
 
 
-def save_figures(rows: pd.DataFrame, batch: int, out: Path) -> list[Path]:
-    """The figures that the rows can support: none without timed rows; batch.png only with a batch sweep."""
+def load_line(meta: dict) -> str:
+    """How busy the machine was while the rows were timed (shapes.json's `measured`), for every figure's title."""
+    spans = [f"{m['load_before']:.1f} → {m['load_after']:.1f}" for m in meta.get("measured") or []
+             if isinstance(m.get("load_before"), (int, float)) and isinstance(m.get("load_after"), (int, float))]
+    threads = (meta.get("settings") or {}).get("threads")
+    return (f"timed at load average (1 min) {'; '.join(spans)}" if spans else "load while timed not recorded") + \
+        (f", {threads} thread(s)" if threads else "") + ": absolute numbers move with load, ratios within a panel hold"
+
+
+def save_figures(rows: pd.DataFrame, batch: int, out: Path, meta: dict) -> list[Path]:
+    """The figures that the rows can support: none without timed rows; batch.png only with a batch sweep. Each
+    title ends with the load the rows were timed at (`meta`: shapes.json's content)."""
     timed = rows[rows["status"] == "timed"]
     if not len(timed[timed["batch"] == batch]):
         return []
-    made = [_save(plot_families(rows, batch), out / "families.png"), _save(plot_roofline(rows, batch), out / "roofline.png")]
+    figures = {"families.png": plot_families(rows, batch), "roofline.png": plot_roofline(rows, batch)}
     if timed["batch"].nunique() > 1:
-        made.append(_save(plot_batches(rows), out / "batch.png"))
-    return made
+        figures["batch.png"] = plot_batches(rows)
+    for fig in figures.values():
+        fig.suptitle(f"{fig.get_suptitle()}\n{load_line(meta)}", fontsize=10)
+    return [_save(fig, out / name) for name, fig in figures.items()]
