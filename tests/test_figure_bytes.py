@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from analyze.report.figures import plot_tuning, save
 from analyze.report.space import plot_cost
-from analyze.report.figures import save
 from profiler.figure_files import new_figure, place_labels, save_figure
 
 
@@ -44,3 +45,18 @@ def test_the_space_cost_figure_regenerates_byte_for_byte_and_shows_every_stem(tm
 def test_an_svg_carries_no_date_and_the_same_ids(tmp_path):
     first, second = (save_figure(crowded_labels_figure(), tmp_path / f"{k}.svg", dpi=80) for k in ("a", "b"))
     assert first.read_bytes() == second.read_bytes() and b"<dc:date>" not in first.read_bytes()
+
+
+def test_tuning_bars_are_a_95_ci_only_from_3_seeds_and_a_tie_draws_no_bar():
+    # resnet_7x7 at lr 0.01: seeds 80, 82, 84 % -> mean 82, sd 2, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 2 / √3
+    # at lr 0.001: three seeds of 70 % -> a tie: no bar of zero width, one ring marked ×3
+    seeds = pd.DataFrame({"stem": "resnet_7x7", "lr": [0.01] * 3 + [0.001] * 3, "acc": [0.80, 0.82, 0.84, 0.7, 0.7, 0.7]})
+    tuning = pd.DataFrame({"stem": "resnet_7x7", "lr": [0.001, 0.01], "acc_mean": [0.70, 0.82],
+                           "acc_ci95": [0.0, 4.3027 * 0.02 / 3 ** 0.5], "n": [3, 3], "chosen": [False, True]})
+    fig = plot_tuning(tuning, seeds, {"resnet_7x7": "C0"})
+    ax = fig.axes[0]
+    (bar,) = [c for c in ax.containers if c.lines[2]]  # one errorbar: the tie at 0.001 has none
+    (segment,) = bar.lines[2][0].get_segments()
+    assert segment[:, 1] == pytest.approx([82 - 4.968, 82 + 4.968], abs=1e-3)
+    assert [t.get_text() for t in ax.texts] == ["×3"]
+    assert "bar = 95 % t-CI (3+ seeds" in fig.get_suptitle() and "lowest to highest" not in fig.get_suptitle()

@@ -22,6 +22,7 @@ from .studies import Study, stem_labels
 
 FLOPS_COLOR, TIME_COLOR = "tab:blue", "tab:orange"
 MIN_CURVE_EPOCHS = 3  # fewer epochs make a table (render.epoch_table), not a figure
+MIN_CI_SEEDS = 3  # a t-interval from 2 seeds spans half the axis: fewer seeds get their lowest to highest instead
 
 
 def stem_colors(names: list[str]) -> dict[str, tuple]:
@@ -197,9 +198,6 @@ def tuning_seeds(study: Study) -> pd.DataFrame:
                         columns=["stem", "lr", "acc"])
 
 
-MIN_CI_SEEDS = 3  # a t-interval from 2 seeds spans half the axis: fewer seeds get their lowest to highest instead
-
-
 def _seed_points(ax, lr: float, accs: np.ndarray, color) -> None:
     """Each seed as a small ring; seeds that agree share a ring marked ×k, so a tie never reads as one sure value."""
     values, counts = np.unique(np.round(accs, 6), return_counts=True)
@@ -230,9 +228,8 @@ def plot_tuning(tuning: pd.DataFrame, seeds: pd.DataFrame, colors: dict[str, tup
             else:  # one seed, or seeds that agree: no bar (the rings say how many)
                 lo = hi = math.nan
             if math.isfinite(lo):
-                ax.errorbar([r.lr], [mean], yerr=[[mean - lo], [hi - mean]], fmt="none", capsize=3 if r.n >= MIN_CI_SEEDS else 0,
-                            elinewidth=1,
-                            color=colors[stem])
+                ax.errorbar([r.lr], [mean], yerr=[[mean - lo], [hi - mean]], fmt="none", elinewidth=1,
+                            capsize=3 if r.n >= MIN_CI_SEEDS else 0, color=colors[stem])  # caps would hide the rings
             ax.plot([r.lr], [mean], "s", ms=4, color=colors[stem])
             _seed_points(ax, r.lr, accs, colors[stem])
         chosen = g[g["chosen"]]
