@@ -154,7 +154,7 @@ def plot_roofline(rows: pd.DataFrame, batch: int) -> Figure:
         log_ticks(ax.xaxis, *ax.get_xlim())
         log_ticks(ax.yaxis, *ax.get_ylim())
         place_labels(labels, ax, x=f["intensity_fwd"].to_numpy(float), y=f["gflops_fwd_s"].to_numpy(float),
-                     expand=(1.2, 1.5))
+                     expand=(1.3, 1.9), force_text=(0.3, 0.6))
     fig.suptitle("roofline of the layer families (forward)", fontsize=10)
     return fig
 
