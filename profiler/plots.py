@@ -6,11 +6,11 @@
    untimed profile gets one panel, share of FLOPs vs share of bytes moved, titled so.
 2. ``roofline.png`` — every timed layer as a point (arithmetic intensity, achieved FLOP/s) under the
    device's two ceilings (peak FLOP/s, peak bandwidth × intensity), coloured by group, the layers
-   that take the most time named (labels placed without overlap by ``adjustText``); beside it the
+   that take the most time named (labels placed without overlap, ``figure_files.place_labels``); beside it the
    same for each stage (group) as a whole, named with its time and intensity.
 
 Matplotlib's object API with the Agg canvas: no display and no global pyplot state are needed.
-Every file is written atomically (``stems.base.atomic_write``).
+Every file is written atomically and regenerates byte for byte (``figure_files.save_figure``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from adjustText import adjust_text
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stems.base import atomic_write
-
+from .figure_files import place_labels, save_figure
 from .tables import Profile
 
 __all__ = ["plot_shares", "plot_roofline", "save_plots", "depth_units"]
@@ -44,7 +42,7 @@ def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Ax
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png"))
+    return save_figure(fig, path, _DPI)
 
 
 def depth_units(layers: pd.DataFrame) -> pd.DataFrame:
@@ -150,8 +148,7 @@ def _stage_panel(ax: Axes, groups: pd.DataFrame, peak: dict) -> None:
                               fontsize=7, color=f"C{k % 10}"))
     ax.set_title("per stage (each stage's FLOPs / its bytes and time)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    adjust_text(labels, x=intensity, y=achieved, ax=ax, expand=(1.2, 1.6),
-                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+    place_labels(labels, ax, x=intensity, y=achieved, expand=(1.2, 1.6))
 
 
 def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
@@ -175,8 +172,7 @@ def plot_roofline(profile: Profile, path: str | Path) -> Path | None:
     slowest = np.argsort(-pts["ms_fwd"].to_numpy(float), kind="stable")[:NAMED_ON_ROOFLINE]
     labels = [ax.text(intensity[i], achieved[i], f"{pts['name'].iloc[i]} {pts['ms_fwd'].iloc[i]:.3g} ms",
                       fontsize=6.5) for i in slowest]
-    adjust_text(labels, x=intensity, y=achieved, ax=ax, expand=(1.3, 1.9), force_text=(0.3, 0.6),
-                arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+    place_labels(labels, ax, x=intensity, y=achieved, expand=(1.3, 1.9), force_text=(0.3, 0.6))
     _stage_panel(stage_ax, profile.groups, peak)
     fig.suptitle(f"roofline — {peak['device']}, {peak['dtype']}", fontsize=10)
     return _save(fig, path)

@@ -371,10 +371,19 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
     assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
-    # the tuning figure's title claims CI bars only when some LR has 2 seeds or more
-    assert "bars = 95 % CI" in figures.plot_tuning(statistics.tuning_table(study), figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
-    one_seed = statistics.tuning_table(study).assign(acc_ci95=math.nan)
-    assert "one seed per LR: no CI bars" in figures.plot_tuning(one_seed, figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
+    # 2 seeds per LR: no 95 % interval, the bar is the seeds' range and says so; seeds that agree (patchify at
+    # 0.001: 0.90, 0.90) draw no bar of zero width but one ring marked ×2
+    seeds = figures.tuning_seeds(study)
+    assert sorted(seeds.loc[(seeds["stem"] == "resnet_7x7") & (seeds["lr"] == 1e-2), "acc"]) == [0.80, 0.84]
+    fig = figures.plot_tuning(statistics.tuning_table(study), seeds, figures.stem_colors(list(tuning_acc)))
+    title = fig._suptitle.get_text()
+    assert "lowest to highest of 2 seeds" in title and "95 %" not in title
+    patchify, resnet = fig.axes[0], fig.axes[1]
+    assert [t.get_text() for t in patchify.texts] == ["×2"] and not resnet.texts
+    assert all(t.get_text() for ax in fig.axes[:2] for t in ax.get_xticklabels())  # every panel names its LRs
+    one_seed = figures.tuning_seeds(study).groupby(["stem", "lr"]).head(1)
+    one_seed_table = statistics.tuning_table(study).assign(n=1, acc_ci95=math.nan)
+    assert "no bars: one seed per LR" in figures.plot_tuning(one_seed_table, one_seed, figures.stem_colors(list(tuning_acc)))._suptitle.get_text()
 
 
 def test_a_final_stage_trained_at_another_lr_than_the_rule_chooses_is_named(tmp_path):
@@ -437,8 +446,14 @@ def test_depth_shares_keep_missing_time_missing_and_show_the_spread(tmp_path):
     assert shares["timed"].tolist() == [1, 1, 1, 1]
     untimed = statistics.depth_shares(runs[1:])
     assert untimed["share_time"].isna().all() and untimed["share_flops"].tolist() == pytest.approx([0.04, 0.30, 0.60, 0.06])
+    # a study with no time draws FLOPs alone and says so; a stem untimed beside timed ones is marked "not timed"
     fig = figures.plot_depth(split_studies(runs[1:])[0], ["resnet_7x7"])
-    assert "not timed" in [t.get_text() for t in fig.axes[0].texts]
+    assert [p.get_label() for p in fig.axes[0].containers if p.get_label() != "_nolegend_"] == ["FLOPs"]
+    assert not fig.axes[0].texts
+    assert "not timed in these runs" in fig._suptitle.get_text()
+    write_point(tmp_path, "patchify_4x4", 0, 0.8, timed=False)
+    fig = figures.plot_depth(split_studies(read_records(tmp_path).runs)[0], ["resnet_7x7", "patchify_4x4"])
+    assert "not timed" in [t.get_text() for t in fig.axes[1].texts] and not fig.axes[0].texts
 
 
 def test_pareto_front_and_colours():

@@ -103,3 +103,19 @@ def test_far_outliers_leave_the_view_not_the_data():
     # quartiles of (1, 2, 3, 4, 100): 2 and 4, IQR 2: far out above 4 + 3 × 2 = 10
     assert far_out(np.array([1.0, 2.0, 3.0, 4.0, 100.0])).tolist() == [False, False, False, False, True]
     assert not far_out(np.array([1.0, 2.0, 3.0, 4.0, 9.9])).any()
+
+
+def test_the_by_choice_figure_draws_the_most_made_values_with_legends_off_the_curves():
+    from analyze.report.space import CHOICES, MAX_BANDS, plot_edf_by_choice
+
+    rng = np.random.default_rng(1)
+    n = 40
+    # "depth" takes 6 values, made by 12, 10, 8, 5, 3 and 2 stems; every other choice two values
+    depth = np.repeat([1, 2, 3, 4, 5, 6], [12, 10, 8, 5, 3, 2])
+    table = pd.DataFrame({c: (depth if c == "depth" else np.arange(n) % 2) for c in CHOICES}).assign(error=rng.uniform(2, 8, n))
+    fig = plot_edf_by_choice(table)
+    ax = fig.axes[CHOICES.index("depth")]
+    assert [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()] == ["1", "2", "3"] and MAX_BANDS == 3
+    assert "3 value(s) with fewer stems: table" in ax.get_title()
+    fig.canvas.draw()  # the legend sits under its panel, never on the curves
+    assert ax.get_legend().get_window_extent().y1 < ax.get_window_extent().y0

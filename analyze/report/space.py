@@ -23,15 +23,16 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import yaml
-from adjustText import adjust_text
+from matplotlib.lines import Line2D
 
 from experiments.schema import STEM_KEYS
+from profiler.figure_files import label_points
 from stems import spec
 from stems.base import atomic_write
 from stems.space_labels import code, design
 
 from .data import ReportError, Run, read_records
-from .figures import new_figure, save
+from .figures import load_note, log_axis_if_spread, new_figure, save
 from .render import md_table
 from .statistics import completed, pareto_front, step_ms, t_interval
 
@@ -95,28 +96,38 @@ def plot_edf(table: pd.DataFrame):
     return fig
 
 
+MAX_BANDS = 3  # more EDFs with bands per panel hide each other: the rest of a choice's values are in its table
+
+
 def plot_edf_by_choice(table: pd.DataFrame):
-    """One panel per design choice: each value's error EDF with its 95 % DKW band (its own n, so its own width)."""
+    """One panel per design choice: the error EDFs, each with its 95 % DKW band (its own n, so its own width), of
+    the MAX_BANDS values most stems made; every value is in the choice's table. Legends sit under the panels."""
     cols = 4
     rows = math.ceil(len(CHOICES) / cols)
-    fig, axes = new_figure(rows, cols, (3.2 * cols, 2.7 * rows), sharey=True)
+    fig, axes = new_figure(rows, cols, (3.3 * cols, 3.4 * rows), sharey=True)
     colors = matplotlib.colormaps["tab10"]
+    left_out = 0
     for ax, choice in zip(axes.flat, CHOICES):
-        for i, (value, g) in enumerate(table.groupby(choice, sort=True)):
+        groups = list(table.groupby(choice, sort=True))
+        shown = {value for value, _ in sorted(groups, key=lambda vg: -len(vg[1]))[:MAX_BANDS]}
+        left_out += len(groups) - len(shown)
+        for i, (value, g) in enumerate(vg for vg in groups if vg[0] in shown):
             x, f = edf(g["error"])
             x, f, eps = np.r_[x[0], x], np.r_[0, f], dkw(len(g))
-            ax.step(x, f, where="post", color=colors(i % 10), label=f"{value} (n={len(g)}, ±{eps:.2f})")
-            ax.fill_between(x, np.clip(f - eps, 0, 1), np.clip(f + eps, 0, 1), step="post", color=colors(i % 10), alpha=0.08)
-        ax.set_title(choice, fontsize=9)
+            ax.step(x, f, where="post", color=colors(i), label=f"{value} (n={len(g)}, ±{eps:.2f})")
+            ax.fill_between(x, np.clip(f - eps, 0, 1), np.clip(f + eps, 0, 1), step="post", color=colors(i), alpha=0.12)
+        others = len(groups) - len(shown)
+        ax.set_title(choice + (f" ({others} value(s) with fewer stems: table)" if others else ""), fontsize=8)
         ax.set_xlabel("validation error (%)", fontsize=8)
         ax.set_ylim(0, 1.02)
         hidden = limit_to_bulk(ax.set_xlim, table["error"].to_numpy(float))
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False)
     for ax in axes[:, 0]:
         ax.set_ylabel("share of stems\nwith error ≤ x", fontsize=8)
     for ax in axes.flat[len(CHOICES):]:
         ax.set_visible(False)
-    fig.suptitle("error EDF by design choice; bands: 95 % DKW (± a share of stems, wider for fewer stems)"
+    fig.suptitle(f"error EDF by design choice, the {MAX_BANDS} values most stems made per choice; bands: 95 % DKW "
+                 "(± a share of stems, wider for fewer stems)"
                  + (f"; {hidden} far outlier(s), above Q3 + 3 IQR, out of view" if hidden else ""), fontsize=10)
     return fig
 
@@ -140,29 +151,32 @@ def limit_to_bulk(set_lim, values: np.ndarray) -> int:
     return int(out.sum())
 
 
-def plot_cost(table: pd.DataFrame):
-    """Error against cost; far outliers (above Q3 + 3 IQR, in cost or error) are left out of view and counted."""
-    fig, axes = new_figure(1, 2, (10, 4))
+def plot_cost(table: pd.DataFrame, timed_at: str = "load while timed not recorded"):
+    """Error against cost, every stem in view (a log cost axis when costs spread over 5x); far outliers in error
+    (above Q3 + 3 IQR, e.g. a diverged stem) are left out of view and counted. The Pareto front is numbered by
+    cost and its stems named in a key under the panel; `timed_at` (load_note) says how busy the machine was."""
+    fig, axes = new_figure(1, 2, (11, 5.6))
     err = table["error"].to_numpy(float)
-    hidden = []
+    hidden = 0
     for ax, (key, label) in zip(axes[0], [("ms_step", "measured train step (ms, whole model)"),
                                            ("gflops", "forward GFLOPs per image (whole model)")]):
         cost = table[key].to_numpy(float)
         ax.scatter(cost, err, s=18, color="tab:blue", alpha=0.7, label="a sampled stem")
         front = pareto_front(cost, -err)
         ax.plot(cost[front], err[front], color="tab:red", marker="o", ms=4, label="Pareto front")
-        n_cost, n_err = limit_to_bulk(ax.set_xlim, cost), limit_to_bulk(ax.set_ylim, err)
-        if n_cost:
-            hidden.append(f"{n_cost} stem(s) past the {'time' if key == 'ms_step' else 'FLOPs'} axis")
-        if n_err and not any("error" in h for h in hidden):
-            hidden.append(f"{n_err} stem(s) above the error axis")
-        texts = [ax.text(cost[i], err[i], table["code"].iloc[i], fontsize=6) for i in front]
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        log_axis_if_spread(ax, cost)
+        hidden = limit_to_bulk(ax.set_ylim, err)
+        numbers = [str(k + 1) for k in range(len(front))]
+        label_points(ax, cost[front], err[front], numbers, ["tab:red"] * len(front))
         ax.set(xlabel=label, ylabel="validation error (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle("error vs cost" + (f" (far outliers, above Q3 + 3 IQR, out of view: {', '.join(hidden)})"
-                                    if hidden else ""), fontsize=10)
+        keys = [Line2D([], [], ls="none", label=f"{n}: {table['code'].iloc[i]} ({err[i]:.2f} %)")
+                for n, i in zip(numbers, front)]
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + keys, fontsize=6.5, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.14), frameon=False, handlelength=1)
+    fig.suptitle("error vs cost: every sampled stem; the Pareto front numbered by cost, its stems in the key"
+                 + (f" ({hidden} stem(s) above Q3 + 3 IQR in error out of view)" if hidden else "")
+                 + f"\nstep times {timed_at}", fontsize=10)
     return fig
 
 
@@ -239,7 +253,7 @@ def run_space(args: argparse.Namespace) -> int:
     plan_file = next(iter(sorted(root.rglob("space.json"))), None)
     plan = json.loads(plan_file.read_text()) if plan_file else None
     figures = {key: save(fig, out / f"space_{key}.png") for key, fig in
-               (("edf", plot_edf(table)), ("by_choice", plot_edf_by_choice(table)), ("cost", plot_cost(table)))}
+               (("edf", plot_edf(table)), ("by_choice", plot_edf_by_choice(table)), ("cost", plot_cost(table, load_note(inputs.runs))))}
     names: list[str] = []
     if args.export > 0:
         text, names = export_points(table, args.export, root.resolve().name)

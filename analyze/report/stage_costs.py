@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from adjustText import adjust_text
+from profiler.figure_files import label_points
 
-from .figures import new_figure, save, stem_colors
+from .figures import load_note, new_figure, save, stem_colors
 from .statistics import STAGES, completed
 from .studies import Study, stem_labels
 
@@ -20,8 +20,13 @@ __all__ = ["stage_costs", "stage_cost_lines", "write_stage_roofline"]
 
 _COLUMNS = ["flops_fwd", "bytes_moved", "ms_fwd"]
 CAPTION = ("Per stage, forward: bytes moved (a lower bound: each layer's input, weights and output once) and "
-           "arithmetic intensity (FLOPs per byte), means over seeds; the roofline places each stage by its "
-           "intensity and achieved FLOP/s under the device's calibrated ceilings (`profiler/calibrate.py`).")
+           "arithmetic intensity (FLOPs per byte), means over seeds.")
+ROOFLINE_CAPTION = ("The roofline places each stage by its intensity and achieved FLOP/s, one panel per precision, under "
+                    "the ceilings its runs recorded: the device's calibrated peaks in that precision "
+                    "(`profiler/calibrate.py`: a best of a few runs, cached per device, precision and torch version). A "
+                    "calibration is one measurement on a possibly busy machine, so another study's calibration of the "
+                    "same CPU (the layer-shape study's, say) can differ: compare stages under one calibration, not "
+                    "across studies.")
 
 
 def stage_costs(study: Study) -> pd.DataFrame:
@@ -36,13 +41,14 @@ def stage_costs(study: Study) -> pd.DataFrame:
         g = layers.assign(ms_fwd=layers["ms_fwd"] if "ms_fwd" in layers else math.nan)
         sums = g.groupby("group", sort=False)[_COLUMNS].sum(min_count=1)
         totals = run.record.get("profile_totals") or {}
+        precision = str((run.record.get("hardware") or {}).get("precision", "?"))
         for stage, r in sums.iterrows():
-            rows.append({"stem": labels[id(run)], "stage": stage, **r.to_dict(),
+            rows.append({"stem": labels[id(run)], "precision": precision, "stage": stage, **r.to_dict(),
                          "peak_gflops_s": 1e3 * totals.get("peak_tflops", math.nan),
                          "peak_gbytes_s": totals.get("peak_gbps", math.nan)})
     if not rows:
-        return pd.DataFrame(columns=["stem", "stage", *_COLUMNS, "intensity", "gflops_s", "peak_gflops_s", "peak_gbytes_s"])
-    means = pd.DataFrame(rows).groupby(["stem", "stage"], sort=False).mean().reset_index()
+        return pd.DataFrame(columns=["stem", "precision", "stage", *_COLUMNS, "intensity", "gflops_s", "peak_gflops_s", "peak_gbytes_s"])
+    means = pd.DataFrame(rows).groupby(["stem", "precision", "stage"], sort=False).mean().reset_index()
     means["intensity"] = means["flops_fwd"] / means["bytes_moved"]
     means["gflops_s"] = means["flops_fwd"] / means["ms_fwd"] / 1e6
     return means
@@ -54,45 +60,66 @@ def _stage_order(stages: pd.Series) -> list[str]:
 
 
 def stage_cost_table(costs: pd.DataFrame, order: list[str]) -> str:
+    """One row per stem (per stem and precision where a stem's runs ran in several)."""
     stages = _stage_order(costs["stage"])
-    by = costs.set_index(["stem", "stage"])
-    rows = [[f"`{stem}`"] + [(f"{by.at[(stem, s), 'bytes_moved'] / 1e6:,.1f} MB, {by.at[(stem, s), 'intensity']:.3g}"
-                              if (stem, s) in by.index else "–") for s in stages]
-            for stem in order if stem in set(costs["stem"])]
+    by = costs.set_index(["stem", "precision", "stage"])
+    rows = []
+    for stem in [s for s in order if s in set(costs["stem"])]:
+        precisions = list(dict.fromkeys(costs.loc[costs["stem"] == stem, "precision"]))
+        for p in precisions:
+            rows.append([f"`{stem}`" + (f" ({p})" if len(precisions) > 1 else "")]
+                        + [(f"{by.at[(stem, p, s), 'bytes_moved'] / 1e6:,.1f} MB, {by.at[(stem, p, s), 'intensity']:.3g}"
+                            if (stem, p, s) in by.index else "–") for s in stages])
     return pd.DataFrame(rows, columns=["stem", *stages]).to_markdown(index=False, colalign=["left"] + ["right"] * len(stages))
 
 
 def write_stage_roofline(study: Study, order: list[str], out: Path) -> dict[str, str]:
-    """{'stage_roofline': file name} when the runs were timed against calibrated peaks, else {}."""
+    """{'stage_roofline': file name} when the runs were timed against calibrated peaks, else {}: one panel per
+    precision under that precision's calibrated ceilings (each run records the peaks it was measured against)."""
     costs = stage_costs(study)
     timed = costs[np.isfinite(costs["gflops_s"].astype(float)) & np.isfinite(costs["peak_gflops_s"].astype(float))]
     if not len(timed):
         return {}
-    fig, axes = new_figure(1, 1, (9.0, 5.5))
-    ax = axes[0, 0]
-    peak_f, peak_b = timed["peak_gflops_s"].mean(), timed["peak_gbytes_s"].mean()
-    xs = np.logspace(math.log10(timed["intensity"].min() / 2), math.log10(max(timed["intensity"].max(), peak_f / peak_b) * 2), 200)
-    ax.plot(xs, np.minimum(peak_f, xs * peak_b), color="black", lw=1.2, label=f"ceilings: {peak_f:.0f} GFLOP/s, {peak_b:.0f} GB/s")
-    colors, markers = stem_colors([s for s in order if s in set(timed["stem"])]), dict(zip(_stage_order(timed["stage"]), "osD^vP*X"))
-    for stem in [s for s in order if s in colors]:
-        d = timed[timed["stem"] == stem]
-        for _, r in d.iterrows():
-            ax.scatter(r["intensity"], r["gflops_s"], color=colors[stem], marker=markers[r["stage"]], s=30, zorder=3)
-        ax.plot(d["intensity"], d["gflops_s"], color=colors[stem], lw=0.6, alpha=0.5, label=stem)
-    for stage, m in markers.items():
-        ax.scatter([], [], marker=m, color="0.3", label=stage)
-    stem_points = timed[timed["stage"] == "stem"]
-    labels = [ax.text(r["intensity"], r["gflops_s"], r["stem"], fontsize=7, color=colors[r["stem"]]) for _, r in stem_points.iterrows()]
-    adjust_text(labels, x=stem_points["intensity"].to_numpy(float), y=stem_points["gflops_s"].to_numpy(float), ax=ax,
-                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (forward FLOPs / byte moved)")
-    ax.set_ylabel("achieved GFLOP/s (forward)")
-    ax.grid(True, which="both", lw=0.3, alpha=0.5)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"{study.label}: per-stage roofline (lines join a stem's stages; stem stages named)", fontsize=9)
+    precisions = list(dict.fromkeys(timed["precision"]))
+    fig, axes = new_figure(1, len(precisions), (6.2 * len(precisions) + 1.6, 5.2), sharey=True)
+    colors = stem_colors([s for s in order if s in set(timed["stem"])])
+    markers = dict(zip(_stage_order(timed["stage"]), "osD^vP*X"))
+    for ax, precision in zip(axes[0], precisions):
+        d = timed[timed["precision"] == precision]
+        _ceilings(ax, d)
+        for stem in [s for s in order if s in set(d["stem"])]:
+            ds = d[d["stem"] == stem]
+            ax.plot(ds["intensity"], ds["gflops_s"], color=colors[stem], lw=0.6, alpha=0.5)
+            for _, r in ds.iterrows():
+                ax.scatter(r["intensity"], r["gflops_s"], color=colors[stem], marker=markers[r["stage"]], s=30, zorder=3)
+        stem_points = d[d["stage"] == "stem"]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (forward FLOPs / byte moved)")
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"{precision}: {', '.join(sorted(set(d['stem'])))}", fontsize=8)
+    axes[0, 0].set_ylabel("achieved GFLOP/s (forward)")
+    handles = [axes[0, 0].scatter([], [], marker=m, color="0.3", label=stage) for stage, m in markers.items()]
+    handles += [axes[0, 0].plot([], [], color=c, label=s)[0] for s, c in colors.items()]
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper")
+    for ax, precision in zip(axes[0], precisions):  # once the legend and every panel take their room
+        stem_points = timed[(timed["precision"] == precision) & (timed["stage"] == "stem")]
+        label_points(ax, stem_points["intensity"].to_numpy(float), stem_points["gflops_s"].to_numpy(float),
+                     list(stem_points["stem"]), [colors[s] for s in stem_points["stem"]])
+    fig.suptitle(f"{study.label}: per-stage roofline (lines join a stem's stages; each stem's stem stage named)\n"
+                 f"ceilings: the calibration recorded in these runs (profiler/calibrate.py), per precision; "
+                 f"{load_note(study.runs)}", fontsize=9)
     return {"stage_roofline": save(fig, out / f"{study.slug}_stage_roofline.png")}
+
+
+def _ceilings(ax, d: pd.DataFrame) -> None:
+    """The precision's two ceilings, named with their numbers (and how many calibrations, when runs differ)."""
+    peak_f, peak_b = d["peak_gflops_s"].mean(), d["peak_gbytes_s"].mean()
+    n = len(d[["peak_gflops_s", "peak_gbytes_s"]].drop_duplicates())
+    xs = np.logspace(math.log10(d["intensity"].min() / 2), math.log10(max(d["intensity"].max(), peak_f / peak_b) * 2), 200)
+    ax.plot(xs, np.minimum(peak_f, xs * peak_b), color="black", lw=1.2,
+            label=f"ceilings: {peak_f:.0f} GFLOP/s, {peak_b:.0f} GB/s" + (f" (mean of {n} calibrations)" if n > 1 else ""))
 
 
 def stage_cost_lines(study: Study, order: list[str], figure: str | None) -> list[str]:
@@ -103,5 +130,5 @@ def stage_cost_lines(study: Study, order: list[str], figure: str | None) -> list
     out = ["Bytes moved and arithmetic intensity (FLOP/B) per stage (forward, per step):", "",
            stage_cost_table(costs, order), ""]
     if figure:
-        out += [f"![stage roofline]({figure})", ""]
+        return out + [f"![stage roofline]({figure})", "", f"{CAPTION} {ROOFLINE_CAPTION}", ""]
     return out + [CAPTION, ""]

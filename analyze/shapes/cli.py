@@ -41,6 +41,8 @@ def add_shapes_parser(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per layer at most (at least 2; default 5)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 = steadiest on a shared machine)")
     p.add_argument("--recalibrate", action="store_true", help="measure the device's peaks again (else the cached ones)")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: redraw shapes.md and the figures from --out's shapes.csv and shapes.json")
     p.set_defaults(func=run_shapes)
 
 
@@ -107,7 +109,34 @@ def _say(message: str) -> None:
     print(f"[shapes] {message}", file=sys.stderr, flush=True)
 
 
+def render_only(out: Path | None) -> int:
+    """shapes.md and the figures again from a finished study's shapes.csv and shapes.json (the same bytes from the
+    same files), with the command that measured them."""
+    import pandas as pd
+
+    from stems.base import atomic_write
+
+    from .figures import save_figures
+    from .report import render
+
+    if out is None or not (out / "shapes.csv").is_file() or not (out / "shapes.json").is_file():
+        raise ShapesError(f"--render-only needs --out to name a folder with shapes.csv and shapes.json "
+                          f"(got {out}); run the measuring command once first.")
+    try:
+        rows, meta = pd.read_csv(out / "shapes.csv"), json.loads((out / "shapes.json").read_text())
+        command, batch = meta["command"], int(meta["batch"])
+    except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
+        raise ShapesError(f"{out} holds an unreadable shapes.csv or shapes.json ({type(e).__name__}); "
+                          "measure again with the command in its shapes.md.") from None
+    figures = [p.name for p in save_figures(rows, batch, out, meta)]
+    atomic_write(out / "shapes.md", render(rows, meta, command, figures))
+    print(f"redrew shapes.md{''.join(', ' + f for f in figures)} in {out} from its shapes.csv")
+    return 0
+
+
 def run_shapes(args: argparse.Namespace) -> int:
+    if args.render_only:
+        return render_only(Path(args.out) if args.out else None)
     # imported here, so that `python -m analyze --help` does not load torch, pandas and matplotlib
     from experiments.allocator import keep_freed_memory
     from profiler.calibrate import peaks
@@ -155,7 +184,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     this = [{"rows": len(rows) - reused, "wall_s": wall, "load_before": load_before, "load_after": load_after}]
     meta.update(status="complete", reused=reused, load_after=load_after, wall_s=wall,
                 measured=(earlier if reused else []) + (this if len(rows) > reused else []))
-    figures = [p.name for p in save_figures(rows, args.batch, args.out)]
+    figures = [p.name for p in save_figures(rows, args.batch, args.out, {**meta, "settings": vars(settings)})]
     atomic_write(args.out / "shapes.md", render(rows, {**meta, "settings": vars(settings)}, command, figures))
     write_meta(args.out, settings, meta)
     timed = int((rows["status"] == "timed").sum())

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from adjustText import adjust_text
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from stems.base import atomic_write
+from profiler.figure_files import new_figure, place_labels, save_figure
 
 from .families import FAMILIES, LADDER
 
@@ -31,21 +29,8 @@ _DPI = 130
 _MARKERS = {"conv3x3": "o", "conv1x1": "s", "dw3x3": "^", "conv3x3_s2": "D"}
 
 
-class _PlainLog(LogFormatter):
-    """Log-axis labels as plain numbers (0.6, 20, 300), not 6×10⁻¹."""
-
-    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
-        return f"{x:g}"
-
-
-def _figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
 def _save(fig: Figure, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png"))
+    return save_figure(fig, path, _DPI)
 
 
 def _rungs(d: pd.DataFrame) -> np.ndarray:
@@ -54,15 +39,30 @@ def _rungs(d: pd.DataFrame) -> np.ndarray:
     return d["size"].map(order).to_numpy(float)
 
 
-def _ladder_axis(ax: Axes, xlabel: bool) -> None:
-    ax.set_xticks(range(len(LADDER)), [f"{s}²×{c}" for c, s in LADDER], rotation=45, ha="right", fontsize=7)
+def _ladder_axis(ax: Axes, rungs: np.ndarray, xlabel: bool) -> None:
+    """Ticks at the rungs this panel's family has (a stride-2 family stops before 7²×512), a labelled log y axis."""
+    present = sorted({int(r) for r in rungs if np.isfinite(r)})
+    ax.set_xticks(present, [f"{LADDER[i][1]}²×{LADDER[i][0]}" for i in present], rotation=45, ha="right", fontsize=7)
+    ax.set_xlim(min(present) - 0.3, max(present) + 0.3)
     if xlabel:
         ax.set_xlabel("input map² × channels (C·S fixed)", fontsize=8)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_PlainLog())
-    ax.yaxis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    log_ticks(ax.yaxis, *ax.get_ylim())
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax.tick_params(axis="y", which="both", labelsize=7)
+
+
+def log_ticks(axis, lo: float, hi: float) -> None:
+    """Plain-number labels on a log axis, dense enough for 3+ labels whatever its span: evenly spaced round numbers
+    within a decade, 1-2-3-5 steps up to two decades, 1-2-5 up to three, 1-3 beyond (never 6×10⁻¹ notation)."""
+    decades = math.log10(max(hi, lo * 1.0001) / lo) if lo > 0 else 3
+    if decades < 1:
+        axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if decades < 2 else (1.0, 2.0, 5.0) if decades < 3 else (1.0, 3.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _band(ax: Axes, x: np.ndarray, mid: pd.Series, lo: pd.Series, hi: pd.Series, **style) -> None:
@@ -73,7 +73,7 @@ def _band(ax: Axes, x: np.ndarray, mid: pd.Series, lo: pd.Series, hi: pd.Series,
 def plot_families(rows: pd.DataFrame, batch: int) -> Figure:
     d = rows[(rows["batch"] == batch) & (rows["status"] == "timed")]
     families = [f for f in FAMILIES if f in set(d["family"])]
-    fig, axes = _figure(2, len(families), 3.3 * len(families) + 1.0, 6.4)
+    fig, axes = new_figure(2, len(families), (3.3 * len(families) + 1.0, 6.4))
     variants = list(dict.fromkeys(zip(d["precision"], d["memory_format"])))
     colors = {v: f"C{i}" for i, v in enumerate(variants)}
     for j, fam in enumerate(families):
@@ -91,8 +91,9 @@ def plot_families(rows: pd.DataFrame, batch: int) -> Figure:
                   ls="--", mfc="white")
             bottom.axhline(f["peak_gflops_s"].iloc[0], color=colors[v], ls=":", lw=1)
         top.set_title(FAMILIES[fam].description, fontsize=8)
-        _ladder_axis(top, False)
-        _ladder_axis(bottom, True)
+        rungs = _rungs(d[d["family"] == fam])
+        _ladder_axis(top, rungs, False)
+        _ladder_axis(bottom, rungs, True)
     axes[0, 0].set_ylabel("ms per layer (median, quartiles)", fontsize=8)
     axes[1, 0].set_ylabel("achieved GFLOP/s (dotted: calibrated peak)", fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -107,7 +108,7 @@ def plot_batches(rows: pd.DataFrame) -> Figure:
     d = d[d["memory_format"] == fmt]
     families = [f for f in FAMILIES if f in set(d["family"])]
     precisions = list(dict.fromkeys(d["precision"]))
-    fig, axes = _figure(len(precisions), len(families), 3.3 * len(families) + 1.0, 3.0 * len(precisions) + 0.8)
+    fig, axes = new_figure(len(precisions), len(families), (3.3 * len(families) + 1.0, 3.0 * len(precisions) + 0.8))
     for i, p in enumerate(precisions):
         for j, fam in enumerate(families):
             ax = axes[i, j]
@@ -116,7 +117,7 @@ def plot_batches(rows: pd.DataFrame) -> Figure:
                 _band(ax, _rungs(f), f["gflops_fwd_s"], f["gflops_fwd_s_lo"], f["gflops_fwd_s_hi"], color=f"C{k}",
                       marker="o", label=f"batch {b}")
             ax.set_title(f"{fam}, {p}", fontsize=8)
-            _ladder_axis(ax, i == len(precisions) - 1)
+            _ladder_axis(ax, _rungs(d[d["family"] == fam]), i == len(precisions) - 1)
         axes[i, 0].set_ylabel("achieved GFLOP/s, forward", fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"achieved forward FLOP/s across the shapes, by batch size ({fmt})", fontsize=10)
@@ -126,7 +127,7 @@ def plot_batches(rows: pd.DataFrame) -> Figure:
 def plot_roofline(rows: pd.DataFrame, batch: int) -> Figure:
     d = rows[(rows["batch"] == batch) & (rows["status"] == "timed") & (rows["memory_format"] == rows["memory_format"].iloc[0])]
     precisions = list(dict.fromkeys(d["precision"]))
-    fig, axes = _figure(1, len(precisions), 7.0 * len(precisions) + 1.5, 6.0)
+    fig, axes = new_figure(1, len(precisions), (7.0 * len(precisions) + 1.5, 6.0))
     for ax, p in zip(axes[0], precisions):
         f = d[d["precision"] == p]
         peak_f, peak_b = f["peak_gflops_s"].iloc[0], f["peak_gbytes_s"].iloc[0]
@@ -150,18 +151,32 @@ def plot_roofline(rows: pd.DataFrame, batch: int) -> Figure:
         ax.set_title(f"{p}, batch {batch}: each layer named by its input map² × channels", fontsize=9)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
         ax.legend(fontsize=7, loc="lower right")
-        adjust_text(labels, x=f["intensity_fwd"].to_numpy(float), y=f["gflops_fwd_s"].to_numpy(float), ax=ax,
-                    expand=(1.2, 1.5), arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4})
+        log_ticks(ax.xaxis, *ax.get_xlim())
+        log_ticks(ax.yaxis, *ax.get_ylim())
+        place_labels(labels, ax, x=f["intensity_fwd"].to_numpy(float), y=f["gflops_fwd_s"].to_numpy(float),
+                     expand=(1.3, 1.9), force_text=(0.3, 0.6))
     fig.suptitle("roofline of the layer families (forward)", fontsize=10)
     return fig
 
 
-def save_figures(rows: pd.DataFrame, batch: int, out: Path) -> list[Path]:
-    """The figures that the rows can support: none without timed rows; batch.png only with a batch sweep."""
+def load_line(meta: dict) -> str:
+    """How busy the machine was while the rows were timed (shapes.json's `measured`), for every figure's title."""
+    spans = [f"{m['load_before']:.1f} → {m['load_after']:.1f}" for m in meta.get("measured") or []
+             if isinstance(m.get("load_before"), (int, float)) and isinstance(m.get("load_after"), (int, float))]
+    threads = (meta.get("settings") or {}).get("threads")
+    return (f"timed at load average (1 min) {'; '.join(spans)}" if spans else "load while timed not recorded") + \
+        (f", {threads} thread(s)" if threads else "") + ": absolute numbers move with load, ratios within a panel hold"
+
+
+def save_figures(rows: pd.DataFrame, batch: int, out: Path, meta: dict) -> list[Path]:
+    """The figures that the rows can support: none without timed rows; batch.png only with a batch sweep. Each
+    title ends with the load the rows were timed at (`meta`: shapes.json's content)."""
     timed = rows[rows["status"] == "timed"]
     if not len(timed[timed["batch"] == batch]):
         return []
-    made = [_save(plot_families(rows, batch), out / "families.png"), _save(plot_roofline(rows, batch), out / "roofline.png")]
+    figures = {"families.png": plot_families(rows, batch), "roofline.png": plot_roofline(rows, batch)}
     if timed["batch"].nunique() > 1:
-        made.append(_save(plot_batches(rows), out / "batch.png"))
-    return made
+        figures["batch.png"] = plot_batches(rows)
+    for fig in figures.values():
+        fig.suptitle(f"{fig.get_suptitle()}\n{load_line(meta)}", fontsize=10)
+    return [_save(fig, out / name) for name, fig in figures.items()]
