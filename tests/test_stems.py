@@ -349,6 +349,15 @@ def test_table_write_and_check(tmp_path, capsys):
     assert len(errors) == 2 and "needs one" in errors[0] and "does not exist" in errors[1]
 
 
+def test_table_write_counts_the_stems_not_the_rows_of_other_tables(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{START}\n{END}\n\n| other | table |\n|---|---|\n| `a` | 1 |\n| `b` | 2 |\n")
+    assert stems_main(["table", "--write", str(readme)]) == 0
+    text = readme.read_text()
+    rows = text[text.index(START):text.index(END)].count("\n| `")  # the stem table's rows alone
+    assert capsys.readouterr().out == f"wrote the stem table ({rows} stems) into {readme}.\n"
+
+
 def test_readme_table_is_current():
     readme = ROOT / "README.md"
     assert stems_main(["table", "--check", str(readme)]) == 0, "run: python -m stems table --write README.md"
