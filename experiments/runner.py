@@ -142,7 +142,8 @@ def extra_plots(profile, out_dir: Path) -> list[Path]:
 
 
 def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak: Peaks) -> dict[str, Any]:
-    """The record's metrics: the last epoch's, the best accuracy, the profile's totals, and the model FLOPs
+    """The record's metrics: the last epoch's (its training img/s and ms per step are what the report's speed columns
+    show), the best accuracy, the profile's totals (ms_train_step: the profile's few timed steps), and the model FLOPs
     utilisation (MFU): training FLOP/s achieved (the profile's FLOPs per image x training img/s) over the peak
     FLOP/s measured on this device at the run's precision (profiler.calibrate)."""
     final = history.iloc[-1].to_dict() if len(history) else {}
@@ -151,7 +152,7 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak:
         "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
         "train_loss": final.get("train_loss", math.nan),
         "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
-        "train_img_s": img_s, "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
+        "train_img_s": img_s, "train_ms_step": final.get("train_ms_step", math.nan), "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
         "params": int(profile.totals["params"]), **per_image,
         "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
         "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],
