@@ -23,7 +23,7 @@ from .config import to_dict
 from .fit import fit, make_learner
 from .record import disk_full, environment, failure, run_name, write_record
 from .sanity import load_warning, loaded, machine_load, near_chance
-from .setup import profile_run, set_up
+from .setup import log_progress, profile_run, set_up
 from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
@@ -39,17 +39,18 @@ def run(cfg: DictConfig, out_dir: Path) -> float:
     Bad input raises before anything is written; a failure during training writes a `failed` record."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     parts = WallParts()
+    config = to_dict(cfg)
+    name = run_name(config)
+    # first: a resumed run says so before the minutes of setup and profiling
+    resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
+    start_epoch = resume["epoch"] if resume else 0
     setup = set_up(cfg, parts)
     data, hw, model = setup.data, setup.hw, setup.model
     with parts("profile"):
         profile, per_image = profile_run(setup, cfg)
-        peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision])
+        peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision], say=log_progress)
 
-    config = to_dict(cfg)
-    name = run_name(config)
     tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
-    resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
-    start_epoch = resume["epoch"] if resume else 0
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            # a sweep's parallel launcher gives each point cores // n_jobs threads
