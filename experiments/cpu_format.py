@@ -78,7 +78,8 @@ def probe(model: nn.Module, shape: tuple[int, ...], formats: list[Format], round
         steps[f] = lambda work=work, x=x, dtype=AUTOCAST_DTYPES[f.precision]: time_step(work, x, True, dev, dtype)[1]
         first_ms = steps[f]()  # warm-up: oneDNN builds its kernels for the format on the first call
         if len(steps) == 1:
-            log.info("CPU format probe: a first step took %.1f s, so about %.0f s in all.", first_ms / 1e3,
+            log.info("CPU format probe: a first step took %.1f s (it builds the kernels: the slowest), so at most about "
+                     "%.0f s in all.", first_ms / 1e3,
                      first_ms / 1e3 * len(formats) * (rounds + 1))
     times = interleaved(steps, min_rounds=rounds)
     return {f: statistics.median(t) for f, t in times.items()}

@@ -218,4 +218,5 @@ def seeds_command(sweep: str | None, seeds: list[Any]) -> str:
         return f"python train.py -m <the sweep's overrides> {seed} hydra.sweep.dir=<its folder>"
     _, command, _ = expected_points(Path(sweep) / "multirun.yaml")
     kept = [a for a in shlex.split(command or "python train.py -m") if not a.startswith(("seed=", "hydra.sweep.dir="))]
-    return shlex.join([*kept, seed, f"hydra.sweep.dir={sweep}"])
+    folder = os.path.abspath(sweep) if sweep.startswith("..") else sweep  # relative where it lies below the cwd
+    return shlex.join([*kept, seed, f"hydra.sweep.dir={folder}"])

@@ -106,8 +106,8 @@ def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple], setting: str) -> 
     axes[0, 0].set_ylabel("validation accuracy (%)")
     fig.legend(*axes[0, 1].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     few = int((table["n"] < 2).sum())
-    fig.suptitle("accuracy vs cost: mean over seeds (time: median); bars = lowest to highest seed"
-                 + (f" (no bar for {few} stem(s) with one seed)" if few else ""), fontsize=10)
+    fig.suptitle("accuracy vs cost: mean over seeds (time: median)\nbars: lowest to highest seed"
+                 + (f" (none for {few} stem(s) with one seed)" if few else ""), fontsize=10)
     return fig
 
 
