@@ -38,6 +38,7 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(make_cfg, tmp_
     # "interrupted after epoch 1": a run directory holding only the first epoch's checkpoint
     (resumed / CHECKPOINT_DIR).mkdir(parents=True)
     shutil.copy(full / CHECKPOINT_DIR / "epoch_1.pt", resumed / CHECKPOINT_DIR)
+    caplog.clear()  # the resumed run's log alone
     experiments.run(make_cfg("train.epochs=2"), resumed)
 
     assert "resuming xresnet_3conv-xresnet18-synthetic-s0 after epoch 1 of 2" in caplog.text
