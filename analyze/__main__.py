@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from profiler import Profile
 
+STARTED = time.perf_counter()  # the command's start (its imports are light): what "done in" counts from
+
 # ---------------------------------------------------------------------------------------------
 # profile
 
@@ -88,12 +90,13 @@ def _pct(v: float) -> str:
 
 
 def render_groups(profile: Profile, title: str) -> Table:
-    """A rich table: one row per group, FLOPs and time with their shares, forward and train."""
+    """A rich table: one row per group, FLOPs and time with their shares, forward and train; FLOPs, bytes and ms are
+    of one step on the whole batch (the title says its size)."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ["group", "params", "MFLOPs fwd", "FLOPs %", "FLOPs % train", "MB moved", "FLOP/B",
-                "ms fwd", "time %", "ms bwd", "time % train"]:
+    for col in ["group", "params", "MFLOPs fwd", "FLOPs %", "FLOPs % train", "MB moved", "FLOP/B", "ms fwd", "time %",
+                "ms bwd", "time % train"]:
         t.add_column(col, justify="left" if col == "group" else "right")
     for _, r in profile.groups.iterrows():
         if r["group"] == "total":
@@ -107,7 +110,7 @@ def render_groups(profile: Profile, title: str) -> Table:
 def render_layers(profile: Profile) -> Table:
     from rich.table import Table
 
-    t = Table(title="layers", title_justify="left")
+    t = Table(title="layers (per batch)", title_justify="left")
     for col in ["#", "name", "kind", "out", "MFLOPs fwd", "MFLOPs bwd", "FLOPs %", "ms fwd", "ms bwd", "time %"]:
         t.add_column(col, justify="left" if col in ("name", "kind", "out") else "right")
     for i, r in profile.layers.iterrows():
@@ -117,15 +120,37 @@ def render_layers(profile: Profile) -> Table:
     return t
 
 
-def summary_lines(totals: dict[str, float]) -> list[str]:
-    lines = [f"params {totals['params']:,.0f} · forward {totals['flops_fwd'] / 1e9:.3f} GFLOPs "
-             f"({totals['macs'] / 1e9:.3f} GMACs) · backward {totals['flops_bwd'] / 1e9:.3f} GFLOPs"]
+GAP_EXPLAINED = 0.10  # a per-layer sum further than this from the end-to-end step gets a sentence on what it means
+
+
+def gap_sentence(gap: float) -> str:
+    """What a per-layer vs end-to-end gap beyond ±GAP_EXPLAINED means, and what to do (one sentence)."""
+    if gap < 0:
+        return (f"The layers account for only {100 * (1 + gap):.0f} % of the end-to-end step: the rest is spent "
+                "between layers (autograd's bookkeeping, memory allocation, threads waiting, Python), so the time "
+                "shares above are shares of the layers' time, not of the step; on a loaded machine or with many "
+                "threads this grows, so re-run with --threads 1 on a quiet machine before reading them as the step's.")
+    return (f"The per-layer sum is {100 * gap:.0f} % above the end-to-end step: the profiler's per-layer "
+            "instrumentation costs time in every layer (most in many small ones), so read the shares as relative "
+            "costs and take absolute speed from the end-to-end step (or a training run's ms / step).")
+
+
+def summary_lines(totals: dict[str, float], batch: int) -> list[str]:
+    lines = [f"params {totals['params']:,.0f} · per batch of {batch}: forward {totals['flops_fwd'] / 1e9:.3f} GFLOPs "
+             f"({totals['macs'] / 1e9:.3f} GMACs), backward {totals['flops_bwd'] / 1e9:.3f} GFLOPs · per image: "
+             f"forward {totals['flops_fwd'] / batch / 1e9:.4f} GFLOPs (as the training log gives it)"]
+    gaps = []
     if not math.isnan(totals.get("ms_fwd_e2e", math.nan)):
         lines.append(f"forward: per-layer sum {totals['ms_fwd']:.2f} ms vs end-to-end {totals['ms_fwd_e2e']:.2f} ms "
                      f"(gap {100 * totals['gap_fwd']:+.1f} %)")
+        gaps.append(totals["gap_fwd"])
     if not math.isnan(totals.get("ms_train_step_e2e", math.nan)):
         lines.append(f"train step: per-layer sum {totals['ms_fwd'] + totals['ms_bwd']:.2f} ms vs end-to-end "
                      f"{totals['ms_train_step_e2e']:.2f} ms (gap {100 * totals['gap_train']:+.1f} %)")
+        gaps.append(totals["gap_train"])
+    widest = max((g for g in gaps if math.isfinite(g)), key=abs, default=0.0)
+    if abs(widest) > GAP_EXPLAINED:
+        lines.append(gap_sentence(widest))
     if not math.isnan(totals.get("stem_share_flops", math.nan)):
         lines.append(f"stem: {_pct(totals['stem_share_flops'])} of forward FLOPs, {_pct(totals['stem_share_time'])} of "
                      f"forward time; {_pct(totals['stem_share_flops_train'])} / {_pct(totals['stem_share_time_train'])} "
@@ -152,22 +177,22 @@ def run_profile(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     cfg = compose(args.overrides)
-    t0 = time.perf_counter()
     profile = profile_configured(cfg, args.threads)
-    took = time.perf_counter() - t0
     meta = profile.meta
+    batch = meta["input_shape"][0]
     title = (f"{cfg.stem.name} + {cfg.trunk.name} · input {meta['input_shape']} · {meta['device']}"
-             + (f" · {meta['dtype']}" if meta["dtype"] else "") + f" · {meta['threads']} thread(s)")
+             + (f" · {meta['dtype']}" if meta["dtype"] else "") + f" · {meta['threads']} thread(s)\n"
+             f"FLOPs, bytes and ms: per batch of {batch} images (÷ {batch} per image)")
     if args.layers:
         console.print(render_layers(profile))
     console.print(render_groups(profile, title))
-    for line in summary_lines(profile.totals):
+    for line in summary_lines(profile.totals, batch):
         console.print(line)
     out = Path(args.out or Path("outputs") / "profile" / f"{cfg.stem.name}_{cfg.trunk.name}_{cfg.data.name}_{meta['input_shape'][-1]}")
     _progress(f"writing tables and plots to {out}")
     made = write_outputs(profile, out)
-    console.print(f"profiled in {took:.1f} s; wrote {', '.join(p.name for p in made)} to {out}")
-    _progress(f"done in {time.perf_counter() - t0:.1f} s")
+    console.print(f"wrote {', '.join(p.name for p in made)} to {out}")
+    _progress(f"done in {time.perf_counter() - STARTED:.1f} s since the command started")
     return 0
 
 

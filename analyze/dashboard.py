@@ -65,7 +65,7 @@ def build_workspace(entity: str, project: str, group: str | None = None) -> Any:
                         groupby_aggfunc="mean", groupby_rangefunc="minmax"),
         ], panel_settings=ws.SectionPanelSettings(x_axis="epoch")),
         ws.Section(name="Accuracy vs cost", is_open=True, panels=[
-            vs("valid_acc", "ms_train_step", "accuracy vs train-step time (ms)"),
+            vs("valid_acc", "train_ms_step", "accuracy vs train-step time (ms, measured in training)"),
             vs("valid_acc", "flops_train_per_image", "accuracy vs training FLOPs per image", log_x=True),
             vs("valid_acc", "train_img_s", "accuracy vs training throughput (img/s)"),
         ]),

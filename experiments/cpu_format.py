@@ -69,11 +69,18 @@ def probe(model: nn.Module, shape: tuple[int, ...], formats: list[Format], round
     """Median ms of one training step (forward + backward, the profiler's timer) of `model` on a `shape` batch in
     each format, timed interleaved so that load from other processes hits every format alike."""
     dev = torch.device("cpu")
+    log.info("Probing which CPU format trains this model fastest (%s: %d training steps of each at batch %s; once per "
+             "machine and model, then cached in %s); its estimate follows the first step.",
+             " / ".join(f.label for f in formats), rounds + 1, shape[0], cache_path("cpu_formats.json"))
     steps = {}
     for f in formats:
         work, x = prepare(model, dev, f.channels_last).train(), make_input(shape, dev, f.channels_last)
         steps[f] = lambda work=work, x=x, dtype=AUTOCAST_DTYPES[f.precision]: time_step(work, x, True, dev, dtype)[1]
-        steps[f]()  # warm-up: oneDNN builds its kernels for the format on the first call
+        first_ms = steps[f]()  # warm-up: oneDNN builds its kernels for the format on the first call
+        if len(steps) == 1:
+            log.info("CPU format probe: a first step took %.1f s (it builds the kernels: the slowest), so at most about "
+                     "%.0f s in all.", first_ms / 1e3,
+                     first_ms / 1e3 * len(formats) * (rounds + 1))
     times = interleaved(steps, min_rounds=rounds)
     return {f: statistics.median(t) for f, t in times.items()}
 

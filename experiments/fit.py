@@ -85,14 +85,14 @@ class AutocastOnDevice(MixedPrecision):
 
 
 class Throughput(Callback):
-    """Per-epoch training images/s and wall seconds, and the seconds the training loop waited for its batches
+    """Per-epoch training images/s, ms per training step (batch loading included) and wall seconds, and the seconds the training loop waited for its batches
     (from the end of one batch, or the epoch's start, to the start of the next). The device is synchronised only
     at epoch ends."""
 
     order = 0
 
     def before_fit(self):
-        self.img_s, self.train_s, self.valid_s, self.load_s = [], [], [], []
+        self.img_s, self.ms_step, self.train_s, self.valid_s, self.load_s = [], [], [], [], []
 
     def _sync(self):
         if self.dls.device.type == "cuda":
@@ -100,7 +100,7 @@ class Throughput(Callback):
         return time.perf_counter()
 
     def before_train(self):
-        self.seen, self.t0 = 0, self._sync()
+        self.seen, self.steps, self.t0 = 0, 0, self._sync()
         self.waited, self.batch_end = 0.0, self.t0
 
     def before_batch(self):
@@ -110,6 +110,7 @@ class Throughput(Callback):
     def after_batch(self):
         if self.training:
             self.seen += len(self.yb[0])
+            self.steps += 1
             self.batch_end = time.perf_counter()
 
     def after_train(self):
@@ -117,6 +118,7 @@ class Throughput(Callback):
         self.train_s.append(dt)
         self.load_s.append(self.waited)
         self.img_s.append(self.seen / dt if dt > 0 else float("nan"))
+        self.ms_step.append(1000 * dt / self.steps if self.steps else float("nan"))
 
     def before_validate(self):
         self.t0 = self._sync()
@@ -131,7 +133,7 @@ class EpochHistory(Callback):
     back the rows of the epochs finished before (fastai's Recorder starts empty)."""
 
     order = Recorder.order + 1
-    timings = ("train_img_s", "train_s", "valid_s", "load_s")
+    timings = ("train_img_s", "train_ms_step", "train_s", "valid_s", "load_s")
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
@@ -143,7 +145,7 @@ class EpochHistory(Callback):
         names = [n for n in self.recorder.metric_names[1:] if n != "time"]
         tp = self.learn.throughput  # fastai exposes each callback as an attribute named after its class
         self.rows.append({"epoch": self.epoch + 1, **dict(zip(names, map(float, values))),
-                          "train_img_s": tp.img_s[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1],
+                          "train_img_s": tp.img_s[-1], "train_ms_step": tp.ms_step[-1], "train_s": tp.train_s[-1], "valid_s": tp.valid_s[-1],
                           "load_s": tp.load_s[-1]})
 
     def table(self) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 LOCK_FILE = ".stemlab.lock"
 MIN_FREE = 1 << 20  # bytes: Hydra's config and log, the record and its tables take a few hundred kB
@@ -71,8 +71,8 @@ def lock_folder(folder: Path, key: str) -> int | None:
 def remove_if_unused(folder: Path) -> None:
     """Remove a folder this process created for its lock when nothing else was written into it."""
     try:
-        if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
-            (folder / LOCK_FILE).unlink()
+        if [p.name for p in folder.iterdir()] in ([LOCK_FILE], []):
+            (folder / LOCK_FILE).unlink(missing_ok=True)
             folder.rmdir()
     except OSError:  # gone already, or not ours to remove: leave it
         pass
@@ -101,9 +101,18 @@ class RunFolderGuard(Callback):
         if created:  # a command refused after this point (e.g. by a sweeper) must leave no folder behind
             atexit.register(remove_if_unused, folder)
 
-    def release(self, **kwargs: Any) -> None:
+    def release(self, config: DictConfig, folder_key: str) -> None:
+        """Remove the lock file, then let go of the lock: a finished run leaves no .stemlab.lock behind."""
         if self.fd is not None:
+            try:
+                (Path(str(OmegaConf.select(config, folder_key))) / LOCK_FILE).unlink()
+            except OSError:  # already gone: nothing to clean
+                pass
             os.close(self.fd)
             self.fd = None
 
-    on_run_end = on_multirun_end = release
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.release(config, "hydra.run.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.release(config, "hydra.sweep.dir")

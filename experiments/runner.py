@@ -23,7 +23,7 @@ from .config import to_dict
 from .fit import fit, make_learner
 from .record import disk_full, environment, failure, run_name, write_record
 from .sanity import load_warning, loaded, machine_load, near_chance
-from .setup import profile_run, set_up
+from .setup import log_progress, profile_run, set_up
 from .tracking import WandbLogger, previous_run_id, wandb_config
 
 log = logging.getLogger("stemlab")
@@ -40,17 +40,18 @@ def run(cfg: DictConfig, out_dir: Path, sweep_dir: Path | None = None) -> float:
     Bad input raises before anything is written; a failure during training writes a `failed` record."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     parts = WallParts()
+    config = to_dict(cfg)
+    name = run_name(config)
+    # first: a resumed run says so before the minutes of setup and profiling
+    resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
+    start_epoch = resume["epoch"] if resume else 0
     setup = set_up(cfg, parts, sweep_dir=sweep_dir)
     data, hw, model = setup.data, setup.hw, setup.model
     with parts("profile"):
         profile, per_image = profile_run(setup, cfg)
-        peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision])
+        peak = peaks(hw.device, AUTOCAST_DTYPES[hw.precision], say=log_progress)
 
-    config = to_dict(cfg)
-    name = run_name(config)
     tags = [cfg.stem.name, cfg.trunk.name, cfg.data.name, f"seed{cfg.seed}"]
-    resume = find_resumable(out_dir, config, name)  # a checkpoint of this config in the run directory
-    start_epoch = resume["epoch"] if resume else 0
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            # a sweep's parallel launcher gives each point cores // n_jobs threads
@@ -143,7 +144,8 @@ def extra_plots(profile, out_dir: Path) -> list[Path]:
 
 
 def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak: Peaks) -> dict[str, Any]:
-    """The record's metrics: the last epoch's, the best accuracy, the profile's totals, and the model FLOPs
+    """The record's metrics: the last epoch's (its training img/s and ms per step are what the report's speed columns
+    show), the best accuracy, the profile's totals (ms_train_step: the profile's few timed steps), and the model FLOPs
     utilisation (MFU): training FLOP/s achieved (the profile's FLOPs per image x training img/s) over the peak
     FLOP/s measured on this device at the run's precision (profiler.calibrate)."""
     final = history.iloc[-1].to_dict() if len(history) else {}
@@ -152,7 +154,7 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak:
         "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
         "train_loss": final.get("train_loss", math.nan),
         "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
-        "train_img_s": img_s, "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
+        "train_img_s": img_s, "train_ms_step": final.get("train_ms_step", math.nan), "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
         "params": int(profile.totals["params"]), **per_image,
         "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
         "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],

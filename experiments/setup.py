@@ -16,7 +16,8 @@ from fastai.torch_core import set_seed
 from omegaconf import DictConfig
 from torch import nn
 
-from profiler import Profile, profile_model
+from profiler import COUNTING, Profile, profile_model
+from profiler.calibrate import MEASURING
 from profiler.runtime import AUTOCAST_DTYPES
 from profiler.timing import ESTIMATE
 
@@ -91,8 +92,9 @@ def hardware_for(cfg: DictConfig, data: DataBundle, device: torch.device, sweep_
 
 
 def log_progress(message: str) -> None:
-    """The profiler's progress in a run's log: its time estimate at INFO, each step at DEBUG."""
-    log.log(logging.INFO if message.startswith(ESTIMATE) else logging.DEBUG, "%s", message)
+    """The profiler's progress in a run's log: what can take a while (the count, a calibration) and the timing's
+    estimate at INFO, each step at DEBUG."""
+    log.log(logging.INFO if message.startswith((ESTIMATE, COUNTING, MEASURING)) else logging.DEBUG, "%s", message)
 
 
 def profile_run(setup: RunSetup, cfg: DictConfig, threads: int | None = None,

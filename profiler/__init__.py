@@ -87,7 +87,10 @@ from .runtime import (
 from .tables import Profile, build_tables
 from .timing import measure
 
-__all__ = ["Profile", "ProfileError", "profile_model", "count_flops_whole_model"]
+__all__ = ["COUNTING", "Profile", "ProfileError", "profile_model", "count_flops_whole_model"]
+
+
+COUNTING = "counting FLOPs and bytes per layer"  # the start of the progress line said before the count
 
 
 def _quiet(message: str) -> None:
@@ -129,7 +132,9 @@ def profile_model(
     meta: dict[str, Any] = {"device": str(dev), "input_shape": tuple(int(s) for s in input_shape),
                             "dtype": str(dtype) if dtype else None, "channels_last": channels_last,
                             "training": model.training, "threads": threads or torch.get_num_threads()}
-    progress(f"counting FLOPs and bytes per layer (input {meta['input_shape']})")
+    progress(f"{COUNTING} (input {meta['input_shape']}): one forward and backward pass outside any timing; the first "
+             "pass at a new shape also builds the device's kernels, seconds for a small model, minutes for a large "
+             "one on a CPU")
     work, leaves = count(model, input_shape, dev, backward, dtype, channels_last)
     timing: dict[str, float] = {}
     peak = None
@@ -142,9 +147,8 @@ def profile_model(
         for lf in leaves:
             lf.ms_fwd, lf.ms_bwd = fwd_ms[lf.index], bwd_ms[lf.index]
         if roofline:
-            progress("device peaks (measured once, then cached)")
             with num_threads(threads):
-                peak = peaks(dev, dtype)
+                peak = peaks(dev, dtype, say=progress)
             meta["peaks"] = dataclasses.asdict(peak)
     meta["unknown_ops"] = warn_unknown_ops(leaves)
     return build_tables(work, leaves, timing, peak, meta)

@@ -27,7 +27,7 @@ from stems.base import atomic_write
 
 from .runtime import sync
 
-__all__ = ["Peaks", "peaks", "cache_path", "cached", "cpu_flags", "cpu_model", "device_name"]
+__all__ = ["MEASURING", "Peaks", "peaks", "cache_path", "cached", "cpu_flags", "cpu_model", "device_name"]
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,22 @@ def measure_bandwidth(dev: torch.device) -> float:
     return 2 * nbytes / _best_seconds(lambda: dst.copy_(src), dev)
 
 
-def peaks(dev: torch.device | str, dtype: torch.dtype | None = None, refresh: bool = False) -> Peaks:
-    """Achieved peaks of `dev` in `dtype` (float32 when None), from the cache when present."""
+MEASURING = "measuring the device's peaks"  # the start of the line said before a calibration (not when cached)
+
+
+def peaks(dev: torch.device | str, dtype: torch.dtype | None = None, refresh: bool = False,
+          say: Callable[[str], None] = lambda message: None) -> Peaks:
+    """Achieved peaks of `dev` in `dtype` (float32 when None), from the cache when present; `say` hears one line
+    before a measurement (none when cached)."""
     dev = torch.device(dev)
     dtype = dtype or torch.float32
     name = device_name(dev)
     key = f"{name} | {dtype} | torch {torch.__version__}"
-    return Peaks(**cached("calibration.json", key, lambda: asdict(
-        Peaks(name, str(dtype), measure_flops(dev, dtype), measure_bandwidth(dev))), refresh))
+
+    def measure() -> dict[str, Any]:
+        say(f"{MEASURING} (peak FLOP/s and memory bandwidth in {dtype}: a matmul, 2 convolutions and a copy, each timed "
+            f"for at least 0.3 s, about 2-10 s; once per device, precision and torch version, then cached in "
+            f"{cache_path()})")
+        return asdict(Peaks(name, str(dtype), measure_flops(dev, dtype), measure_bandwidth(dev)))
+
+    return Peaks(**cached("calibration.json", key, measure, refresh))

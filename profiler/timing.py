@@ -226,12 +226,23 @@ def _own_seqs(ev: Any, leaf: int, seq_owner: dict[tuple[int, int], int]) -> None
 ESTIMATE = "timing estimate"  # the line a run's log shows at INFO (the other progress lines are DEBUG)
 
 
-def estimate(step_s: float, spent_s: float, budget_s: float | None, steps: int) -> str:
-    """What the timing will cost, said after its first plain step: at least 4 steps (2 plain, 2 profiled) whatever
-    the budget, at most `steps`; a profiled step costs somewhat more than a plain one, so this is a lower bound."""
-    left = steps - 1 if budget_s is None else max(3, min(steps - 1, math.ceil((budget_s - spent_s) / max(step_s, 1e-9))))
-    return (f"{ESTIMATE}: a step takes {step_s:.2f} s, {left} more step(s): about {spent_s + left * step_s:.0f} s in all"
-            + (f" (budget {budget_s:g} s)" if budget_s is not None else ""))
+def _plain(k: int) -> bool:
+    """Steps alternate plain, profiled, profiled, plain, ...: no order bias between the two kinds."""
+    return k % 4 in (0, 3)
+
+
+def estimate(plain_s: float, profiled_s: float, spent_s: float, budget_s: float | None, steps: int) -> str:
+    """What the timing will cost, said after its first plain and first profiled step (a profiled step costs more,
+    often several times more): the steps `measure` will still take by its own rule (at least 4 whatever the budget,
+    at most `steps`; past the budget it stops before the next plain/profiled pair), each at its kind's cost."""
+    total, more = spent_s, 0
+    for k in range(2, steps):
+        if budget_s is not None and total > budget_s and k >= 4 and k % 2 == 0:
+            break
+        total += plain_s if _plain(k) else profiled_s
+        more += 1
+    return (f"{ESTIMATE}: a plain step takes {plain_s:.2f} s, a profiled one {profiled_s:.2f} s; {more} more step(s): "
+            f"the timing takes about {total:.0f} s in all" + (f" (budget {budget_s:g} s)" if budget_s is not None else ""))
 
 
 def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device, dtype: torch.dtype | None,
@@ -259,30 +270,36 @@ def measure(model: nn.Module, x: torch.Tensor, backward: bool, dev: torch.device
     e2e_train: list[float] = []
     lost: list[float] = []
     steps = 2 * max(repeats, 2)
+    done = 0
     with _annotated(leaves) as annotate:
         for k in range(steps):
             over_budget = budget_s is not None and time.perf_counter() - started > budget_s
             if over_budget and k >= 4 and k % 2 == 0:
                 break
             progress(f"timing: step {k + 1}/{steps}")
-            if k % 4 in (0, 3):
+            done = k + 1
+            if _plain(k):
                 annotate.on = False
                 f, t = time_step(model, x, backward, dev, dtype)
                 e2e_fwd.append(f)
                 e2e_train.append(t)
-                if k == 0:
-                    progress(estimate(t / 1e3, time.perf_counter() - started, budget_s, steps))
                 continue
             annotate.on = True
+            step_started = time.perf_counter()
             with profile(activities=activities) as prof:
                 with record_function(f"{_STEP_TAG}.{k}"):
                     _step(model, x, backward, dev, dtype, annotate=True)
                     sync(dev)
+            if k == 1:
+                progress(estimate(e2e_train[0] / 1e3, time.perf_counter() - step_started, time.perf_counter() - started,
+                                  budget_s, steps))
             f, b, lo = _attribute(_split_steps(prof.events())[0], len(leaves), cuda)
             for i in range(len(leaves)):
                 fwd_ms[i].append(f[i] / 1e3)
                 bwd_ms[i].append(b[i] / 1e3)
             lost.append(lo / 1e3)
+    progress(f"timing: done, {done} of up to {steps} steps in {time.perf_counter() - started:.1f} s"
+             + (f" (the budget of {budget_s:g} s was spent)" if done < steps else ""))
     if not backward:
         bwd_ms = [[] for _ in leaves]
     totals = {"ms_fwd_e2e": statistics.median(e2e_fwd), "ms_unattributed": statistics.median(lost),

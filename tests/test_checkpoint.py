@@ -38,9 +38,11 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(make_cfg, tmp_
     # "interrupted after epoch 1": a run directory holding only the first epoch's checkpoint
     (resumed / CHECKPOINT_DIR).mkdir(parents=True)
     shutil.copy(full / CHECKPOINT_DIR / "epoch_1.pt", resumed / CHECKPOINT_DIR)
+    caplog.clear()  # the resumed run's log alone
     experiments.run(make_cfg("train.epochs=2"), resumed)
 
     assert "resuming xresnet_3conv-xresnet18-synthetic-s0 after epoch 1 of 2" in caplog.text
+    assert caplog.text.index("resuming") < caplog.text.index("Profiling the model")  # said first, before minutes pass
     # CPU training is deterministic and every state is restored: equal to the last bit, not within a tolerance
     pd.testing.assert_frame_equal(history(resumed), history(full), check_exact=True)
     assert list(history(resumed)["epoch"]) == [1, 2]  # 1-based, as the log, W&B and epoch_N.pt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import statistics
 
 import pandas as pd
@@ -109,9 +110,15 @@ def test_the_choice_is_logged_once(tmp_path, monkeypatch, caplog):
                      "(probed: 1.60x the speed of fp32)."]
 
 
-def test_a_real_probe_times_every_format():
+def test_a_real_probe_times_every_format_and_says_so_first(caplog):
+    caplog.set_level(logging.INFO, logger="stemlab")
     times = probe(*tiny_workload(), [FP32, FP32_CL, BF16, BF16_CL], rounds=2)
     assert list(times) == [FP32, FP32_CL, BF16, BF16_CL] and all(t > 0 and math.isfinite(t) for t in times.values())
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and said[0].startswith("Probing which CPU format trains this model fastest (fp32 / fp32, "
+                                                 "channels_last / bf16 / bf16, channels_last: 3 training steps of each")
+    assert re.fullmatch(r"CPU format probe: a first step took [0-9.]+ s \(it builds the kernels: the slowest\), so at "
+                        r"most about [0-9]+ s in all\.", said[1])
 
 
 class PredDtype(Callback):

@@ -37,7 +37,7 @@ def test_the_workspace_compares_stems_across_seeds_cost_and_depth():
 
     cost = sections["Accuracy vs cost"]
     assert all(type(p) is wr.ScatterPlot and p.y == wr.SummaryMetric("valid_acc") for p in cost)
-    assert [p.x.name for p in cost] == ["ms_train_step", "flops_train_per_image", "train_img_s"]
+    assert [p.x.name for p in cost] == ["train_ms_step", "flops_train_per_image", "train_img_s"]
 
     depth = sections["Compute by depth"]
     assert [summary_keys(p) for p in depth] == [

@@ -66,6 +66,7 @@ def test_folder_loads_with_labels_and_skips_bad_files(folder, tmp_path, caplog):
     data = build_data(imagenette_cfg(folder, tmp_path / "cache", workers=2), bs=4, seed=0)  # 2 decoding processes
     assert (data.num_classes, data.in_channels, data.image_size) == (3, 3, IMAGE_SIZE)
     assert data.info["classes"] == CLASSES
+    assert data.info["source_px"] == 50  # the first file of train/ (extra.png, 50 × 50), whatever data.size says
     assert (data.info["n_train"], data.info["n_valid"]) == (3 * 3 + 2, 3 * 2)  # PNG and WebP count, bad files do not
     assert sorted(data.info["skipped"]) == [f"train/{CLASSES[1]}/notes.txt", f"train/{CLASSES[2]}/broken.JPEG"]
     warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]

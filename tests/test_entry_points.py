@@ -1,6 +1,7 @@
 """Entry points answer --help (and train.py Hydra's shell completion) without loading torch, fastai or matplotlib
 (seconds of imports); help texts are plain text (no RST quotes) and complete sentences."""
 import os
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,13 @@ def test_train_help_and_completion_load_no_torch(args, comp_line, expect):
     assert proc.returncode == 0, proc.stderr[-2000:]
     output, loaded = proc.stdout.rsplit("LOADED", 1)
     assert loaded.split() == [] and expect in output
+
+
+@pytest.mark.parametrize("flags", [[], ["-q"]])
+def test_pytest_with_the_projects_settings_prints_its_summary_line(tmp_path, flags):
+    """`python -m pytest` and `pytest -q`, as users type them, end on the "N passed" line."""
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert 1 + 1 == 2\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+                           *flags, str(tmp_path / "test_one.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert re.fullmatch(r"=* ?1 passed in [0-9.]+s ?=*", proc.stdout.strip().splitlines()[-1])

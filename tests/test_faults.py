@@ -211,6 +211,21 @@ def test_a_second_writer_into_a_run_folder_is_refused(tmp_path, mode):
     assert [p.name for p in folder.iterdir()] == [".stemlab.lock"]  # nothing of the second writer's
 
 
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_a_finished_run_or_sweep_leaves_no_lock_file(tmp_path, key):
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "out"
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(folder)}, "sweep": {"dir": str(folder)}}})
+    guard = RunFolderGuard()
+    (guard.on_run_start if key == "hydra.run.dir" else guard.on_multirun_start)(config)
+    (folder / "result.json").write_text("{}")  # what the run wrote
+    assert (folder / ".stemlab.lock").exists()
+    (guard.on_run_end if key == "hydra.run.dir" else guard.on_multirun_end)(config)
+    assert [p.name for p in folder.iterdir()] == ["result.json"]
+    os.close(lock_folder(folder, key))  # and the folder is free for the next writer
+
+
 def test_a_full_disk_at_the_start_is_one_sentence(tmp_path, monkeypatch, capsys):
     from experiments import rundir
 

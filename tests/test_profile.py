@@ -4,6 +4,7 @@ whole-model FlopCounterMode count."""
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 
 import pytest
@@ -233,9 +234,11 @@ def test_timing_stops_at_two_steps_each_once_the_budget_is_spent():
     assert p.totals["timed_steps"] == 2
     assert said[0].startswith("counting FLOPs")
     assert [s for s in said if s.startswith("timing: step")] == [f"timing: step {k}/8" for k in (1, 2, 3, 4)]
-    # after the first plain step it says what the timing will cost, before the other steps run
-    first = said.index("timing: step 1/8")
-    assert said[first + 1].startswith("timing estimate: a step takes") and said[first + 2] == "timing: step 2/8"
+    # after the first plain and the first profiled step it says what the timing will cost, before the others run
+    second = said.index("timing: step 2/8")
+    assert said[second + 1].startswith("timing estimate: a plain step takes") and said[second + 2] == "timing: step 3/8"
+    # and it says where the timing ended
+    assert re.fullmatch(r"timing: done, 4 of up to 8 steps in [0-9.]+ s \(the budget of 0 s was spent\)", said[-1])
     unbounded = profile_model(_two_convs(), (1, 3, 8, 8), threads=1, repeats=3, roofline=False)
     assert unbounded.totals["timed_steps"] == 3
 
@@ -254,6 +257,7 @@ def test_cli_profile_writes_table_and_plots(tmp_path, capsys):
     assert (out / "shares.png").exists() and (out / "totals.json").exists()
     printed = capsys.readouterr()
     assert "stage4" in printed.out and "GFLOPs" in printed.out
+    assert "FLOPs, bytes and ms: per batch of 2 images (÷ 2 per image)" in printed.out
     assert "[profile] counting FLOPs" in printed.err and "[profile] writing tables" in printed.err
 
 
@@ -280,11 +284,28 @@ def test_cli_profile_times_at_the_training_batch_like_a_run(tmp_path, capsys, mo
 def test_timing_estimate_by_hand():
     from profiler.timing import estimate
 
-    # 2 s steps, 1 s spent: a 3 s budget still takes the 3 steps left of the minimum 4 (1 + 3 x 2 = 7 s) ...
-    assert estimate(2.0, 1.0, 3.0, 10) == "timing estimate: a step takes 2.00 s, 3 more step(s): about 7 s in all (budget 3 s)"
-    # ... a 20 s budget fills it with ceil(19 / 2) = 10 steps, capped at the 9 left of 10 (1 + 9 x 2 = 19 s)
-    assert estimate(2.0, 1.0, 20.0, 10).endswith("9 more step(s): about 19 s in all (budget 20 s)")
-    assert estimate(0.5, 0.2, None, 8).endswith("7 more step(s): about 4 s in all")
+    # plain steps of 1 s, profiled of 3 s, 4 s spent on steps 1-2; with a 5 s budget step 3 (profiled, to 7 s) and
+    # step 4 (plain, to 8 s) still run, then the budget stops it at the next pair
+    assert estimate(1.0, 3.0, 4.0, 5.0, 10) == ("timing estimate: a plain step takes 1.00 s, a profiled one 3.00 s; "
+                                                "2 more step(s): the timing takes about 8 s in all (budget 5 s)")
+    # no budget: steps 3-8 are profiled, plain, plain, profiled, profiled, plain: 4 + 3 + 1 + 1 + 3 + 3 + 1 = 16 s
+    assert estimate(1.0, 3.0, 4.0, None, 8).endswith("6 more step(s): the timing takes about 16 s in all")
+
+
+def test_profile_summary_states_units_and_explains_a_wide_gap():
+    from analyze.__main__ import summary_lines
+
+    totals = {"params": 1e6, "flops_fwd": 19.03e9, "macs": 9.5e9, "flops_bwd": 38e9, "ms_fwd": 400.0, "ms_bwd": 562.0,
+              "ms_fwd_e2e": 1800.0, "gap_fwd": 400 / 1800 - 1, "ms_train_step_e2e": 4302.0, "gap_train": 962 / 4302 - 1}
+    lines = summary_lines(totals, 64)
+    assert lines[0].startswith("params 1,000,000 · per batch of 64: forward 19.030 GFLOPs")
+    assert lines[0].endswith("per image: forward 0.2973 GFLOPs (as the training log gives it)")  # 19.03e9 / 64
+    # the wider gap (train step, −77.6 %) is explained: the layers cover 962 / 4302 = 22 % of the step
+    assert lines[3].startswith("The layers account for only 22 % of the end-to-end step:") and "--threads 1" in lines[3]
+    close = {**totals, "ms_fwd_e2e": 420.0, "gap_fwd": 400 / 420 - 1, "ms_train_step_e2e": 1000.0, "gap_train": -0.038}
+    assert not any(line.startswith("The ") for line in summary_lines(close, 64))  # within ±10 %: nothing to explain
+    over = summary_lines({**close, "gap_train": 0.25}, 64)
+    assert any(line.startswith("The per-layer sum is 25 % above the end-to-end step") for line in over)
 
 
 def test_cli_bad_stem_is_one_sentence(capsys):

@@ -11,6 +11,7 @@ import pytest
 from analyze import __main__ as cli
 from analyze.report import comparison, figures, statistics
 from analyze.report.data import read_records
+from analyze.report import render as render_module
 from analyze.report.render import plateau_text, render
 from analyze.report.studies import split_studies
 
@@ -36,7 +37,8 @@ def write_point(root, stem, seed, acc, trunk="xresnet18", status="completed", fm
               **({"compare": compare} if compare else {})}
     metrics = {"valid_acc": acc, "best_valid_acc": acc, "train_img_s": 100.0 + seed, "params": 11.2e6,
                "flops_fwd_per_image": 3e7, "flops_train_per_image": 9e7, "stem_share_flops": 0.04,
-               "stem_share_time": 0.1, "ms_fwd": 5.0, "ms_train_step": 20.0 + seed if ms_step is None else ms_step}
+               "stem_share_time": 0.1, "ms_fwd": 5.0, "ms_train_step": 7.0,  # the profile's: shares only, never shown
+               "train_ms_step": 20.0 + seed if ms_step is None else ms_step}
     record = {"config": config, "status": status, "metrics": metrics, "wall_s": 30.0,
               "environment": {"torch": "2.x", "python": "3.11"}, "hardware": {"device": "cpu"}}
     if fmt is not None:
@@ -179,13 +181,21 @@ def test_power_matches_the_noncentral_t():
         return 1 - st.nct.cdf(t_k, k - 1, nc_k) + st.nct.cdf(-t_k, k - 1, nc_k)
 
     assert power_at(n) >= 0.8 > power_at(n - 1)
+    # the seeds that detect the margin (here 2 points), by the same rule
+    wide = comparison.power(table, margin=0.02)
+
+    def power_2pt(k):
+        t_k, nc_k = st.t.ppf(1 - 0.05 / 6, k - 1), 0.02 / sd * math.sqrt(k)
+        return 1 - st.nct.cdf(t_k, k - 1, nc_k) + st.nct.cdf(-t_k, k - 1, nc_k)
+
+    assert power_2pt(wide.seeds_for_margin) >= 0.8 > power_2pt(wide.seeds_for_margin - 1)
 
 
 def test_accuracy_at_the_references_time():
     history = pd.Series([0.5, 0.7, 0.8], index=[1, 2, 3])  # epochs 1, 2, 3 end at 1, 2, 3
     assert comparison.accuracy_at_time(history, 1.5) == pytest.approx(0.6)
     assert comparison.accuracy_at_time(history, 3.0) == pytest.approx(0.8)
-    assert comparison.accuracy_at_time(history, 7.0) == pytest.approx(0.8)  # faster than the reference: its last epoch
+    assert math.isnan(comparison.accuracy_at_time(history, 7.0))          # past its last epoch: not extrapolated
     assert math.isnan(comparison.accuracy_at_time(history, 0.5))          # no epoch ends that early
 
 
@@ -197,6 +207,61 @@ def test_a_slower_stem_is_read_where_the_references_time_runs_out(tmp_path):
     assert table.loc["patchify_4x4", "epochs_at_ref_time"] == pytest.approx(1.0)
     assert table.loc["patchify_4x4", "acc_at_ref_time"] == pytest.approx(0.8)  # its first epoch: 0.9 − 0.1
     assert table.loc["resnet_7x7", ["epochs_at_ref_time", "acc_at_ref_time"]].tolist() == pytest.approx([2.0, 0.8])
+
+
+def test_a_faster_stem_past_its_trained_epochs_is_not_reached(tmp_path):
+    for seed in range(3):
+        write_point(tmp_path, "resnet_7x7", seed, 0.8, ms_step=40.0)
+        write_point(tmp_path, "patchify_4x4", seed, 0.9, ms_step=20.0)  # twice as fast: 4 epochs fit, it trained 2
+    table = the_table(tmp_path)
+    assert table.loc["patchify_4x4", "epochs_at_ref_time"] == pytest.approx(4.0)
+    assert math.isnan(table.loc["patchify_4x4", "acc_at_ref_time"])
+    assert render_module._at_ref_time(table.loc["patchify_4x4"]) == "not reached (4.00 ep. fit, 2 trained)"
+
+
+def sweep_with_multirun_yaml(root, seeds, accs):
+    """A basic sweep of resnet_7x7 and patchify_4x4 over `seeds` in `root`, with Hydra's multirun.yaml."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: ['stem=resnet_7x7,patchify_4x4', "
+                                        f"'seed={','.join(map(str, seeds))}', train.epochs=1]\n    hydra: []\n")
+    for seed, (ref, other) in zip(seeds, accs):
+        write_point(root, "resnet_7x7", seed, ref)
+        write_point(root, "patchify_4x4", seed, other)
+
+
+def test_one_seed_names_the_command_that_adds_seeds_to_the_same_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep_with_multirun_yaml(tmp_path / "sweep", [0], [(0.8, 0.82)])
+    assert cli.main(["report", "sweep"]) == 0
+    line = ("**Next step**: a paired test needs at least 3 seeds (this study has 1); how many decide ±1 point follows "
+            "from their spread, in the power line of the next report. Add seeds in the same sweep folder (completed "
+            "points are skipped): `python train.py -m stem=resnet_7x7,patchify_4x4 train.epochs=1 seed=0,1,2 "
+            "hydra.sweep.dir=sweep`, then `python -m analyze report sweep`.")
+    assert line in (tmp_path / "sweep" / "report.md").read_text() and line in capsys.readouterr().out
+
+
+def test_an_underpowered_study_names_the_seeds_that_decide_its_margin(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep_with_multirun_yaml(tmp_path / "sweep", [0, 1, 2], [(0.80, 0.81), (0.82, 0.80), (0.84, 0.85)])
+    (study,) = split_studies(read_records(tmp_path / "sweep").runs)
+    table = statistics.stem_table(study)
+    need = comparison.power(table).seeds_for_margin  # checked against the noncentral t above
+    (line, _) = render_module.next_step(study, table, 1.0, "python -m analyze report sweep")
+    assert line.startswith(f"**Next step**: {need} paired seeds would detect a difference of ±1 point with 80 % power")
+    assert f"seed={','.join(map(str, range(need)))} hydra.sweep.dir=sweep`" in line
+
+
+def test_the_config_shows_the_true_side_of_a_data_root_folder(tmp_path):
+    for seed in range(3):
+        for stem in ("resnet_7x7", "patchify_4x4"):
+            path = write_point(tmp_path, stem, seed, 0.8) / "result.json"
+            record = json.loads(path.read_text())
+            record["config"]["data"].update(name="imagenette", size=160, root="/data/imagenette-224")
+            record["data"] = {"name": "imagenette", "source_px": 224}  # what the folder's images measure
+            path.write_text(json.dumps(record))
+    (study,) = split_studies(read_records(tmp_path).runs)
+    shown = render_module.shown_config(study)["data"]["size"]
+    assert shown == "224 px (the images' shorter side; data.size=160 picks a download only)"
 
 
 # the issue's controlled records: the reference and 3 stems x 5 seeds, in accuracy points
@@ -276,8 +341,11 @@ def test_report_cli_writes_markdown_figures_and_table(study, tmp_path, capsys):
     half = 100 * t_df2(1 - 0.05 / 4) * math.sqrt(21) / 300 / math.sqrt(3)
     p_tost = max(1 - cdf_df2((-1 / 300 + 0.01) / (half / 100 / t_df2(1 - 0.05 / 4))),
                  cdf_df2((-1 / 300 - 0.01) / (half / 100 / t_df2(1 - 0.05 / 4))))
-    assert (f"| -0.33 [{-100 / 300 - half:.2f}, {-100 / 300 + half:.2f}] | 1.0000 ({p_two_sided_df2(-math.sqrt(3 / 21)):.4f}) | "
-            f"{min(1, 2 * p_tost):.4f} ({p_tost:.4f}) | inconclusive | 81.67 % (2.00 ep.) |") in text
+    assert f"| -0.33 [{-100 / 300 - half:.2f}, {-100 / 300 + half:.2f}] | inconclusive |" in text  # the main table
+    # the details table: p-values, and the stem's accuracy where the reference's time runs out: patchify's seeds
+    # step in 20, 21, 22 ms like the reference's, so 2.00 epochs fit: its last epoch's mean
+    assert (f"| `patchify_4x4` | 1.0000 ({p_two_sided_df2(-math.sqrt(3 / 21)):.4f}) | {min(1, 2 * p_tost):.4f} "
+            f"({p_tost:.4f}) | 81.67 % (2.00 ep.) |") in text
     assert "Bonferroni" in text and "torch 2.x" in text
     for fig in ("pareto", "depth"):
         png = out / f"xresnet18_mnist5k_{fig}.png"
@@ -298,9 +366,36 @@ def test_three_epochs_make_curves_and_the_time_axis_names_batch_and_device(tmp_p
     table = statistics.stem_table(study)
     assert table["ms_lo"].tolist() == [20.0, 20.0] and table["ms_hi"].tolist() == [22.0, 22.0]  # 20 + seed
     fig = figures.plot_pareto(table, figures.stem_colors(list(table["stem"])), figures.time_setting(study))
-    assert fig.axes[0].get_xlabel().startswith("ms per training step, batch 64 on cpu (profiled; median,")
+    assert fig.axes[0].get_xlabel() == "ms per training step, batch 64 on cpu (measured in training; median)"
     assert sorted(t.get_text() for t in fig.legends[0].texts) == ["Pareto front (one stem beats all)", "patchify_4x4", "resnet_7x7"]
     assert figures.plot_curves(study, list(table["stem"]), figures.stem_colors(list(table["stem"]))) is not None
+
+
+def test_pareto_time_comes_from_training_both_bars_span_the_seeds_and_load_is_marked(tmp_path):
+    for seed, (acc, ms) in enumerate([(0.80, 30.0), (0.84, 34.0), (0.82, 50.0)]):
+        write_point(tmp_path, "resnet_7x7", seed, acc, ms_step=ms)
+        d = write_point(tmp_path, "patchify_4x4", seed, 0.70, ms_step=10.0)
+        record = json.loads((d / "result.json").read_text())
+        record["hardware"]["load"] = {"load_avg": 5.0 if seed == 1 else 1.0, "cpus": 2}  # one run timed under load
+        (d / "result.json").write_text(json.dumps(record))
+    (study,) = split_studies(read_records(tmp_path).runs)
+    table = statistics.stem_table(study).set_index("stem", drop=False)
+    # the training's step times (not the profile's 7 ms): median 34, and the run at load 5 on 2 cores is counted
+    assert table.loc["resnet_7x7", ["ms_step", "ms_lo", "ms_hi", "loaded"]].tolist() == [34.0, 30.0, 50.0, 0]
+    assert table.loc["patchify_4x4", ["ms_step", "loaded"]].tolist() == [10.0, 1]
+    fig = figures.plot_pareto(table, figures.stem_colors(list(table["stem"])), "batch 64 on cpu")
+    ref = next(c for c in fig.axes[0].containers if c.get_label() == "resnet_7x7")
+    segments = [seg for cols in ref[2] for seg in cols.get_segments()]
+    horizontal = next(seg for seg in segments if seg[0][1] == seg[1][1])
+    vertical = next(seg for seg in segments if seg[0][0] == seg[1][0])
+    assert sorted(p[0] for p in horizontal) == pytest.approx([30.0, 50.0])  # lowest to highest seed's time
+    assert sorted(p[1] for p in vertical) == pytest.approx([80.0, 84.0])    # lowest to highest seed's accuracy
+    hollow = next(c for c in fig.axes[0].containers if c.get_label() == "patchify_4x4")[0].get_markerfacecolor()
+    assert hollow == "white" and "hollow: timed on a loaded machine" in [t.get_text() for t in fig.legends[0].texts]
+    text = render_module.markdown_table(table.reset_index(drop=True))
+    assert "| 10.0 ‡ |" in text and "| 34.0 |" in text
+    assert render_module.loaded_note(table)[0].startswith("‡ timed on a loaded machine (more runnable processes than cores) "
+                                                   "in some runs: `patchify_4x4` (1 of 3)")
 
 
 def test_mixed_trunks_partial_sweeps_and_unreadable_files_named(study):
@@ -369,7 +464,7 @@ def test_tuned_study_reports_each_stems_chosen_lr(tmp_path):
     assert "earlier rule" not in text  # every final stage trained at the LR the rule chooses
     # cost: 8 tuning runs of 30 s = 4.0 min, of 4.0 + 3.0 min in all
     assert "Tuning cost: 8 runs, 4.0 min of wall time (57 % of the study's 7.0 min)." in text
-    assert "| `patchify_4x4` | 91.00 % ± " in text and "| 3 | 0.001 |" in text  # the lr column of the final stage
+    assert "| `patchify_4x4` | 91.00 % ± " in text and "| `patchify_4x4` | 0.001 |" in text  # the lr column (details)
     assert (out / "xresnet18_mnist5k_tuning.png").read_bytes()[:4] == b"\x89PNG"
     # 2 seeds per LR: no 95 % interval, the bar is the seeds' range and says so; seeds that agree (patchify at
     # 0.001: 0.90, 0.90) draw no bar of zero width but one ring marked ×2
@@ -532,6 +627,7 @@ def test_mfu_column_is_the_median_over_seeds_and_a_dash_without_it(tmp_path):
     out = tmp_path / "report"
     assert cli.main(["report", str(root), "--out", str(out)]) == 0
     rows: dict[str, str] = {}
-    for line in (out / "report.md").read_text().splitlines():  # the stem table comes first (other tables name stems too)
+    text = (out / "report.md").read_text()
+    for line in text[text.index("Details per stem:"):].splitlines():  # the details table first (other tables name stems too)
         rows.setdefault(line.split(" | ")[0], line)
     assert rows["| **`resnet_7x7`**"].endswith("| 20.0 % |") and rows["| `patchify_4x4`"].endswith("| – |")

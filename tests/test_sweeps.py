@@ -42,6 +42,8 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     assert len(done) == 4 and all("trunk.layers=[1,1,1,1]" in k for k in done)
     assert len(failed) == 4 and all("must have the same length" in r["error"] and r["config"]["trunk"]["layers"] == [1, 1]
                                     for r in failed.values())
+    assert proc.stdout.strip().splitlines()[-1] == (f"Sweep ended: 4 of 8 points done, 4 failed (or without a record), "
+                                                    f"0 skipped (completed before); report: python -m analyze report {sweep}")
     # the point's directory is its overrides (not a timestamp or job number): the same command finds it again
     assert "seed=0,stem=resnet_7x7,train.bs=8,train.channels_last=False,train.epochs=1,train.precision=fp32,trunk.layers=[1,1,1,1]" in "".join(done)
     again, garbled = sorted(done)[:2]
@@ -56,12 +58,46 @@ def test_basic_sweep_records_failures_resumes_and_reports(tmp_path):
     assert f"{sweep / garbled / 'result.json'}: is not UTF-8 text (byte 21); re-running this point" in log
     assert records(sweep)[again]["status"] == records(sweep)[garbled]["status"] == "completed"
     assert {k: (sweep / k / "result.json").stat().st_mtime_ns for k in mtimes} == mtimes
+    assert proc.stdout.strip().splitlines()[-1].startswith("Sweep ended: 2 of 8 points done, 4 failed (or without a "
+                                                           "record), 2 skipped (completed before); report: ")
 
     # the two trunks are two studies (never averaged together): the failed one reports its stems with no runs
     tables = {len(s.runs[0].config["trunk"]["layers"]): stem_table(s).set_index("stem")
               for s in split_studies(read_records(sweep).runs)}
     assert tables[4].loc[["patchify_4x4", "resnet_7x7"], "n"].tolist() == [2, 2]
     assert tables[2].loc[["patchify_4x4", "resnet_7x7"], "n"].tolist() == [0, 0]
+
+
+def test_the_sweep_summary_counts_done_failed_and_skipped_points(tmp_path):
+    from datetime import datetime, timezone
+
+    from experiments.sweep_summary import point_states, summary_line
+
+    began = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    (tmp_path / ".hydra").mkdir()  # the sweep's own folder is no point
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("[]\n")
+    points = {"now": ("completed", "2026-12-07T12:05:00+00:00"), "before": ("completed", "2026-12-07T11:00:00+00:00"),
+              "broke": ("failed", "2026-12-07T12:06:00+00:00"), "unrecorded": None, "garbled": b"{"}
+    for name, rec in points.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"[seed={len(name)}]\n")
+        if isinstance(rec, tuple):
+            write_point_record(tmp_path / name, *rec)
+        elif rec is not None:
+            (tmp_path / name / "result.json").write_bytes(rec)
+    states = point_states(tmp_path, began)
+    assert dict(states) == {"done": 1, "skipped": 1, "failed": 3}
+    assert summary_line(tmp_path / "my sweep", states) == (
+        "Sweep ended: 1 of 5 points done, 3 failed (or without a record), 1 skipped (completed before); report: "
+        f"python -m analyze report '{tmp_path / 'my sweep'}'")
+
+
+def write_point_record(folder, status, finished):
+    from experiments.record import write_record
+
+    config = {"stem": {"name": "resnet_7x7"}, "trunk": {}, "data": {}, "train": {}, "logger": {}, "profile": {}, "seed": 0}
+    write_record(folder, {"name": "x", "config": config, "status": status, "finished": finished, "epochs_run": 1})
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -27,6 +27,8 @@ def test_tiny_run_writes_a_complete_record(make_cfg, tmp_path):
         assert result["hardware"]["allocator"] == KEPT  # a CPU run keeps freed memory, and says so
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["epoch"]) == [1] and {"train_loss", "valid_loss", "accuracy", "train_img_s"} <= set(history.columns)
+    # the training's own step time: its epoch's seconds over its 32 // 8 = 4 steps (the report's ms / step)
+    assert result["metrics"]["train_ms_step"] == pytest.approx(1000 * history["train_s"].iloc[0] / 4)
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert layers["group"].iloc[0] == "stem" and layers["flops_fwd"].sum() > 0
     metrics = result["metrics"]

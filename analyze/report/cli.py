@@ -58,9 +58,9 @@ def run_report(args: argparse.Namespace) -> int:
     from .data import read_records
     from .figures import write_figures
     from .pairing import check_one_format
-    from .render import markdown_table, render
+    from .render import markdown_table, next_step, render
     from .stage_costs import write_stage_roofline
-    from .statistics import stem_table, tuning_table
+    from .statistics import reference_of, stem_table, tuning_table
     from .studies import split_studies
     from .wandb_runs import read_wandb
 
@@ -85,7 +85,9 @@ def run_report(args: argparse.Namespace) -> int:
     atomic_write(out / "report.md", render(inputs, studies, tables, tunings, figures, command, across.lines if across else []))
     for study, table in zip(studies, tables):
         if len(table):
-            print(f"\n{study.label}\n\n{markdown_table(table, show_lr=bool(study.tuning))}")
+            print(f"\n{study.label}\n\n{markdown_table(table)}")
+            for line in next_step(study, table, reference_of(study, table)[2], command)[:1]:
+                print(f"\n{line}")
         for warning in study_warnings(study):
             print(f"warning: {warning}")
     if across:

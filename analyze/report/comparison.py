@@ -25,6 +25,7 @@ EXACT = 1e-12         # accuracy differences below this are float noise: accurac
 DEFAULT_REFERENCE = "resnet_7x7"
 DEFAULT_MARGIN = 1.0  # accuracy points
 POSTERIOR_DRAWS = 20_000
+EPOCH_SLACK = 1e-9   # a stem exactly as fast as the reference fits its epochs, float rounding aside
 POSTERIOR_SEED = 0    # a fixed generator: the report regenerates byte for byte from its records
 
 
@@ -150,9 +151,20 @@ class Power:
     comparisons: int      # m: the test level is ALPHA / m
     detectable: float     # smallest |Δ| detected with POWER at this many seeds (fractions)
     seeds_for_1pt: int    # seeds needed to detect 1 point with POWER (0: not computable)
+    margin: float         # the study's equivalence margin (fractions)
+    seeds_for_margin: int  # seeds needed to detect a difference of the margin with POWER (0: not computable)
 
 
-def power(table: pd.DataFrame) -> Power | None:
+def seeds_to_detect(difference: float, sd: float, m: int) -> int:
+    """Paired seeds that detect `difference` with POWER at the level ALPHA / m (0: no spread to compute from)."""
+    if not sd > 0:
+        return 0
+    needed = float(np.squeeze(TTestPower().solve_power(effect_size=difference / sd, nobs=None, alpha=ALPHA / m,
+                                                       power=POWER, alternative="two-sided")))
+    return math.ceil(needed) if math.isfinite(needed) else 0
+
+
+def power(table: pd.DataFrame, margin: float = 0.01) -> Power | None:
     """The study's power from its own spread: the SD of stem − reference over seeds, pooled over the tested
     stems (each weighted by its n − 1), at the Bonferroni level α / m of the study's tests."""
     tested = table[table["p_adj"].notna()] if "p_adj" in table else table.iloc[0:0]
@@ -161,26 +173,25 @@ def power(table: pd.DataFrame) -> Power | None:
     df = int((tested["pairs"] - 1).sum())
     sd = math.sqrt(float(((tested["pairs"] - 1) * tested["diff_sd"] ** 2).sum()) / df)
     n, m = int(tested["pairs"].min()), len(tested)
-    solver = TTestPower()
-    effect = solver.solve_power(effect_size=None, nobs=n, alpha=ALPHA / m, power=POWER, alternative="two-sided")
-    needed = solver.solve_power(effect_size=0.01 / sd, nobs=None, alpha=ALPHA / m, power=POWER,
-                                alternative="two-sided") if sd > 0 else math.nan
-    needed = float(np.squeeze(needed))
-    return Power(sd, df, n, m, float(np.squeeze(effect)) * sd, math.ceil(needed) if math.isfinite(needed) else 0)
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=ALPHA / m, power=POWER, alternative="two-sided")
+    return Power(sd, df, n, m, float(np.squeeze(effect)) * sd, seeds_to_detect(0.01, sd, m), margin,
+                 seeds_to_detect(margin, sd, m))
 
 
 def accuracy_at_time(epochs_acc: pd.Series, epochs_available: float) -> float:
-    """Validation accuracy after `epochs_available` epochs, linear between the epochs' ends (epoch 1 ends at 1);
-    the last epoch's value past the end; NaN before the first epoch ends (nothing was measured there)."""
+    """Validation accuracy after `epochs_available` epochs, linear between the epochs' ends (epoch 1 ends at 1); NaN
+    before the first epoch ends and past the last (nothing was measured there: never extrapolated)."""
     x = epochs_acc.index.to_numpy(float)
-    if not len(x) or epochs_available < x[0]:
+    if not len(x) or not x[0] <= epochs_available <= x[-1] + EPOCH_SLACK:
         return math.nan
     return float(np.interp(min(epochs_available, x[-1]), x, epochs_acc.to_numpy(float)))
 
 
 def equal_time(table: pd.DataFrame, histories: dict[str, list[pd.DataFrame]], reference: str) -> pd.DataFrame:
     """Per stem: how many of its epochs fit in the reference's training time (the reference's epochs x its
-    median step time / the stem's) and its mean validation accuracy there, from its per-epoch history."""
+    median training step time / the stem's) and its mean validation accuracy there, from its per-epoch history;
+    NaN accuracy where that is past the epochs it trained (a faster stem that trained as many epochs as the
+    reference: "not reached")."""
     table = table.assign(epochs_at_ref_time=math.nan, acc_at_ref_time=math.nan)
     ref = table[table["stem"] == reference]
     ref_hist = histories.get(reference) or []

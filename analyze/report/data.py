@@ -214,3 +214,15 @@ def sweep_points(hydra_cfg: dict[str, Any]) -> tuple[list[tuple[str, str]], str]
     if not values.get("stem") or not values.get("seed"):
         return [], command
     return [(s, seed) for s in values["stem"] for seed in values["seed"]], command
+
+
+def seeds_command(sweep: str | None, seeds: list[Any]) -> str:
+    """The sweep's own command (from its multirun.yaml) with `seeds` and its folder: re-run, it adds those seeds to the
+    same sweep and skips the completed points."""
+    seed = "seed=" + ",".join(map(str, seeds))
+    if sweep is None:  # records without Hydra's multirun.yaml (copied, or from W&B): the reader knows the command
+        return f"python train.py -m <the sweep's overrides> {seed} hydra.sweep.dir=<its folder>"
+    _, command, _ = expected_points(Path(sweep) / "multirun.yaml")
+    kept = [a for a in shlex.split(command or "python train.py -m") if not a.startswith(("seed=", "hydra.sweep.dir="))]
+    folder = os.path.abspath(sweep) if sweep.startswith("..") else sweep  # relative where it lies below the cwd
+    return shlex.join([*kept, seed, f"hydra.sweep.dir={folder}"])

@@ -77,25 +77,26 @@ def log_axis_if_spread(ax, values: np.ndarray) -> None:
 
 
 def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple], setting: str) -> Figure:
-    """Accuracy against step time (with its spread over seeds) and against FLOPs; `setting` names the batch size and
-    device the time was measured at. Stems are told apart by colour and named in one legend (names written next to
+    """Accuracy against the training's step time and against FLOPs; `setting` names the batch size and device the
+    time was measured at. Both bars are of one kind: the lowest to the highest seed. A stem with runs timed on a
+    loaded machine is drawn hollow. Stems are told apart by colour and named in one legend (names written next to
     points stack when stems cost about the same)."""
-    source = "profiled" if set(table["ms_step_source"]) == {"profiled"} else "batch / training img/s"
     fig, axes = new_figure(1, 2, figsize=(11, 4.6), sharey=True)
-    acc, ci = 100 * table["acc_mean"].to_numpy(float), 100 * table["acc_ci95"].to_numpy(float)
-    names = list(table["stem"])
-    for ax, col, xlabel in ((axes[0, 0], "ms_step", f"ms per training step, {setting} ({source}; median,\n"
-                                                     "bar: lowest to highest seed)"),
+    acc = 100 * table["acc_mean"].to_numpy(float)
+    yerr = np.clip(np.nan_to_num([acc - 100 * table["acc_lo"].to_numpy(float), 100 * table["acc_hi"].to_numpy(float) - acc]), 0, None)
+    names, loaded = list(table["stem"]), table["loaded"].to_numpy(int) > 0
+    for ax, col, xlabel in ((axes[0, 0], "ms_step", f"ms per training step, {setting} (measured in training; median)"),
                             (axes[0, 1], "gflops_fwd", "forward GFLOPs per image")):
         x = table[col].to_numpy(float)
         xerr = None
         if col == "ms_step":
             lo, hi = table["ms_lo"].to_numpy(float), table["ms_hi"].to_numpy(float)
             xerr = np.clip(np.nan_to_num([x - lo, hi - x]), 0, None)
-        for i, (xi, yi, ei, name) in enumerate(zip(x, acc, ci, names)):
-            ax.errorbar([xi], [yi], yerr=[ei] if math.isfinite(ei) else None,
-                        xerr=xerr[:, i:i + 1] if xerr is not None else None, fmt="o", ms=6, capsize=4, elinewidth=1.2,
-                        color=colors[name], label=name)
+        for i, (xi, yi, name) in enumerate(zip(x, acc, names)):
+            hollow = loaded[i] and col == "ms_step"
+            ax.errorbar([xi], [yi], yerr=yerr[:, i:i + 1], xerr=xerr[:, i:i + 1] if xerr is not None else None,
+                        fmt="o", ms=6, capsize=4, elinewidth=1.2, color=colors[name], mfc="white" if hollow else colors[name],
+                        label=name)
         front = pareto_front(x, acc)
         if len(front) > 1:
             ax.plot(x[front], acc[front], "-", color="0.3", lw=1, zorder=0, label="Pareto front")
@@ -105,11 +106,13 @@ def plot_pareto(table: pd.DataFrame, colors: dict[str, tuple], setting: str) -> 
         ax.margins(x=0.1, y=0.1)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(alpha=0.3)
+    if loaded.any():  # the marker's meaning in the legend, beside the stems
+        axes[0, 1].plot([], [], "o", color="0.3", mfc="white", label="hollow: timed on a loaded machine")
     axes[0, 0].set_ylabel("validation accuracy (%)")
     fig.legend(*axes[0, 1].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     few = int((table["n"] < 2).sum())
-    fig.suptitle("accuracy vs cost: mean over seeds, vertical bars = 95 % CI"
-                 + (f" (no bar for {few} stem(s) with one seed)" if few else ""), fontsize=10)
+    fig.suptitle("accuracy vs cost: mean over seeds (time: median)\nbars: lowest to highest seed"
+                 + (f" (none for {few} stem(s) with one seed)" if few else ""), fontsize=10)
     return fig
 
 

@@ -22,7 +22,8 @@ STUDIES = Path("docs/studies")
 COMMAND = "python -m analyze readme --write README.md"
 # the stem table's columns the README shows, when the report has them (older reports: Δ vs the best stem)
 COLUMNS = ("stem", "accuracy (mean ± 95 % CI)", "seeds", "lr", "P(best)", "Δ vs reference (pp, adjusted CI)",
-           "Δ vs best (pp, 95 % CI)", "p (Holm; raw)", "verdict", "at ref. time", "ms / train step")
+           "Δ vs best (pp, 95 % CI)", "p (Holm; raw)", "verdict", "at ref. time", "ms / train step", "ms / step (training)")
+DETAILS = "Details per stem:"  # the line above a report's details table (where a tuned study's lr column is)
 
 
 def tables(lines: list[str]) -> list[tuple[int, list[list[str]]]]:
@@ -53,6 +54,15 @@ def share_range(depth: list[list[str]], column: int, part: str = "stem") -> str:
     return f"{min(values):.1f}–{max(values):.1f} %" if values else "–"
 
 
+def with_lr(main: list[list[str]], details: list[list[str]] | None) -> list[list[str]]:
+    """The main table with the details table's lr column (a tuned study's) after its seeds, matched by stem."""
+    if not details or "lr" not in details[0] or "lr" in main[0]:
+        return main
+    lr = {row[0]: row[details[0].index("lr")] for row in details}
+    at = main[0].index("seeds") + 1
+    return [[*row[:at], lr.get(row[0], "–"), *row[at:]] for row in main]
+
+
 def study_summary(report: Path) -> list[str]:
     """The README's lines for one committed report: per study section, its table and what it can claim."""
     from experiments.record import RESULT_FILE
@@ -75,7 +85,7 @@ def study_summary(report: Path) -> list[str]:
         stem_tables = [rows for _, rows in found if rows[0][:2] == ["stem", "accuracy (mean ± 95 % CI)"]]
         if not stem_tables:
             continue
-        rows = stem_tables[0]
+        rows = with_lr(stem_tables[0], next((rows for i, rows in found if i > 1 and lines[i - 2] == DETAILS), None))
         keep = [rows[0].index(c) for c in COLUMNS if c in rows[0]]
         head = [rows[0][k] for k in keep]
         new_protocol = "Δ vs reference (pp, adjusted CI)" in head

@@ -16,8 +16,8 @@ from experiments.seed_plan import saved_plan
 
 from .checks import warnings_section
 from .pairing import pairing_line, split_line
-from .data import Inputs
-from .comparison import MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, power
+from .data import Inputs, seeds_command
+from .comparison import EPOCH_SLACK, MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, power
 from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
@@ -41,19 +41,25 @@ METHOD = (
     "P(best) from crowning a noise winner), the reference at 0, ties split evenly; it is not adjusted for the m "
     "comparisons (a stem's probability of beating the reference is 1 − its raw one-sided p). At ref. time: the stem's "
     "mean validation accuracy after the epochs it trains in the reference's training time (the reference's epochs × "
-    "its step time / the stem's, median step times), interpolated between epoch ends from the per-epoch history "
-    "(– before a first epoch would end; a stem faster than the reference is read at its last epoch). FLOPs are per "
+    "its step time / the stem's, median training step times), interpolated between epoch ends from the per-epoch "
+    "history (– before a first epoch would end; \"not reached\" where a faster stem would need more epochs than it "
+    "trained: nothing is extrapolated). FLOPs are per "
     "image, counted by torch's FlopCounterMode (train = forward + backward). Stem % time is the stem's share of the "
-    "layer-timed forward pass (– where layers were not timed). ms / train step is the profiled end-to-end step; † "
-    "marks batch size / training img/s instead (measured during training, data loading included). Times, time shares "
+    "layer-timed forward pass (– where layers were not timed): the profile's few timed steps give such shares only, "
+    "never a speed. ms / step and img/s are measured by the training itself over its last epoch, batch loading "
+    "included (records without ms / step: batch size / training img/s); ‡ marks a stem with runs timed on a loaded "
+    "machine (more runnable processes than cores), whose times are inflated. Times, time shares "
     "and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); the other "
     "columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times the training "
-    "img/s over the peak FLOP/s measured on the run's device at its precision (– in older records).")
+    "img/s over the peak FLOP/s measured on the run's device at its precision (– in older records). The main table "
+    "gives each stem's answer; the details table under it the p-values, accuracy at the reference's time and the "
+    "costs.")
 
 CAPTIONS = {
-    "pareto": "Accuracy (mean, vertical bars: 95 % CI over seeds) against the time of a training step (median over "
-              "seeds, horizontal bars: lowest to highest seed; the axis names the batch size and device) and against "
-              "forward FLOPs; the line joins the Pareto front (no other stem is both cheaper and more accurate).",
+    "pareto": "Accuracy (mean over seeds) against the time of a training step measured by the training itself (median "
+              "over seeds; the axis names the batch size and device) and against forward FLOPs; both bars span the "
+              "lowest to the highest seed; a hollow marker is a stem with runs timed on a loaded machine. The line "
+              "joins the Pareto front (no other stem is both cheaper and more accurate).",
     "depth": "Compute by depth: each stage's share of a training step's FLOPs and of its measured time (forward + "
              "backward); bars are the mean over seeds, whiskers the lowest and highest seed.",
     "curves": "Training curves: mean over seeds, band from the lowest to the highest seed.",
@@ -96,35 +102,70 @@ def comparison_cells(r: pd.Series) -> list[str]:
 
 
 def _at_ref_time(r: pd.Series) -> str:
-    if not math.isfinite(r["epochs_at_ref_time"]):
+    fit = r["epochs_at_ref_time"]
+    if not math.isfinite(fit):
         return "–"
+    if fit > r["epochs_trained"] + EPOCH_SLACK:  # a faster stem: its epochs end before the reference's time does
+        return f"not reached ({fit:.2f} ep. fit, {r['epochs_trained']} trained)"
     acc = "–" if not math.isfinite(r["acc_at_ref_time"]) else f"{100 * r['acc_at_ref_time']:.2f} %"
-    return f"{acc} ({r['epochs_at_ref_time']:.2f} ep.)"
+    return f"{acc} ({fit:.2f} ep.)"
 
 
-def markdown_table(table: pd.DataFrame, show_lr: bool = False) -> str:
-    """The stem table; an lr column where stems trained at different LRs (a tuned study)."""
-    tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
-    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", *(["lr"] if tuned else []), "P(best)",
-            "Δ vs reference (pp, adjusted CI)", "p (adjusted; raw)", "p equiv. (adjusted; raw)", "verdict",
-            "at ref. time", "params (M)", "GFLOPs fwd", "GFLOPs train", "stem % FLOPs", "stem % time",
-            "ms / train step", "img/s", "MFU"]
+LOADED = " ‡"  # beside a time taken while the machine had more runnable processes than cores
+
+
+def _timed(value: str, r: pd.Series) -> str:
+    return value + (LOADED if r["loaded"] and value != "–" else "")
+
+
+def _name(r: pd.Series) -> str:
+    return f"**`{r['stem']}`**" if r["verdict"] == "**reference**" else f"`{r['stem']}`"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The main stem table: accuracy, the comparison with the reference, P(best), the training's ms per step and
+    the FLOPs; the rest is in details_table."""
+    head = ["stem", "accuracy (mean ± 95 % CI)", "seeds", "Δ vs reference (pp, adjusted CI)", "verdict", "P(best)",
+            "ms / step (training)", "GFLOPs fwd"]
     rows = []
     for _, r in table.iterrows():
         acc = ("–" if not math.isfinite(r["acc_mean"]) else f"{100 * r['acc_mean']:.2f} %"
                + ("" if not math.isfinite(r["acc_ci95"]) else f" ± {100 * r['acc_ci95']:.2f}"))
         seeds = f"{r['n']}" + (f" of {r['points']}" if r["points"] != r["n"] else "")
-        ms = _num(r["ms_step"], 1) + (" †" if r["ms_step_source"] == "throughput" else "")
-        name = f"**`{r['stem']}`**" if r["verdict"] == "**reference**" else f"`{r['stem']}`"
-        rows.append([name, acc, seeds, *([_lr(r["lr"])] if tuned else []), _pct(r["p_best"]), *comparison_cells(r),
-                     _at_ref_time(r), _num(r["params"], 2, 1e6), _num(r["gflops_fwd"], 3), _num(r["gflops_train"], 3),
-                     _pct(r["stem_share_flops"]), _pct(r["stem_share_time"]), ms, _num(r["img_s"], 0), _pct(r["mfu"])])
-    return md_table(head, "lrr" + "r" * tuned + "rrrrlr" + "r" * 8, rows)
+        diff, _, _, verdict = comparison_cells(r)
+        rows.append([_name(r), acc, seeds, diff, verdict, _pct(r["p_best"]), _timed(_num(r["ms_step"], 1), r),
+                     _num(r["gflops_fwd"], 3)])
+    return md_table(head, "lrrrlrrr", rows)
 
 
-def power_line(table: pd.DataFrame) -> str:
+def details_table(table: pd.DataFrame, show_lr: bool = False) -> str:
+    """Everything else per stem: the LR where stems trained at different LRs (a tuned study), the tests' p-values,
+    accuracy within the reference's time, and the costs."""
+    tuned = show_lr or len({tuple(lrs) for lrs in table["lr"]}) > 1
+    head = ["stem", *(["lr"] if tuned else []), "p (adjusted; raw)", "p equiv. (adjusted; raw)", "at ref. time",
+            "params (M)", "GFLOPs train", "stem % FLOPs", "stem % time", "img/s (training)", "MFU"]
+    rows = []
+    for _, r in table.iterrows():
+        _, p, p_equiv, _ = comparison_cells(r)
+        rows.append([_name(r), *([_lr(r["lr"])] if tuned else []), p, p_equiv, _at_ref_time(r),
+                     _num(r["params"], 2, 1e6), _num(r["gflops_train"], 3), _pct(r["stem_share_flops"]),
+                     _pct(r["stem_share_time"]), _timed(_num(r["img_s"], 0), r), _pct(r["mfu"])])
+    return md_table(head, "l" + "r" * (len(head) - 1), rows)
+
+
+def loaded_note(table: pd.DataFrame) -> list[str]:
+    """The footnote of ‡, when some stem's times were taken on a loaded machine."""
+    marked = [f"`{r['stem']}` ({r['loaded']} of {r['n']})" for _, r in table.iterrows() if r["loaded"]]
+    if not marked:
+        return []
+    return [f"{LOADED.strip()} timed on a loaded machine (more runnable processes than cores) in some runs: "
+            + ", ".join(marked) + "; those times are slower than the stem's own; re-run on a quiet machine to compare "
+            "speeds.", ""]
+
+
+def power_line(table: pd.DataFrame, margin_points: float = 1.0) -> str:
     """What the study could detect: the smallest Δ at 80 % power, and the seeds 1 point would need."""
-    pw = power(table)
+    pw = power(table, margin_points / 100)
     if pw is None:
         return "Power: no stem was tested against the reference, so the study's power is unknown."
     need = f"{pw.seeds_for_1pt} paired seeds" if pw.seeds_for_1pt else "– (no spread)"
@@ -133,6 +174,39 @@ def power_line(table: pd.DataFrame) -> str:
             f"difference detected with {100 * POWER:.0f} % power at the corrected level 0.05/{pw.comparisons} is "
             f"**{100 * pw.detectable:.2f} points**; detecting 1 point would take {need} (statsmodels' TTestPower, "
             "paired t-test).")
+
+
+def next_step(study: Study, table: pd.DataFrame, margin_points: float, report_command: str) -> list[str]:
+    """What to do when the study cannot decide: the seeds that would (from its power, at least MIN_PAIRED_SEEDS) and
+    the command that adds them to the same sweep folder (completed points are skipped)."""
+    pw = power(table, margin_points / 100)
+    have = min((int(n) for n in table["n"] if n > 0), default=0)
+    if pw is not None and pw.detectable <= pw.margin and have >= MIN_PAIRED_SEEDS:
+        return []  # the study already detects a difference as large as its margin
+    if pw is not None and pw.seeds_for_margin:
+        need = max(MIN_PAIRED_SEEDS, pw.seeds_for_margin, have + 1)
+        why = (f"{need} paired seeds would detect a difference of ±{margin_points:g} point{'s' * (margin_points != 1)} "
+               f"with {100 * POWER:.0f} % power (statsmodels' TTestPower from this study's spread; it has {have})")
+    else:
+        need = max(MIN_PAIRED_SEEDS, have + 1)
+        why = (f"a paired test needs at least {MIN_PAIRED_SEEDS} seeds (this study has {have}); how many decide "
+               f"±{margin_points:g} point{'s' * (margin_points != 1)} follows from their spread, in the power line "
+               "of the next report")
+    seeds = add_seeds(study, need)
+    command = seeds_command(study.runs[0].sweep, seeds)
+    return [f"**Next step**: {why}. Add seeds in the same sweep folder (completed points are skipped): `{command}`, "
+            f"then `{report_command}`.", ""]
+
+
+def add_seeds(study: Study, count: int) -> list[Any]:
+    """The study's seeds, then the smallest unused integers, `count` in all."""
+    seeds = sorted({r.seed for r in study.runs}, key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else str(s)))
+    candidate = 0
+    while len(seeds) < count:
+        if candidate not in seeds:
+            seeds.append(candidate)
+        candidate += 1
+    return seeds
 
 
 def epoch_table(study: Study, order: list[str]) -> list[str]:
@@ -252,14 +326,17 @@ def plan_lines(study: Study) -> list[str]:
     return [plan.text(), ""] if plan else []
 
 
-def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str]) -> list[str]:
+def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str],
+                  command: str) -> list[str]:
     out = ["", f"## {study.label}", ""]
     if len(table):
         reference, source, margin = reference_of(study, table)
         final = completed(study.runs)
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
                 f"{'s' * (margin != 1)}.", "", pairing_line(study, final), split_line(final), "",
-                markdown_table(table, show_lr=bool(study.tuning)), "", power_line(table), "", *plan_lines(study)]
+                markdown_table(table), "", *loaded_note(table), *next_step(study, table, margin, command),
+                power_line(table, margin), "", *plan_lines(study),
+                "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), ""]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]
@@ -279,7 +356,18 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
     varies = "stem and seed vary" + ("; each stem trains at its chosen LR" if study.tuning else "")
     return out + ["### Provenance", "", *provenance(study.runs + study.tuning), "",
                   f"Config shared by every run of this study ({varies}):", "", "```yaml",
-                  OmegaConf.to_yaml(OmegaConf.create(study.config)).rstrip(), "```"]
+                  OmegaConf.to_yaml(OmegaConf.create(shown_config(study))).rstrip(), "```"]
+
+
+def shown_config(study: Study) -> dict[str, Any]:
+    """The study's config, its data.size replaced by the images' true side where the runs read a data.root folder
+    of another size (data.size picks a download only; the record's data.source_px is what the folder holds)."""
+    sides = {(r.record.get("data") or {}).get("source_px") for r in study.runs + study.tuning}
+    data = study.config.get("data") or {}
+    if "size" not in data or len(sides) != 1 or not isinstance(side := sides.pop(), int) or str(side) == str(data["size"]):
+        return study.config
+    return {**study.config, "data": {**data, "size": f"{side} px (the images' shorter side; data.size={data['size']} "
+                                                     "picks a download only)"}}
 
 
 def render(inputs: Inputs, studies: list[Study], tables: list[pd.DataFrame], tunings: list[pd.DataFrame | None],
@@ -295,7 +383,7 @@ def render(inputs: Inputs, studies: list[Study], tables: list[pd.DataFrame], tun
         out += [f"Sweep command (from Hydra's multirun.yaml): `{c}`." for c in sweeps]
     out += ["", METHOD, *across]
     for study, table, tuning, figs in zip(studies, tables, tunings, figures):
-        out += study_section(study, table, tuning, figs)
+        out += study_section(study, table, tuning, figs, command)
         out += warnings_section(study)  # issue 25: identical seeds, near-chance accuracy, loaded machine
     if inputs.missing or inputs.unfinished or inputs.skipped or inputs.incomplete:
         out += ["", "## Missing, unfinished and skipped points", ""]

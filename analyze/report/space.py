@@ -63,7 +63,7 @@ def space_table(runs: list[Run]) -> pd.DataFrame:
         except (KeyError, TypeError, ValueError):  # not a point of the space (another stem in the same directory)
             continue
         rows.append({"run": r.source, "code": code(params), "seed": r.seed, "error": 100 * (1 - r.metric("valid_acc")),
-                     "ms_step": step_ms(r)[0], "gflops": r.metric("flops_fwd_per_image") / 1e9, "params": params,
+                     "ms_step": step_ms(r), "gflops": r.metric("flops_fwd_per_image") / 1e9, "params": params,
                      **choices})
     return pd.DataFrame(rows)
 

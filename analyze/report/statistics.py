@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import stats
 
 from experiments.model import GROUPS
+from experiments.sanity import loaded
 
 from .comparison import DEFAULT_MARGIN, choose_reference, compare_with_reference, equal_time
 from .data import Run
@@ -18,7 +19,7 @@ from .studies import Study, stem_labels
 from .tuning import lr_choices
 
 STAGES = list(GROUPS)  # the model's top-level children: what the per-layer tables are grouped by
-TIMED = ("stem_share_time", "train_img_s", "ms_train_step", "ms_fwd", "mfu")  # reported as medians over seeds
+TIMED = ("stem_share_time", "train_img_s", "train_ms_step", "ms_fwd", "mfu")  # reported as medians over seeds
 
 
 def finite(values) -> np.ndarray:
@@ -37,13 +38,19 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
-def step_ms(run: Run) -> tuple[float, str]:
-    """Time per training step: the profiled end-to-end step when the run timed layers, else batch / img/s."""
-    ms = run.metric("ms_train_step")
+def step_ms(run: Run) -> float:
+    """Time per training step, measured by the training itself (its last epoch, batch loading included); records
+    older than that measure: batch / training img/s. Never the profile's few timed steps (they give shares only)."""
+    ms = run.metric("train_ms_step")
     if math.isfinite(ms):
-        return ms, "profiled"
+        return ms
     img_s, bs = run.metric("train_img_s"), (run.config.get("train") or {}).get("bs")
-    return (1000 * bs / img_s if isinstance(bs, (int, float)) and img_s > 0 else math.nan), "throughput"
+    return 1000 * bs / img_s if isinstance(bs, (int, float)) and img_s > 0 else math.nan
+
+
+def timed_under_load(run: Run) -> bool:
+    """The run's timings were taken with more runnable processes than cores (experiments.sanity.loaded)."""
+    return loaded((run.record.get("hardware") or {}).get("load"))
 
 
 def completed(runs: list[Run]) -> list[Run]:
@@ -70,26 +77,30 @@ def stem_table(study: Study) -> pd.DataFrame:
         done = completed(rs)
         accs = acc_by_stem[label]
         mean, half = t_interval(accs.values())
-        steps = [step_ms(r) for r in done]
+        steps = finite(step_ms(r) for r in done)
+        accs_seen = finite(accs.values())
 
         def avg(key: str) -> float:
             vals = finite(r.metric(key) for r in done)
             # timings: the median, since a busy machine slows some runs a lot and others not at all
             return (float(np.median(vals)) if key in TIMED else float(np.mean(vals))) if len(vals) else math.nan
 
-        rows.append({"stem": label, "acc_mean": mean, "acc_ci95": half, "n": len(done), "points": len(rs),
+        rows.append({"stem": label, "acc_mean": mean, "acc_ci95": half, "acc_lo": min(accs_seen, default=math.nan),
+                     "acc_hi": max(accs_seen, default=math.nan), "n": len(done), "points": len(rs),
                      "not_completed": ", ".join(f"seed {r.seed}: {r.status}" for r in rs if r not in done),
                      "seeds": sorted(accs, key=str), "lr": sorted({r.lr for r in rs}), "params": avg("params"),
                      "gflops_fwd": avg("flops_fwd_per_image") / 1e9, "gflops_train": avg("flops_train_per_image") / 1e9,
                      "stem_share_flops": avg("stem_share_flops"), "stem_share_time": avg("stem_share_time"),
-                     "ms_step": float(np.median([s for s, _ in steps])) if steps else math.nan,
-                     "ms_lo": min((s for s, _ in steps), default=math.nan), "ms_hi": max((s for s, _ in steps), default=math.nan),
-                     "ms_step_source": ",".join(sorted({src for _, src in steps})),
+                     "ms_step": float(np.median(steps)) if len(steps) else math.nan,
+                     "ms_lo": min(steps, default=math.nan), "ms_hi": max(steps, default=math.nan),
+                     "loaded": sum(timed_under_load(r) for r in done),  # runs whose timings shared the machine
+                     "epochs_trained": max((len(r.history) for r in done if r.history is not None), default=0),
                      "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc"),
                      "mfu": avg("mfu")})  # model FLOPs utilisation (experiments.runner.summarize); older records: NaN
-    table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "n", "points", "not_completed", "seeds", "lr",
-                                        "params", "gflops_fwd", "gflops_train", "stem_share_flops", "stem_share_time",
-                                        "ms_step", "ms_lo", "ms_hi", "ms_step_source", "img_s", "best_acc", "mfu"])
+    table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "acc_lo", "acc_hi", "n", "points", "not_completed",
+                                        "seeds", "lr", "params", "gflops_fwd", "gflops_train", "stem_share_flops",
+                                        "stem_share_time", "ms_step", "ms_lo", "ms_hi", "loaded", "epochs_trained",
+                                        "img_s", "best_acc", "mfu"])
     if not len(table):  # a tuned study whose final stage has not run yet
         return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)

@@ -11,12 +11,13 @@ import logging
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from stems.base import error_line
 
 from . import DataBundle, DataError, Part, dataset, holdout, not_created
 from .augment import CenterCrop, RandomResizedCropFlip, cache_side
-from .cache import CachedSplit, cached_split, user_cache_dir
+from .cache import CachedSplit, cached_split, list_split, user_cache_dir
 from .loader import TensorLoader
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,18 @@ def folder_name(size: str) -> str:
 
 def is_split_root(path: Path) -> bool:
     return (path / "train").is_dir() and (path / "val").is_dir()
+
+
+def shorter_side(files: list[Path]) -> int | None:
+    """The first readable image's shorter side in px (Pillow reads only the header): what a data.root folder
+    holds, whatever data.size says (it picks a download only)."""
+    for path in files[:20]:
+        try:
+            with Image.open(path) as im:
+                return min(im.size)
+        except OSError:  # not an image: the cache skips and names it; try the next
+            continue
+    return None
 
 
 def download(root: Path, size: str) -> Path:
@@ -115,7 +128,8 @@ def imagenette(cfg, bs: int, seed: int, device: torch.device) -> DataBundle:
     valid_dl = TensorLoader(valid_images, valid_on.labels, 2 * bs, rows=valid_on.rows, shuffle=False,
                             drop_last=False, crop=CenterCrop(image_size), **common)
     classes = splits["train"].classes
-    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)), **split, "valid_source": "official", "classes": classes,
+    info = {"name": "imagenette", "root": str(root), "size": str(cfg.get("size", 160)),
+            "source_px": shorter_side(list_split(root / "train")[0]), **split, "valid_source": "official", "classes": classes,
             "cache_side": side, "cache": [str(s.path) for s in splits.values()],
             "cache_built": any(s.built for s in splits.values()),
             "cache_build_s": round(sum(s.build_seconds for s in splits.values()), 2),
