@@ -71,7 +71,11 @@ def check(command: str) -> None:
     words = shlex.split(command)
     while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # an environment assignment before the command
         words = words[1:]
-    if words[:2] == ["pip", "install"]:
+    if words[:2] == ["pip", "install"] and "--index-url" in words:  # the project's own dependencies from another index
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        names = {re.match(r"[\w-]+", d)[0] for d in project["dependencies"]}
+        assert set(words[2:words.index("--index-url")]) <= names and words[-1].startswith("https://download.pytorch.org/"), command
+    elif words[:2] == ["pip", "install"]:
         extras = re.fullmatch(r"-e \.(?:\[(\w+)\])?", " ".join(words[2:]))
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
         assert extras and (extras[1] is None or extras[1] in project["optional-dependencies"]), command
