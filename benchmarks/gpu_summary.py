@@ -66,7 +66,7 @@ def gpu_paths(work: Path) -> list[str]:
     if log.is_file():
         tail = [ln for ln in log.read_text().splitlines() if ln.strip()]
         lines.append(f"- cuda_tests (pytest -m gpu): {tail[-1] if tail else 'no output'}")
-    for name in ("train_default", "train_imagenette", "match_time"):
+    for name in ("train_default", "train_imagenette"):
         if (work / name).is_dir():
             lines.append(run_line(name, work / name))
     return lines or ["nothing ran"]

@@ -22,9 +22,9 @@ from experiments.config import CONF_DIR, register_configs
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_run.sh"
-STEPS = ["wheels", "pack", "versions", "cuda_tests", "train_default", "train_imagenette", "match_time", "speed",
+STEPS = ["wheels", "pack", "versions", "cuda_tests", "train_default", "train_imagenette", "speed",
          "profile_xresnet_3conv", "profile_resnet_7x7", "profile_patchify_4x4", "shapes", "study", "report"]
-GPU_ONLY = {"wheels", "cuda_tests", "match_time"}  # the GPU machine's wheels, and the two paths that need CUDA
+GPU_ONLY = {"wheels", "cuda_tests"}  # the GPU machine's wheels, and the tests that need CUDA
 OUTPUTS = ["gpu_run.log", "gpu_run.tar.gz", "steps.tsv", "summary.md"]
 DEVICE_LIMITS = {"files": 8, "file_bytes": 16 << 20, "command_chars": 2000, "carry": 8, "timeout_s": 600}
 
@@ -75,19 +75,21 @@ def test_the_dry_run_runs_every_step_on_the_cpu_and_packs_what_they_wrote(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_spent_budget_skips_every_step_and_still_writes_the_summary(tmp_path):
-    proc = gpu_run("--dry-run", "--budget-s", "0", str(tmp_path), timeout=600)
+def test_a_spent_budget_and_items_left_out_skip_their_steps_and_say_so(tmp_path):
+    proc = gpu_run("--dry-run", "--budget-s", "0", "--items", "2", str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = steps(tmp_path)
     assert {st for st, _ in status.values()} == {"skipped"}
     assert status["speed"][1] == "the run's budget of 0 s was spent before it"
+    assert status["train_default"][1] == "item 1 is not in --items 2"
     assert "| study | skipped |" in (tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
     ([], "gpu_run.sh: no output folder; pass one (OUTDIR) or set OUT."),
-    (["--fast", "x"], "gpu_run.sh: unknown option --fast; use --dry-run, --pack, --wheels, --budget-s or --steps."),
+    (["--fast", "x"], "gpu_run.sh: unknown option --fast; use --dry-run, --pack, --wheels, --budget-s or --items."),
     (["--budget-s", "9m", "x"], "gpu_run.sh: --budget-s 9m is not a whole number of seconds."),
+    (["--items", "2,6", "x"], "gpu_run.sh: --items 2,6 is not a list of the items 1 to 5 like 1,2,3."),
     (["x", "--pack"], "gpu_run.sh: --pack needs a value; see the header of benchmarks/gpu_run.sh."),
 ])
 def test_bad_arguments_are_one_sentence_and_exit_2(args, message, tmp_path):
@@ -95,17 +97,21 @@ def test_bad_arguments_are_one_sentence_and_exit_2(args, message, tmp_path):
     assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (2, message, "")
 
 
-def test_the_run_command_in_the_header_fits_the_device_tool():
+def test_the_run_commands_in_the_header_fit_the_device_tool():
     header = SCRIPT.read_text()
-    call = re.search(r'^#\s+run\(command="(.+?)", carry=(\[.*?\]), timeout_s=(\d+)\)$', header, re.M)
-    command, carry, timeout_s = call.group(1), json.loads(call.group(2)), int(call.group(3))
-    assert len(command) <= DEVICE_LIMITS["command_chars"] and len(carry) <= DEVICE_LIMITS["carry"]
-    budget = int(re.search(r"budget=\$\{budget:-(\d+)\} device=cuda", header).group(1))
-    # the script stops itself a minute before the tool would kill it: its summary and archive still come back
-    assert timeout_s <= DEVICE_LIMITS["timeout_s"] and budget <= timeout_s - 60
-    # the carried folders are the ones the script reads by default, and git ignores neither (checked by the lead's
-    # exclude lines in the header)
-    assert all(f"{path}/" in header for path in carry)
+    default_budget = int(re.search(r"budget=\$\{budget:-(\d+)\} device=cuda", header).group(1))
+    calls = re.findall(r'^#\s+run\(command="(.+?)", carry=(.+?), timeout_s=(\d+)\)$', header, re.M)
+    assert len(calls) == 3  # the one call, and the two calls of the whole study
+    for command, _, timeout_s in calls:
+        budget = re.search(r"--budget-s (\d+)", command)
+        # the script stops itself before the tool would kill it, with time for a step's kill grace (15 s), the
+        # summary and the archive: they still come back
+        assert int(timeout_s) <= DEVICE_LIMITS["timeout_s"]
+        assert (int(budget.group(1)) if budget else default_budget) <= int(timeout_s) - 45
+        assert len(command) <= DEVICE_LIMITS["command_chars"]
+    carry = json.loads(calls[0][1])
+    # the carried folders are the ones the script reads by default, and the header's exclude line ignores them
+    assert len(carry) <= DEVICE_LIMITS["carry"] and all(f"/{path}/" in header for path in carry)
 
 
 def test_the_speed_step_halves_a_batch_that_runs_out_of_memory():
