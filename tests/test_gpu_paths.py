@@ -90,13 +90,13 @@ def test_batched_crops_on_the_device_resample_exactly(flip):
     out = crop(x, torch.Generator().manual_seed(0))
     assert out.device.type == "cuda" and out.shape == (4, 3, 24, 24)
     expected = x.float().flip(-1) if flip else x.float()
-    assert torch.allclose(out, expected, atol=1e-3)
+    assert torch.allclose(out, expected, atol=1e-2)  # float rounding of the grid, far below one grey level
 
 
 def test_a_time_match_is_timed_on_the_gpu(make_cfg):
     cfg = make_cfg("stem=xresnet_3conv", "stem.match=time:resnet_7x7")
-    stem, match = resolve_stem(cfg.stem, 3, 64, "cuda", batch_size=32, precision="bf16", channels_last=True)
+    stem, match = resolve_stem(cfg.stem, 3, 128, "cuda", batch_size=64, precision="bf16", channels_last=True)
     assert match["device"].startswith("cuda") and match["target_kind"] == "time"
-    assert (match["precision"], match["channels_last"], match["batch_size"]) == ("bf16", True, 32)
+    assert (match["precision"], match["channels_last"], match["batch_size"]) == ("bf16", True, 64)
     assert abs(match["achieved_value"] / match["target_value"] - 1) <= TOLERANCE
     assert stem["widths"] == match["widths"] and stem["match"] is None
