@@ -25,6 +25,7 @@
 #   run(command="PYTHONUNBUFFERED=1 bash benchmarks/gpu_run.sh --items 1,2,3,4 --budget-s 330", carry=…, timeout_s=380)
 #   run(command="PYTHONUNBUFFERED=1 bash benchmarks/gpu_run.sh --items 5 --budget-s 420", carry=…, timeout_s=470)
 set -uo pipefail
+invocation="bash benchmarks/gpu_run.sh${*:+ $*}"
 
 dry=0 pack=${GPU_RUN_PACK:-.gpudata/imagenette-128-webp.tar.gz} wheels=${GPU_RUN_WHEELS:-.gpuwheels} budget="" items="" dest=""
 while (($#)); do
@@ -110,7 +111,7 @@ step() {
 finish() {  # the summary and the one archive, also after an interruption
   trap - EXIT INT TERM
   "$py" benchmarks/gpu_summary.py "$work" "$dest" --mode "$([ $dry = 1 ] && echo dry-run || echo gpu)" \
-    --started "$start" >>"$log" 2>&1
+    --started "$start" --command "$invocation" >>"$log" 2>&1
   [ -s "$dest/summary.md" ] ||
     { printf '# GPU run (the summary script failed; see gpu_run.log)\n\n'; cat "$dest/steps.tsv"; } >"$dest/summary.md"
   cp "$dest/steps.tsv" "$dest/summary.md" "$work/" 2>/dev/null

@@ -2,7 +2,8 @@
 records, speed.md, the profiles' totals, shapes.md, the study's records and report.md), ready to paste into
 benchmarks/RESULTS.md. Reads only; a step that wrote nothing is said to have written nothing.
 
-    python benchmarks/gpu_summary.py WORK OUTDIR --mode gpu|dry-run --started EPOCH_S"""
+    python benchmarks/gpu_summary.py WORK OUTDIR --mode gpu|dry-run --started EPOCH_S --command "bash …"
+"""
 from __future__ import annotations
 
 import argparse
@@ -112,11 +113,12 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--mode", choices=["gpu", "dry-run"], required=True)
     ap.add_argument("--started", type=float, required=True, help="the run's start, seconds since the epoch")
+    ap.add_argument("--command", required=True, help="the command that made the run")
     args = ap.parse_args()
     work = args.work
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(args.started))
     lines = [f"# GPU run of benchmarks/gpu_run.sh ({args.mode}), {when}, {time.time() - args.started:.0f} s", "",
-             *machine(work), "", "## Steps", "", *steps_table(args.out / "steps.tsv"), "",
+             f"Command: `{args.command}`", "", *machine(work), "", "## Steps", "", *steps_table(args.out / "steps.tsv"), "",
              "## 1. Every GPU path once", "", *gpu_paths(work), "",
              "## 2. Speed: stemlab's step vs plain PyTorch", "", *head(work / "speed" / "speed.md"), "",
              "## 3. Per-layer time", "", *profiles(work), "",

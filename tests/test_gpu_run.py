@@ -54,6 +54,7 @@ def test_the_dry_run_runs_every_step_on_the_cpu_and_packs_what_they_wrote(tmp_pa
     assert all(note for name, (_, note) in status.items() if name in GPU_ONLY)  # each skip says why
     summary = (out / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in STEPS)
+    assert f"Command: `bash benchmarks/gpu_run.sh --dry-run --budget-s 3000 {out}`" in summary
 
     with tarfile.open(out / "gpu_run.tar.gz") as tar:
         tar.extractall(tmp_path, filter="data")
