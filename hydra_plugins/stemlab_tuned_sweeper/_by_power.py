@@ -34,16 +34,19 @@ def reference_arm(arms: Sequence[Arm], reference: str | None) -> Arm:
     by_stem = {stem_of(a): a for a in arms}
     name = reference or (REFERENCE_DEFAULT if REFERENCE_DEFAULT in by_stem else min(filter(None, by_stem), default=None))
     if name not in by_stem:
-        raise ProtocolError(f"seeds by power compare every stem with the reference {name}, which this sweep's final "
-                            f"stage lacks; set compare.reference to one of its stems.")
+        raise ProtocolError(f"seeds by power compare every stem with the reference {name}, which has no final runs in "
+                            f"this sweep (not swept, or its tuning failed); set compare.reference to a stem that has.")
     return by_stem[name]
 
 
 def final_by_power(grid: Grid, chosen: dict[Arm, float], compare: Any, sweep_dir: Path,
                    launch: Callable[[list[list[str]]], list], accuracy: Callable[[Any], float]) -> list:
-    """Launch the pilot, plan (or read the saved plan) and launch the rest; the returns of both."""
+    """Launch the pilot, plan (or read the saved plan) and launch the rest; the returns of both (none when no stem
+    has a usable LR: their final points' records say so)."""
     pilot, cap = int(compare.pilot_seeds), int(compare.max_seeds)
     arms = list(chosen)
+    if not arms:
+        return []
     jobs = [(arm, seed) for seed in grid.seeds[:pilot] for arm in arms]
     returns = launch([grid.final_overrides(arm, chosen[arm], [seed])[0] for arm, seed in jobs])
     plan = saved_plan(sweep_dir)
