@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from . import locks
 
 LOCK_FILE = ".stemlab.lock"
 MIN_FREE = 1 << 20  # bytes: Hydra's config and log, the record and its tables take a few hundred kB
@@ -41,30 +44,22 @@ def check_room(folder: Path, key: str) -> None:
                             f"{MIN_FREE // 2**20} MiB to start); free space there or set {key}= to a folder on another disk.")
 
 
-def lock_folder(folder: Path, key: str) -> int | None:
-    """Create `folder` and hold its lock (the returned descriptor; closing it releases the lock). None where there
-    is no flock (Windows): there runs are not guarded."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
+def lock_folder(folder: Path, key: str) -> int:
+    """Create `folder` and hold its lock (the returned descriptor; `locks.release` releases it)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = locks.open_lock(folder / LOCK_FILE)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise FolderRefused(f"the disk holding {folder} is full; free space there or set {key}= to a folder on "
                                 "another disk.") from None
         raise FolderRefused(f"cannot write in {folder} ({e.strerror}); set {key}= to a writable folder.") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        locks.acquire(fd, folder / LOCK_FILE)
+    except locks.Held as e:
         os.close(fd)
-        raise FolderRefused(f"{folder} is being written by another run (process {holder}); wait for it to end, or "
+        raise FolderRefused(f"{folder} is being written by another run (process {e.holder}); wait for it to end, or "
                             f"set {key}= to another folder.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
@@ -79,31 +74,45 @@ def remove_if_unused(folder: Path) -> None:
 
 
 class RunFolderGuard(Callback):
-    """Locks the run folder (single run) or the sweep folder (multirun) for this process; refuses a full disk."""
+    """Locks the run folder (single run) or the sweep folder and, while each point runs, the point's folder
+    (multirun) for this process; refuses a full disk. A single run into a running point's folder is thus refused."""
 
     def __init__(self) -> None:
         self.fd: int | None = None
+        self.point_fd: int | None = None
+        atexit.register(self.release)  # an exit before on_run_end (an error, a stop signal) still clears the lock
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.guard(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+        self.fd = self.guard(Path(str(config.hydra.run.dir)), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.guard(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        self.fd = self.guard(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
 
-    def guard(self, folder: Path, key: str) -> None:
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:  # a single run's folder is locked already
+            self.point_fd = self.guard(Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir")
+
+    def guard(self, folder: Path, key: str) -> int:
         try:
             check_room(folder, key)
             created = not folder.exists()
-            self.fd = lock_folder(folder, key)
+            fd = lock_folder(folder, key)
         except FolderRefused as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         if created:  # a command refused after this point (e.g. by a sweeper) must leave no folder behind
             atexit.register(remove_if_unused, folder)
+        return fd
 
     def release(self, **kwargs: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for name in ("point_fd", "fd"):
+            if getattr(self, name) is not None:
+                locks.release(getattr(self, name))
+                setattr(self, name, None)
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        if self.point_fd is not None:
+            locks.release(self.point_fd)
+            self.point_fd = None
 
     on_run_end = on_multirun_end = release

@@ -8,6 +8,10 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from experiments import record, runner, sweep
 from experiments.checkpoint import CHECKPOINT_DIR, NoTrainedModel, config_hash, load_trained_model
 from experiments.config import ConfigError, check_command_line, to_dict
 from experiments.data import DataError, build_data
+from experiments.data.cache import _locked
 from experiments.rundir import RunFolderGuard, lock_folder
 from tests.conftest import TINY, run_cli
 
@@ -240,3 +245,89 @@ def test_a_data_root_that_does_not_exist_is_not_created(make_cfg, tmp_path, data
     with pytest.raises(DataError, match=rf"and data.root={root} does not exist \(it is not created for a download\); "):
         build_data(cfg, bs=2, seed=0)
     assert not root.exists()
+
+
+# --- issue 35, 1: a killed cache build leaves no worker and no lock behind -----------------------------------------------
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for a parent (in a container PID 1 may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_decoding_workers_end_with_their_killed_parent(tmp_path):
+    script = ("import multiprocessing as mp, os, sys, time; from concurrent.futures import ProcessPoolExecutor\n"
+              "from pathlib import Path; from experiments.data import cache\n"
+              "cache._allocate(Path(sys.argv[1]), 2 * 4 * 4 * 3)\n"
+              "pool = ProcessPoolExecutor(2, mp_context=mp.get_context('fork'), initializer=cache._start_worker,\n"
+              "                           initargs=(sys.argv[1], 2, 4, os.getpid()))\n"
+              "for f in [pool.submit(time.sleep, 0.3) for _ in range(4)]: f.result()\n"
+              "print(*pool._processes, flush=True)\n"
+              "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "rows.u8")], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(map(running, workers))
+    proc.kill()  # SIGKILL: the parent runs no clean-up
+    proc.wait()
+    try:
+        assert wait_until(lambda: not any(map(running, workers)), 5.0)
+    finally:
+        for pid in filter(running, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_lock_of_a_killed_process_whose_child_lives_on_is_taken_over(tmp_path, caplog):
+    folder, cache_lock = tmp_path / "run", tmp_path / "test-train-16px-lock"
+    script = ("import os, signal, sys, time; from pathlib import Path; from experiments import locks\n"
+              "from experiments.rundir import lock_folder\n"
+              "lock_folder(Path(sys.argv[1]), 'hydra.run.dir')\n"
+              "fd = locks.open_lock(Path(sys.argv[2])); locks.acquire(fd, Path(sys.argv[2]))\n"
+              "child = os.fork()\n"
+              "if child == 0: time.sleep(60); os._exit(0)  # a worker forked while the locks are held, left running\n"
+              "print(os.getpid(), child, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(folder), str(cache_lock)], stdout=subprocess.PIPE, text=True)
+    killed, orphan = map(int, proc.stdout.readline().split())
+    proc.wait()
+    try:
+        assert running(orphan)
+        caplog.set_level(logging.INFO, logger="stemlab")
+        fd = lock_folder(folder, "hydra.run.dir")
+        with _locked(cache_lock) as since:
+            assert since is not None
+        os.close(fd)
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+    for path in (folder / ".stemlab.lock", cache_lock):
+        assert (f"{path} was held by process {killed}, which ended without releasing it; its lock is taken "
+                "over.") in caplog.text
+    assert "waiting for" not in caplog.text
+
+
+# --- issue 35, 2: a single run into a running sweep point's folder --------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_single_run_into_a_running_sweep_points_folder_is_refused(tmp_path):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    point = tmp_path / "sweep" / "seed=0"
+    guard = RunFolderGuard()  # the sweep's process, while point 0 trains
+    guard.on_job_start(OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(point)}}}))
+    try:
+        proc = run_cli(*TINY, "seed=0", f"hydra.run.dir='{point}'", cwd=tmp_path)
+    finally:
+        guard.on_job_end()
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: {point} is being written by another run (process {os.getpid()}); wait for it to "
+                           "end, or set hydra.run.dir= to another folder.\n")
+    assert [p.name for p in point.iterdir()] == [".stemlab.lock"]
+    assert (point / ".stemlab.lock").read_text() == ""  # released: the next run takes it without a warning
