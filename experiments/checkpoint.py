@@ -130,7 +130,10 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
     wanted = training_config(config)
     digest = training_hash(wanted)
     kept = aside_dir(run_dir, digest)
-    if kept.is_dir() and not checkpoint_paths(run_dir):
+    if kept.is_dir() and (current_hash := newest_hash(run_dir)) != digest:
+        if current_hash is not None:  # another config's run came last: its checkpoints go aside in turn
+            keep_aside(run_dir, current_hash)
+        shutil.rmtree(current, ignore_errors=True)  # what is left there is unreadable
         kept.rename(current)
         log.info("the checkpoints of this config kept in %s are back in %s.", kept, current)
     for path in checkpoint_paths(run_dir):
@@ -148,6 +151,16 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
         log.info("resuming %s after epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
     shutil.rmtree(current, ignore_errors=True)  # none readable: nothing to keep
+    return None
+
+
+def newest_hash(run_dir: Path) -> str | None:
+    """The config hash of the newest readable checkpoint in checkpoints/, None when there is none."""
+    for path in checkpoint_paths(run_dir):
+        try:
+            return str(torch.load(path, map_location="cpu", weights_only=True).get("config_hash") or "unknown")
+        except Exception:  # a truncated or foreign file: the one before it says
+            continue
     return None
 
 

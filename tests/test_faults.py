@@ -20,7 +20,7 @@ import torch
 import experiments
 from analyze.report.data import read_records
 from experiments import record, runner, sweep
-from experiments.checkpoint import CHECKPOINT_DIR, NoTrainedModel, config_hash, load_trained_model
+from experiments.checkpoint import CHECKPOINT_DIR, NoTrainedModel, aside_dir, config_hash, find_resumable, load_trained_model
 from experiments.config import ConfigError, check_command_line, to_dict
 from experiments.data import DataError, build_data
 from experiments.data.cache import _locked
@@ -331,3 +331,26 @@ def test_a_single_run_into_a_running_sweep_points_folder_is_refused(tmp_path):
                            "end, or set hydra.run.dir= to another folder.\n")
     assert [p.name for p in point.iterdir()] == [".stemlab.lock"]
     assert (point / ".stemlab.lock").read_text() == ""  # released: the next run takes it without a warning
+
+
+# --- issue 35, 3: the checkpoint of this config is resumed wherever it was kept ------------------------------------------
+
+def test_a_kept_checkpoint_is_resumed_when_another_configs_checkpoint_is_current(make_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stemlab")
+    default, other = to_dict(make_cfg(*SMALL, "train.epochs=3")), to_dict(make_cfg(*SMALL, "train.epochs=3", "train.lr=0.01"))
+    run_dir = tmp_path / "run"
+
+    def stopped_after_epoch_1(config: dict) -> None:  # what a run of `config` interrupted after epoch 1 leaves
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": 1, "n_epochs": 3, "config_hash": config_hash(config), "config": json.dumps(config)},
+                   run_dir / CHECKPOINT_DIR / "epoch_1.pt")
+
+    stopped_after_epoch_1(default)
+    assert find_resumable(run_dir, other, "lr 0.01") is None  # sets the default's aside
+    stopped_after_epoch_1(other)
+    state = find_resumable(run_dir, default, "default")  # the default LR again
+    assert (state["config_hash"], state["epoch"]) == (config_hash(default), 1)
+    assert f"resuming default after epoch 1 of 3 ({run_dir / CHECKPOINT_DIR / 'epoch_1.pt'})" in caplog.text
+    others = aside_dir(run_dir, config_hash(other))  # the 0.01 run's epoch is kept in turn
+    assert torch.load(others / "epoch_1.pt")["config_hash"] == config_hash(other)
+    assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT_DIR, others.name]
