@@ -354,3 +354,82 @@ def test_a_kept_checkpoint_is_resumed_when_another_configs_checkpoint_is_current
     others = aside_dir(run_dir, config_hash(other))  # the 0.01 run's epoch is kept in turn
     assert torch.load(others / "epoch_1.pt")["config_hash"] == config_hash(other)
     assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT_DIR, others.name]
+
+
+# --- issue 35, 5: damaged user caches are named, set aside and measured again ---------------------------------------------
+
+def damage_the_entry(path: Path, damage) -> str:
+    """Replace the one entry of the JSON cache at `path` by damage(entry); its key."""
+    (key, entry), = json.loads(path.read_text()).items()
+    path.write_text(json.dumps({key: damage(entry)}))
+    return key
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda e: {**e, "flops_per_s": 0}, "flops_per_s is 0, not a positive finite number"),
+    (lambda e: {**e, "flops_per_s": -1e9}, "flops_per_s is -1000000000.0, not a positive finite number"),
+    (lambda e: {**e, "bytes_per_s": "fast"}, 'bytes_per_s is "fast", not a positive finite number'),
+    (lambda e: {"oops": 1}, "flops_per_s is missing"),
+    (lambda e: [e], "a JSON list, not an object"),
+])
+def test_a_damaged_calibration_entry_is_named_and_measured_again(tmp_path, monkeypatch, caplog, damage, why):
+    from profiler import calibrate
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(calibrate, "measure_flops", lambda dev, dtype: 2e9)
+    monkeypatch.setattr(calibrate, "measure_bandwidth", lambda dev: 3e9)
+    calibrate.peaks("cpu")
+    key = damage_the_entry(tmp_path / "calibration.json", damage)
+    monkeypatch.setattr(calibrate, "measure_flops", lambda dev, dtype: 4e9)  # measured again now
+    peak = calibrate.peaks("cpu")
+    assert (peak.flops_per_s, peak.bytes_per_s) == (4e9, 3e9)
+    assert caplog.messages == [f"{tmp_path / 'calibration.json'}: the entry {key!r} is damaged ({why}); it is "
+                               "measured again."]
+    assert json.loads((tmp_path / "calibration.json").read_text())[key]["flops_per_s"] == 4e9
+
+
+@pytest.mark.parametrize("name", ["calibration.json", "cpu_formats.json"])
+@pytest.mark.parametrize("text,why", [("{not json", "JSONDecodeError: "), ("[1, 2]", "ValueError: a JSON list, not an object")])
+def test_a_cache_file_that_is_not_a_json_object_is_set_aside_with_a_warning(tmp_path, monkeypatch, caplog, name, text, why):
+    from profiler import calibrate
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    (tmp_path / name).write_text(text)
+    assert calibrate.cached(name, "k", lambda: {"x": 1.5}, lambda e: calibrate.damaged_fields(e, ["x"])) == {"x": 1.5}
+    [message] = caplog.messages
+    assert message.startswith(f"{tmp_path / name} is damaged ({why}")
+    assert message.endswith(f"); it is set aside as {tmp_path / name}.damaged and measured again.")
+    assert (tmp_path / f"{name}.damaged").read_text() == text
+    assert json.loads((tmp_path / name).read_text()) == {"k": {"x": 1.5}}
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda e: {k: str(v) for k, v in e.items()}, 'fp32 is "100.0", not a positive finite number'),
+    (lambda e: {"load": e["load"]}, "fp32 is missing"),
+])
+def test_a_damaged_cpu_format_entry_is_probed_again(tmp_path, monkeypatch, caplog, damage, why):
+    from experiments import cpu_format
+    from experiments.cpu_format import Format, capabilities, resolve_cpu_format
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    fp32, fp32_cl = Format("fp32", False), Format("fp32", True)
+    monkeypatch.setattr(cpu_format, "probe", lambda model, shape, formats: {fp32: 100.0, fp32_cl: 50.0})
+    workload = lambda: (torch.nn.Conv2d(3, 4, 3), (2, 3, 8, 8))  # noqa: E731
+    resolve_cpu_format("fp32", "auto", workload, capabilities(set()))
+    key = damage_the_entry(tmp_path / "cpu_formats.json", damage)
+    chosen, decided = resolve_cpu_format("fp32", "auto", workload, capabilities(set()))
+    assert chosen == fp32_cl and decided["probe_ms"] == {"fp32": 100.0, "fp32, channels_last": 50.0}
+    assert [m for m in caplog.messages if "is damaged (" in m] == [
+        f"{tmp_path / 'cpu_formats.json'}: the entry {key!r} is damaged ({why}); it is measured again."]
+
+
+def test_a_peak_measured_as_zero_is_never_used(tmp_path, monkeypatch):
+    from profiler import calibrate
+
+    monkeypatch.setenv("STEMLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(calibrate, "measure_flops", lambda dev, dtype: 0.0)
+    monkeypatch.setattr(calibrate, "measure_bandwidth", lambda dev: 3e9)
+    with pytest.raises(calibrate.MeasurementFailed, match=r"\(flops_per_s is 0.0, not a positive finite number\); run "
+                                                          r"the command again\.$"):
+        calibrate.peaks("cpu")
+    assert not (tmp_path / "calibration.json").exists()
