@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,17 +40,43 @@ except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming
 def main(cfg: DictConfig) -> float:
     from experiments.checkpoint import Interrupted, interruptible  # heavy: after Hydra has parsed the command line
 
+    last_point[:] = [HydraConfig.get()]
     try:
         with interruptible():  # SIGINT/SIGTERM/SIGUSR1: checkpoint kept, `interrupted` record, exit 128 + signal
             return run_job(cfg)
     except Interrupted as e:
-        log.warning("interrupted by %s %s; resume with: %s", e.signal_name, e.note, resume_command(sys.argv, HydraConfig.get()))
-        sys.exit(e.exit_code)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+        stop(e)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+
+
+last_point: list = []  # the Hydra config of the sweep's last point: between two points Hydra holds none
+
+
+def stop(e) -> NoReturn:
+    """The "interrupted" line with the command that resumes, then exit 128 + signal."""
+    hc = HydraConfig.get() if HydraConfig.initialized() else next(iter(last_point), None)  # None: no point started
+    log.warning("interrupted by %s %s; resume with: %s", e.signal_name, e.note, resume_command(sys.argv, hc))
+    sys.exit(e.exit_code)
+
+
+def sweep_main() -> None:
+    """main() for every point of a sweep; a stop signal outside a point's run (between two points) also ends in the
+    "interrupted" line naming the sweep's folder to re-run."""
+    from experiments.checkpoint import Interrupted, interruptible
+
+    try:
+        with interruptible():
+            main()
+    except Interrupted as e:
+        e.note = "between two points (every finished point's record is kept)"
+        stop(e)
 
 
 def resume_command(argv: list[str], hc) -> str:
     """The command that resumes this run: the same command line, with the folder it wrote to fixed (a single
-    run's default folder is a new timestamp, a sweep's too), so that it finds this run's checkpoint."""
+    run's default folder is a new timestamp, a sweep's too), so that it finds this run's checkpoint; the command as
+    given when no point had started (`hc` None)."""
+    if hc is None:
+        return shlex.join(["python", *argv])
     key, folder = ("hydra.sweep.dir", hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ("hydra.run.dir", hc.run.dir)
     given = [a for a in argv[1:] if not a.startswith(f"{key}=")]
     return shlex.join(["python", argv[0], *given, f"{key}={folder}"])
@@ -108,4 +135,7 @@ if __name__ == "__main__":
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    main()
+    if args.multirun:
+        sweep_main()
+    else:
+        main()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.experimental.callback import Callback
 
 import experiments
 from analyze.report.data import read_records
@@ -25,7 +26,7 @@ from experiments.config import ConfigError, check_command_line, to_dict
 from experiments.data import DataError, build_data
 from experiments.data.cache import _locked
 from experiments.rundir import RunFolderGuard, lock_folder
-from tests.conftest import TINY, run_cli
+from tests.conftest import ROOT, TINY, run_cli
 
 # a trunk of one narrow block per stage: a run takes seconds, its checkpoint a few hundred kB
 SMALL = ["trunk.layers=[1,1,1,1]", "trunk.widths=[8,8,8,8]", "stem.out_channels=8", "stem.widths=[8,8,8]"]
@@ -433,3 +434,27 @@ def test_a_peak_measured_as_zero_is_never_used(tmp_path, monkeypatch):
                                                           r"the command again\.$"):
         calibrate.peaks("cpu")
     assert not (tmp_path / "calibration.json").exists()
+
+
+# --- issue 35, 6: a stop signal between two sweep points names the sweep to resume ------------------------------------
+
+class StopAfterFirstPoint(Callback):
+    """SIGTERM to the sweep's own process once a point has ended, before the next one starts."""
+
+    def on_job_end(self, **kwargs) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sigterm_between_two_sweep_points_prints_the_resume_command(tmp_path):
+    stopper = "+hydra.callbacks.stop._target_=tests.test_faults.StopAfterFirstPoint"
+    proc = run_cli("-m", *TINY, *SMALL, "seed=0,1", stopper, cwd=tmp_path)
+    [sweep_dir] = (tmp_path / "multirun").glob("*/*")  # a timestamped folder: the line must name it
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 143
+    assert (f"interrupted by SIGTERM between two points (every finished point's record is kept); resume with: python "
+            f"{ROOT / 'train.py'} -m ") in output
+    [line] = [line for line in output.splitlines() if "interrupted by" in line]
+    assert line.endswith(f"seed=0,1 {stopper} hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}")
+    [point] = sweep_dir.glob("*seed=0*")
+    assert read(point)["status"] == "completed" and not list(sweep_dir.glob("*seed=1*"))
