@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import logging
+import pickle
 import random
 import shutil
 import signal
@@ -30,7 +31,7 @@ from fastai.learner import Recorder, save_model
 from fastai.torch_core import get_model
 from torch import nn
 
-from stems.base import StemlabError, atomic_write
+from stems.base import StemlabError, atomic_write, error_line
 
 from .model import build_model
 from .record import RESULT_FILE, Unreadable, disk_full, read_record
@@ -308,5 +309,10 @@ def load_trained_model(run_dir: Path | str) -> nn.Module:
                              "model.pt); load a completed run saved with train.save_model=true.")
     model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
                         image_size=spec["image_size"])
-    model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    try:
+        weights = torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:  # code to run when unpickled, a truncated file
+        raise NoTrainedModel(f"{run_dir / WEIGHTS} is not a plain weights file, so it was not loaded and nothing in it "
+                             f"ran ({error_line(e)}); re-run the command that wrote {run_dir}.") from None
+    model.load_state_dict(weights)
     return model.eval()

@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
-from stems.base import atomic_write
+from stems.base import atomic_write, output_folder
 
 
 def help_text(doc: str | None) -> str | None:
@@ -65,8 +65,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     inputs = read_wandb(args.wandb, args.group) if args.wandb else read_records(root)
-    out = Path(args.out) if args.out else root
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out)) if args.out else root
     studies = split_studies(inputs.runs)
     sweeps = {r.sweep for r in inputs.runs if r.sweep}
     if len(sweeps) > 1:  # a folder of several sweeps: split, never pooled
