@@ -22,7 +22,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -252,13 +252,7 @@ class Checkpoint(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch_{finished}.pt"
         with signals_deferred():  # a stop signal now would lose this epoch: take it once the file is complete
-            try:
-                atomic_write(path, through_handle(lambda f: torch.save(plain_state(state), f)))
-            except Exception as e:
-                if not disk_full(e):
-                    raise
-                mb = sum(t.nbytes for t in tree_tensors(state)) / 2**20
-                raise OSError(errno.ENOSPC, f"no space left for a checkpoint of about {mb:,.0f} MiB", str(path)) from e
+            save_or_say_full(path, lambda f: torch.save(plain_state(state), f), tree_tensors(state), "a checkpoint")
             if not self.keep:
                 for old in checkpoint_paths(self.run_dir)[1:]:
                     old.unlink(missing_ok=True)
@@ -287,9 +281,22 @@ def through_handle(write: Callable[[BinaryIO], None]) -> Callable[[Path], None]:
     return to_path
 
 
+def save_or_say_full(path: Path, write: Callable[[BinaryIO], None], tensors: Iterable[torch.Tensor], what: str) -> Path:
+    """atomic_write through a handle; a full disk (which torch.save reports as its own "enforce fail" error) as the
+    ENOSPC OSError naming `what` did not fit and its size."""
+    try:
+        return atomic_write(path, through_handle(write))
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        mb = sum(t.nbytes for t in tensors) / 2**20
+        raise OSError(errno.ENOSPC, f"no space left for {what} of about {mb:,.0f} MiB", str(path)) from e
+
+
 def save_weights(run_dir: Path, model: nn.Module) -> Path:
     """The final weights alone (fastai's save_model without the optimizer); `load_trained_model` rebuilds them."""
-    return atomic_write(Path(run_dir) / WEIGHTS, through_handle(lambda f: save_model(f, model, None, with_opt=False)))
+    return save_or_say_full(Path(run_dir) / WEIGHTS, lambda f: save_model(f, model, None, with_opt=False),
+                            model.state_dict().values(), "the model's weights")
 
 
 def drop_checkpoints(run_dir: Path) -> None:

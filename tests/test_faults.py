@@ -458,3 +458,30 @@ def test_sigterm_between_two_sweep_points_prints_the_resume_command(tmp_path):
     assert line.endswith(f"seed=0,1 {stopper} hydra.sweep.dir={sweep_dir.relative_to(tmp_path)}")
     [point] = sweep_dir.glob("*seed=0*")
     assert read(point)["status"] == "completed" and not list(sweep_dir.glob("*seed=1*"))
+
+
+# --- issue 35, 7: the final weights that do not fit are recorded as a full disk -------------------------------------------
+
+def test_weights_that_do_not_fit_after_a_checkpoint_that_did_are_recorded_as_no_space(make_cfg, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def full_disk_at_the_weights(obj, f, *args, **kwargs):
+        if "model.pt" not in getattr(f, "name", ""):
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"x" * 4096)  # what torch.save does on a full disk: part written, then its own error
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk_at_the_weights)
+    run_dir = tmp_path / "run"
+    with pytest.raises(runner.RunFailed, match=rf"^the disk holding {run_dir} is full \(no space left for the model's "
+                                               rf"weights of about 0 MiB: {run_dir / 'model.pt'}\); "):
+        experiments.run(make_cfg(*SMALL, "train.save_model=true"), run_dir)
+    rec = read(run_dir)
+    assert (rec["status"], rec["stage"], rec["epochs_run"]) == ("failed", "write", 1)
+    assert rec["error"].startswith("OSError: [Errno 28] no space left for the model's weights of about ")
+    assert "enforce fail" not in rec["error"]
+    assert [p.name for p in (run_dir / CHECKPOINT_DIR).iterdir()] == ["epoch_1.pt"]  # the re-run resumes from it
+    assert not list(run_dir.glob("*model.pt*"))
