@@ -26,7 +26,7 @@ from omegaconf import DictConfig, open_dict
 Plugins.instance()
 from experiments.hydra_private import get_args_parser  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402  (torch-free, stems/manifest.json: a fast --help)
-from stems.base import StemlabError  # noqa: E402
+from stems.base import StemlabError, first_line  # noqa: E402
 
 log = logging.getLogger("stemlab")
 try:
@@ -69,6 +69,20 @@ def sweep_main() -> None:
     except Interrupted as e:
         e.note = "between two points (every finished point's record is kept)"
         stop(e)
+
+
+def help_main() -> None:
+    """--help composes the config from stems/manifest.json unchecked (the registry's check imports torch: --help would
+    be slow): a choice missing there is one sentence, naming the stale manifest when that is why."""
+    from hydra.errors import MissingConfigException
+
+    try:
+        main()
+    except MissingConfigException as e:
+        from stems import manifest
+
+        print(f"error: {manifest.stale() or first_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def resume_command(argv: list[str], hc) -> str:
@@ -137,5 +151,7 @@ if __name__ == "__main__":
             sys.exit(2)
     if args.multirun:
         sweep_main()
+    elif args.help or args.hydra_help:
+        help_main()
     else:
         main()

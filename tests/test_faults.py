@@ -485,3 +485,36 @@ def test_weights_that_do_not_fit_after_a_checkpoint_that_did_are_recorded_as_no_
     assert "enforce fail" not in rec["error"]
     assert [p.name for p in (run_dir / CHECKPOINT_DIR).iterdir()] == ["epoch_1.pt"]  # the re-run resumes from it
     assert not list(run_dir.glob("*model.pt*"))
+
+
+# --- issue 35, 7: a damaged or stale stems/manifest.json, --help included -----------------------------------------------
+
+def train_py_with_manifest(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` reading the manifest `text` in place of stems/manifest.json."""
+    (tmp_path / "manifest.json").write_text(text)
+    script = ("import runpy, sys; from pathlib import Path; from stems import manifest\n"
+              "manifest.PATH = Path(sys.argv[1]); sys.argv = [sys.argv[2], *sys.argv[3:]]\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", script, str(tmp_path / "manifest.json"), str(ROOT / "train.py"), *args],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args", [["--help"], [*TINY, "hydra.run.dir=run"]])
+def test_a_manifest_that_is_a_json_list_is_one_sentence(tmp_path, args):
+    proc = train_py_with_manifest(tmp_path, "[1, 2]", *args)
+    assert (proc.returncode, proc.stderr) == (2, f"error: {tmp_path / 'manifest.json'} is not a stem manifest (a JSON "
+                                                 "list, not an object of stems); regenerate it with `python -m stems "
+                                                 "manifest --write`.\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stale_manifest_under_help_is_one_sentence(tmp_path):
+    from stems import manifest
+
+    entries = manifest.load()
+    del entries["xresnet_3conv"]  # the default stem
+    proc = train_py_with_manifest(tmp_path, manifest.render(entries), "--help")
+    assert (proc.returncode, proc.stderr) == (2, "error: stem 'xresnet_3conv' is missing in manifest.json, the "
+                                                 "registry's torch-free manifest; regenerate it with `python -m stems "
+                                                 "manifest --write`.\n")
