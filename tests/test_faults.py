@@ -43,23 +43,29 @@ def fd_targets() -> list[str]:
 
 # --- 2. a full disk while a checkpoint is written --------------------------------------------------------------------
 
-def test_a_full_disk_at_a_checkpoint_frees_its_file_and_leaves_a_record(make_cfg, tmp_path, monkeypatch):
-    real_save, at_record = torch.save, []
+def torch_save_on_a_disk_full_at(name_part: str):
+    """torch.save that fills the disk when writing a file whose name holds `name_part`."""
+    real_save = torch.save
 
-    def full_disk_at_epoch_2(obj, f, *args, **kwargs):
-        if "epoch_2" not in getattr(f, "name", ""):
+    def save(obj, f, *args, **kwargs):
+        if name_part not in getattr(f, "name", ""):
             return real_save(obj, f, *args, **kwargs)
         f.write(b"x" * 4096)  # what torch.save does on a full disk: part written, then its own error
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
         except OSError:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    return save
+
+
+def test_a_full_disk_at_a_checkpoint_frees_its_file_and_leaves_a_record(make_cfg, tmp_path, monkeypatch):
+    at_record = []
 
     def spy(out_dir, result, *args, **kwargs):  # what is open when the failed record is written
         at_record.append([t for t in fd_targets() if "epoch_" in t])
         return record.write_record(out_dir, result, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", full_disk_at_epoch_2)
+    monkeypatch.setattr(torch, "save", torch_save_on_a_disk_full_at("epoch_2"))
     monkeypatch.setattr(runner, "write_record", spy)
     run_dir = tmp_path / "run"
     with pytest.raises(runner.RunFailed) as failed:
@@ -463,18 +469,7 @@ def test_sigterm_between_two_sweep_points_prints_the_resume_command(tmp_path):
 # --- issue 35, 7: the final weights that do not fit are recorded as a full disk -------------------------------------------
 
 def test_weights_that_do_not_fit_after_a_checkpoint_that_did_are_recorded_as_no_space(make_cfg, tmp_path, monkeypatch):
-    real_save = torch.save
-
-    def full_disk_at_the_weights(obj, f, *args, **kwargs):
-        if "model.pt" not in getattr(f, "name", ""):
-            return real_save(obj, f, *args, **kwargs)
-        f.write(b"x" * 4096)  # what torch.save does on a full disk: part written, then its own error
-        try:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
-
-    monkeypatch.setattr(torch, "save", full_disk_at_the_weights)
+    monkeypatch.setattr(torch, "save", torch_save_on_a_disk_full_at("model.pt"))
     run_dir = tmp_path / "run"
     with pytest.raises(runner.RunFailed, match=rf"^the disk holding {run_dir} is full \(no space left for the model's "
                                                rf"weights of about 0 MiB: {run_dir / 'model.pt'}\); "):
