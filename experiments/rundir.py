@@ -64,11 +64,11 @@ def lock_folder(folder: Path, key: str) -> int:
 
 
 def remove_if_unused(folder: Path) -> None:
-    """Remove a folder this process created for its lock when nothing else was written into it."""
+    """Remove a folder this process created when it holds nothing but its lock and what Hydra writes before a run
+    starts (.hydra/, the job's log): a command refused in its setup (bad data settings) leaves no folder behind."""
     try:
-        if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
-            (folder / LOCK_FILE).unlink()
-            folder.rmdir()
+        if all(p.name in (LOCK_FILE, ".hydra") or p.suffix == ".log" for p in folder.iterdir()):
+            shutil.rmtree(folder)
     except OSError:  # gone already, or not ours to remove: leave it
         pass
 

@@ -513,3 +513,12 @@ def test_a_stale_manifest_under_help_is_one_sentence(tmp_path):
     assert (proc.returncode, proc.stderr) == (2, "error: stem 'xresnet_3conv' is missing in manifest.json, the "
                                                  "registry's torch-free manifest; regenerate it with `python -m stems "
                                                  "manifest --write`.\n")
+
+
+def test_a_run_refused_in_its_setup_leaves_no_run_folder(tmp_path):
+    proc = run_cli("logger=none", "data=imagenette", f"data.root={tmp_path / 'nonexistent'}",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = [line for line in (proc.stdout + proc.stderr).splitlines() if "error:" in line]
+    assert f"and data.root={tmp_path / 'nonexistent'} does not exist (it is not created for a download); " in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
