@@ -24,11 +24,12 @@ from omegaconf import DictConfig, open_dict
 # Hydra's plugin scan executes its core plugin modules again, defining their classes anew: done first, so that the
 # config source experiments.hydra_private.share_config_store patches is the one Hydra uses (--help: 0.4 s of CPU, not 1.4)
 Plugins.instance()
-from experiments.hydra_private import get_args_parser  # noqa: E402
+from experiments.hydra_private import get_args_parser, save_config_past_a_full_disk  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402  (torch-free, stems/manifest.json: a fast --help)
 from stems.base import StemlabError, first_line  # noqa: E402
 
 log = logging.getLogger("stemlab")
+save_config_past_a_full_disk()  # a sweep point's .hydra/ on a full disk: its record and one sentence, not a traceback
 try:
     register_configs()
 except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming the command that rewrites it
@@ -117,6 +118,19 @@ def run_job(cfg: DictConfig) -> float:
             log.info("already completed: %s (delete its result.json to re-run)", out_dir / "result.json")
             return record.metric(previous)
     started = time.perf_counter()
+    if multirun:
+        from experiments.rundir import FolderRefused, check_room
+
+        try:
+            check_room(out_dir, "hydra.sweep.dir")
+        except FolderRefused as e:  # the disk filled up during the sweep: every next point would fail alike
+            try:
+                saved = f"record: {sweep.write_failed(out_dir, to_dict(cfg), e, started)}"
+            except OSError:
+                saved = "no record could be written"
+            log.error("error: %s; the sweep stops at this point (%s); resume it with: %s",
+                      str(e).rstrip("."), saved, resume_command(sys.argv, hc))
+            sys.exit(2)
     try:
         return experiments.run(cfg, out_dir)
     except experiments.RunFailed as e:

@@ -89,12 +89,14 @@ class RunFolderGuard(Callback):
         self.fd = self.guard(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN:  # a single run's folder is locked already
-            self.point_fd = self.guard(Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir")
+        if config.hydra.mode == RunMode.MULTIRUN:  # a single run's folder is locked already; a point's room is
+            # checked by the point (train.py), which then writes its failed record and stops the sweep
+            self.point_fd = self.guard(Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir", room=False)
 
-    def guard(self, folder: Path, key: str) -> int:
+    def guard(self, folder: Path, key: str, room: bool = True) -> int:
         try:
-            check_room(folder, key)
+            if room:
+                check_room(folder, key)
             created = not folder.exists()
             fd = lock_folder(folder, key)
         except FolderRefused as e:

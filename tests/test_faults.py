@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -522,3 +523,42 @@ def test_a_run_refused_in_its_setup_leaves_no_run_folder(tmp_path):
     [line] = [line for line in (proc.stdout + proc.stderr).splitlines() if "error:" in line]
     assert f"and data.root={tmp_path / 'nonexistent'} does not exist (it is not created for a download); " in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- issue 35, 4: the disk filling up during a sweep --------------------------------------------------------------------
+
+class FillTheDiskAfterFirstPoint(Callback):
+    """Once a point has ended, the disk is full: no room left, and Hydra's save of the next point's config fails."""
+
+    def on_job_end(self, **kwargs) -> None:
+        import builtins
+
+        from experiments import rundir
+
+        rundir.shutil.disk_usage = lambda path: shutil._ntuple_diskusage(40 << 20, 40 << 20, 4096)
+        real_open = builtins.open
+
+        def full_for_yaml(file, mode="r", *args, **kw):
+            if "w" in mode and str(file).endswith(".yaml"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_open(file, mode, *args, **kw)
+        builtins.open = full_for_yaml
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_a_sweep_stops_it_in_one_sentence_with_a_failed_record(tmp_path):
+    filler, sweep_dir = "+hydra.callbacks.fill._target_=tests.test_faults.FillTheDiskAfterFirstPoint", tmp_path / "sweep"
+    proc = run_cli("-m", *TINY, *SMALL, "seed=0,1,2", filler, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in output
+    [done], [full] = sweep_dir.glob("*seed=0*"), sweep_dir.glob("*seed=1*")
+    [line] = [line for line in output.splitlines() if "error:" in line]
+    assert line.endswith(f"error: the disk holding {full} is full (4 KiB free, a run needs 1 MiB to start); free space "
+                         f"there or set hydra.sweep.dir= to a folder on another disk; the sweep stops at this point "
+                         f"(record: {full / 'result.json'}); resume it with: python {ROOT / 'train.py'} -m "
+                         f"{' '.join(shlex.quote(a) for a in [*TINY, *SMALL])} seed=0,1,2 {filler} "
+                         f"hydra.sweep.dir={sweep_dir}")
+    assert f"{full / '.hydra' / 'config.yaml'} was not saved: No space left on device." in output
+    assert read(done)["status"] == "completed"
+    assert (read(full)["status"], read(full)["stage"]) == ("failed", "setup")
+    assert not list(sweep_dir.glob("*seed=2*"))
