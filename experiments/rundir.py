@@ -10,6 +10,7 @@ Kept free of torch and stemlab's heavy modules: Hydra imports it for every comma
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import shutil
@@ -24,6 +25,8 @@ from omegaconf import DictConfig
 from . import locks
 
 LOCK_FILE = ".stemlab.lock"
+RESERVE_FILE = ".stemlab.reserve"
+RESERVE = 64 << 10  # bytes kept for a record on a disk that fills up while the run goes on (a small record: a few kB)
 MIN_FREE = 1 << 20  # bytes: Hydra's config and log, the record and its tables take a few hundred kB
 
 
@@ -63,11 +66,35 @@ def lock_folder(folder: Path, key: str) -> int:
     return fd
 
 
+def keep_reserve(folder: Path) -> None:
+    """Reserve RESERVE bytes in `folder` (its blocks allocated, not a sparse file) for the record of a run whose disk
+    fills up meanwhile; nothing is kept where there is no room or no posix_fallocate."""
+    try:
+        with open(folder / RESERVE_FILE, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, RESERVE)
+    except (AttributeError, OSError):
+        (folder / RESERVE_FILE).unlink(missing_ok=True)
+
+
+def free_reserve(folder: Path) -> bool:
+    """Give back the room kept in `folder` or, when it keeps none (a point that started on a full disk), in the
+    nearest folder above it that does (the sweep's); whether some was freed."""
+    for place in (folder, *folder.parents):
+        try:
+            (place / RESERVE_FILE).unlink()
+            return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return False
+
+
 def remove_if_unused(folder: Path) -> None:
     """Remove a folder this process created when it holds nothing but its lock and what Hydra writes before a run
     starts (.hydra/, the job's log): a command refused in its setup (bad data settings) leaves no folder behind."""
     try:
-        if all(p.name in (LOCK_FILE, ".hydra") or p.suffix == ".log" for p in folder.iterdir()):
+        if all(p.name in (LOCK_FILE, RESERVE_FILE, ".hydra") or p.suffix == ".log" for p in folder.iterdir()):
             shutil.rmtree(folder)
     except OSError:  # gone already, or not ours to remove: leave it
         pass
@@ -75,23 +102,27 @@ def remove_if_unused(folder: Path) -> None:
 
 class RunFolderGuard(Callback):
     """Locks the run folder (single run) or the sweep folder and, while each point runs, the point's folder
-    (multirun) for this process; refuses a full disk. A single run into a running point's folder is thus refused."""
+    (multirun) for this process, each with room kept for its record; refuses a full disk. A single run into a running
+    point's folder is thus refused."""
 
     def __init__(self) -> None:
-        self.fd: int | None = None
-        self.point_fd: int | None = None
+        self.held: dict[str, tuple[int, Path]] = {}  # "folder" (the run's or the sweep's), "point": lock and folder
         atexit.register(self.release)  # an exit before on_run_end (an error, a stop signal) still clears the lock
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.fd = self.guard(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+        self.take("folder", Path(str(config.hydra.run.dir)), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.fd = self.guard(Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
+        self.take("folder", Path(str(config.hydra.sweep.dir)), "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:  # a single run's folder is locked already; a point's room is
             # checked by the point (train.py), which then writes its failed record and stops the sweep
-            self.point_fd = self.guard(Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir", room=False)
+            self.take("point", Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir", room=False)
+
+    def take(self, which: str, folder: Path, key: str, room: bool = True) -> None:
+        self.held[which] = (self.guard(folder, key, room), folder)
+        keep_reserve(folder)
 
     def guard(self, folder: Path, key: str, room: bool = True) -> int:
         try:
@@ -106,15 +137,18 @@ class RunFolderGuard(Callback):
             atexit.register(remove_if_unused, folder)
         return fd
 
+    def let_go(self, which: str) -> None:
+        if which in self.held:
+            fd, folder = self.held.pop(which)
+            with contextlib.suppress(OSError):
+                (folder / RESERVE_FILE).unlink(missing_ok=True)
+            locks.release(fd)
+
     def release(self, **kwargs: Any) -> None:
-        for name in ("point_fd", "fd"):
-            if getattr(self, name) is not None:
-                locks.release(getattr(self, name))
-                setattr(self, name, None)
+        self.let_go("point")
+        self.let_go("folder")
 
     def on_job_end(self, **kwargs: Any) -> None:
-        if self.point_fd is not None:
-            locks.release(self.point_fd)
-            self.point_fd = None
+        self.let_go("point")
 
     on_run_end = on_multirun_end = release

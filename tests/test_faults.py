@@ -562,3 +562,28 @@ def test_a_disk_that_fills_during_a_sweep_stops_it_in_one_sentence_with_a_failed
     assert read(done)["status"] == "completed"
     assert (read(full)["status"], read(full)["stage"]) == ("failed", "setup")
     assert not list(sweep_dir.glob("*seed=2*"))
+
+
+@pytest.mark.parametrize("kept_in", ["point", "sweep"])  # a point that started on a full disk uses the sweep's room
+def test_a_record_on_a_disk_filled_by_another_process_fits_in_the_room_kept_for_it(tmp_path, monkeypatch, kept_in):
+    from experiments.rundir import RESERVE, RESERVE_FILE, keep_reserve
+
+    point = tmp_path / "sweep" / "seed=0"
+    point.mkdir(parents=True)
+    keep_reserve(point if kept_in == "point" else point.parent)
+    reserve = (point if kept_in == "point" else point.parent) / RESERVE_FILE
+    assert reserve.stat().st_blocks * 512 >= RESERVE  # allocated, not a sparse promise
+    real = record.atomic_write
+
+    def full_until_the_reserve_is_freed(path, content):
+        if reserve.exists():
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, content)
+
+    monkeypatch.setattr(record, "atomic_write", full_until_the_reserve_is_freed)
+    config = {"stem": {"name": "resnet_7x7"}, "trunk": {"name": "xresnet18"}, "data": {"name": "mnist5k"}, "seed": 0}
+    record.write_record(point, {"name": "r", "config": config, "status": "failed", "stage": "write",
+                                "error": "OSError: [Errno 28] No space left on device", "traceback": "x" * 10_000})
+    rec = read(point)
+    assert (rec["status"], rec["stage"]) == ("failed", "write") and "traceback" not in rec
+    assert not reserve.exists()
