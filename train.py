@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,11 +24,12 @@ from omegaconf import DictConfig, open_dict
 # Hydra's plugin scan executes its core plugin modules again, defining their classes anew: done first, so that the
 # config source experiments.hydra_private.share_config_store patches is the one Hydra uses (--help: 0.4 s of CPU, not 1.4)
 Plugins.instance()
-from experiments.hydra_private import get_args_parser  # noqa: E402
+from experiments.hydra_private import get_args_parser, save_config_past_a_full_disk  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402  (torch-free, stems/manifest.json: a fast --help)
-from stems.base import StemlabError  # noqa: E402
+from stems.base import StemlabError, first_line  # noqa: E402
 
 log = logging.getLogger("stemlab")
+save_config_past_a_full_disk()  # a sweep point's .hydra/ on a full disk: its record and one sentence, not a traceback
 try:
     register_configs()
 except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming the command that rewrites it
@@ -39,17 +41,57 @@ except StemlabError as e:  # stems/manifest.json unreadable: one sentence naming
 def main(cfg: DictConfig) -> float:
     from experiments.checkpoint import Interrupted, interruptible  # heavy: after Hydra has parsed the command line
 
+    last_point[:] = [HydraConfig.get()]
     try:
         with interruptible():  # SIGINT/SIGTERM/SIGUSR1: checkpoint kept, `interrupted` record, exit 128 + signal
             return run_job(cfg)
     except Interrupted as e:
-        log.warning("interrupted by %s %s; resume with: %s", e.signal_name, e.note, resume_command(sys.argv, HydraConfig.get()))
-        sys.exit(e.exit_code)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+        stop(e)  # a sweep stops too: its interrupted point resumes when the sweep is re-run
+
+
+last_point: list = []  # the Hydra config of the sweep's last point: between two points Hydra holds none
+
+
+def stop(e) -> NoReturn:
+    """The "interrupted" line with the command that resumes, then exit 128 + signal."""
+    hc = HydraConfig.get() if HydraConfig.initialized() else next(iter(last_point), None)  # None: no point started
+    log.warning("interrupted by %s %s; resume with: %s", e.signal_name, e.note, resume_command(sys.argv, hc))
+    sys.exit(e.exit_code)
+
+
+def sweep_main() -> None:
+    """main() for every point of a sweep; a stop signal outside a point's run (between two points) also ends in the
+    "interrupted" line naming the sweep's folder to re-run."""
+    from experiments.checkpoint import Interrupted, interruptible
+
+    try:
+        with interruptible():
+            main()
+    except Interrupted as e:
+        e.note = "between two points (every finished point's record is kept)"
+        stop(e)
+
+
+def help_main() -> None:
+    """--help composes the config from stems/manifest.json unchecked (the registry's check imports torch: --help would
+    be slow): a choice missing there is one sentence, naming the stale manifest when that is why."""
+    from hydra.errors import MissingConfigException
+
+    try:
+        main()
+    except MissingConfigException as e:
+        from stems import manifest
+
+        print(f"error: {manifest.stale() or first_line(e)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def resume_command(argv: list[str], hc) -> str:
     """The command that resumes this run: the same command line, with the folder it wrote to fixed (a single
-    run's default folder is a new timestamp, a sweep's too), so that it finds this run's checkpoint."""
+    run's default folder is a new timestamp, a sweep's too), so that it finds this run's checkpoint; the command as
+    given when no point had started (`hc` None)."""
+    if hc is None:
+        return shlex.join(["python", *argv])
     key, folder = ("hydra.sweep.dir", hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ("hydra.run.dir", hc.run.dir)
     given = [a for a in argv[1:] if not a.startswith(f"{key}=")]
     return shlex.join(["python", argv[0], *given, f"{key}={folder}"])
@@ -76,6 +118,19 @@ def run_job(cfg: DictConfig) -> float:
             log.info("already completed: %s (delete its result.json to re-run)", out_dir / "result.json")
             return record.metric(previous)
     started = time.perf_counter()
+    if multirun:
+        from experiments.rundir import FolderRefused, check_room
+
+        try:
+            check_room(out_dir, "hydra.sweep.dir")
+        except FolderRefused as e:  # the disk filled up during the sweep: every next point would fail alike
+            try:
+                saved = f"record: {sweep.write_failed(out_dir, to_dict(cfg), e, started)}"
+            except OSError:
+                saved = "no record could be written"
+            log.error("error: %s; the sweep stops at this point (%s); resume it with: %s",
+                      str(e).rstrip("."), saved, resume_command(sys.argv, hc))
+            sys.exit(2)
     try:
         # a sweep's folder, absolute: its points share the study's format file (a relative one names the cwd's)
         return experiments.run(cfg, out_dir, Path(hc.runtime.cwd, hc.sweep.dir) if multirun else None)
@@ -109,4 +164,9 @@ if __name__ == "__main__":
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    main()
+    if args.multirun:
+        sweep_main()
+    elif args.help or args.hydra_help:
+        help_main()
+    else:
+        main()

@@ -95,6 +95,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_path(out: Path) -> Path:
+    """Where the program goes, checked before the export: a file in an existing folder."""
+    if out.is_dir() or not out.name:
+        raise EvaluateError(f"--out {out} is a folder; give the program's file name, e.g. --out {out / 'model.pt2'}.")
+    if not out.parent.is_dir():
+        what = "is a file" if out.parent.exists() else "does not exist"
+        raise EvaluateError(f"--out {out}: {out.parent} {what}; give a file in an existing folder.")
+    return out
+
+
 def run_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -102,15 +112,19 @@ def run_export(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     record = read_run(run_dir)
+    out = export_path(Path(args.out) if args.out else run_dir / "model.pt2")
     spec = record["model"]
     model = load_trained_model(run_dir)
     x = torch.randn(2, spec["in_channels"], spec["image_size"], spec["image_size"])
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    out = Path(args.out) if args.out else run_dir / "model.pt2"
     archive = io.BytesIO()  # torch.export.save wants a name ending in .pt2 or a buffer: the temp file has neither
     torch.export.save(program, archive)
-    atomic_write(out, archive.getvalue())
+    try:
+        atomic_write(out, archive.getvalue())
+    except OSError as e:
+        raise EvaluateError(f"cannot write {out} ({e.strerror or type(e).__name__}); give --out a file in a folder "
+                            "you can write to, with room for the program.") from None
     loaded = torch.export.load(str(out)).module()
     with torch.no_grad():
         expected, got = model(x), loaded(x)

@@ -16,12 +16,13 @@ import errno
 import hashlib
 import json
 import logging
+import pickle
 import random
 import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from fastai.learner import Recorder, save_model
 from fastai.torch_core import get_model
 from torch import nn
 
-from stems.base import StemlabError, atomic_write
+from stems.base import StemlabError, atomic_write, error_line
 
 from .model import build_model
 from .record import RESULT_FILE, Unreadable, disk_full, read_record
@@ -130,7 +131,10 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
     wanted = training_config(config)
     digest = training_hash(wanted)
     kept = aside_dir(run_dir, digest)
-    if kept.is_dir() and not checkpoint_paths(run_dir):
+    if kept.is_dir() and (current_hash := newest_hash(run_dir)) != digest:
+        if current_hash is not None:  # another config's run came last: its checkpoints go aside in turn
+            keep_aside(run_dir, current_hash)
+        shutil.rmtree(current, ignore_errors=True)  # what is left there is unreadable
         kept.rename(current)
         log.info("the checkpoints of this config kept in %s are back in %s.", kept, current)
     for path in checkpoint_paths(run_dir):
@@ -148,6 +152,16 @@ def find_resumable(run_dir: Path, config: Mapping[str, Any], name: str) -> dict[
         log.info("resuming %s after epoch %d of %d (%s)", name, state["epoch"], state["n_epochs"], path)
         return state
     shutil.rmtree(current, ignore_errors=True)  # none readable: nothing to keep
+    return None
+
+
+def newest_hash(run_dir: Path) -> str | None:
+    """The config hash of the newest readable checkpoint in checkpoints/, None when there is none."""
+    for path in checkpoint_paths(run_dir):
+        try:
+            return str(torch.load(path, map_location="cpu", weights_only=True).get("config_hash") or "unknown")
+        except Exception:  # a truncated or foreign file: the one before it says
+            continue
     return None
 
 
@@ -238,13 +252,7 @@ class Checkpoint(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch_{finished}.pt"
         with signals_deferred():  # a stop signal now would lose this epoch: take it once the file is complete
-            try:
-                atomic_write(path, through_handle(lambda f: torch.save(plain_state(state), f)))
-            except Exception as e:
-                if not disk_full(e):
-                    raise
-                mb = sum(t.nbytes for t in tree_tensors(state)) / 2**20
-                raise OSError(errno.ENOSPC, f"no space left for a checkpoint of about {mb:,.0f} MiB", str(path)) from e
+            save_or_say_full(path, lambda f: torch.save(plain_state(state), f), tree_tensors(state), "a checkpoint")
             if not self.keep:
                 for old in checkpoint_paths(self.run_dir)[1:]:
                     old.unlink(missing_ok=True)
@@ -273,9 +281,22 @@ def through_handle(write: Callable[[BinaryIO], None]) -> Callable[[Path], None]:
     return to_path
 
 
+def save_or_say_full(path: Path, write: Callable[[BinaryIO], None], tensors: Iterable[torch.Tensor], what: str) -> Path:
+    """atomic_write through a handle; a full disk (which torch.save reports as its own "enforce fail" error) as the
+    ENOSPC OSError naming `what` did not fit and its size."""
+    try:
+        return atomic_write(path, through_handle(write))
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        mb = sum(t.nbytes for t in tensors) / 2**20
+        raise OSError(errno.ENOSPC, f"no space left for {what} of about {mb:,.0f} MiB", str(path)) from e
+
+
 def save_weights(run_dir: Path, model: nn.Module) -> Path:
     """The final weights alone (fastai's save_model without the optimizer); `load_trained_model` rebuilds them."""
-    return atomic_write(Path(run_dir) / WEIGHTS, through_handle(lambda f: save_model(f, model, None, with_opt=False)))
+    return save_or_say_full(Path(run_dir) / WEIGHTS, lambda f: save_model(f, model, None, with_opt=False),
+                            model.state_dict().values(), "the model's weights")
 
 
 def drop_checkpoints(run_dir: Path) -> None:
@@ -295,5 +316,10 @@ def load_trained_model(run_dir: Path | str) -> nn.Module:
                              "model.pt); load a completed run saved with train.save_model=true.")
     model = build_model(spec["stem"], record["config"]["trunk"], spec["in_channels"], spec["num_classes"],
                         image_size=spec["image_size"])
-    model.load_state_dict(torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    try:
+        weights = torch.load(run_dir / WEIGHTS, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:  # code to run when unpickled, a truncated file
+        raise NoTrainedModel(f"{run_dir / WEIGHTS} is not a plain weights file, so it was not loaded and nothing in it "
+                             f"ran ({error_line(e)}); re-run the command that wrote {run_dir}.") from None
+    model.load_state_dict(weights)
     return model.eval()

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from profiler.calibrate import cache_path, cached, cpu_flags, cpu_model
+from profiler.calibrate import cache_path, cached, cpu_flags, cpu_model, damaged_fields
 from profiler.runtime import AUTOCAST_DTYPES, make_input, prepare
 from profiler.timing import interleaved, time_step
 
@@ -100,7 +100,8 @@ def resolve_cpu_format(precision: str, channels_last: Any, workload: Workload,
     if len(formats) == 1:
         return formats[0], {"how": "setting" if precision != "auto" else "capability", **caps}
     model, shape = workload()
-    entry = cached("cpu_formats.json", _key(model, shape, formats), lambda: _probed(model, shape, formats))
+    entry = cached("cpu_formats.json", _key(model, shape, formats), lambda: _probed(model, shape, formats),
+                   lambda entry: damaged_fields(entry, [f.label for f in formats]))
     step_ms = {f: entry[f.label] for f in formats}
     chosen = choose(step_ms)
     return chosen, {"how": "probe", **caps, "probe_ms": {f.label: round(ms, 3) for f, ms in step_ms.items()},

@@ -10,19 +10,24 @@ Hydra upgrade that changes one fails there, not in a run.
 - `apply_overrides` and `get_overrides_dirname`: a sweep point composed, and its folder named, as Hydra's config
   loader does;
 - `share_config_store`: Hydra 1.3's StructuredConfigSource, whose copies share the ConfigStore (train.py --help in
-  well under a second). docs/DESIGN.md, Contracts."""
+  well under a second);
+- `save_config_past_a_full_disk`: `hydra.core.utils._save_config`, which writes a sweep point's `.hydra/*.yaml` before
+  the point runs, outside anything a launcher or the task can catch. docs/DESIGN.md, Contracts."""
 from __future__ import annotations
 
 import copy
+import errno
 import importlib
+import logging
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.core_plugins import basic_sweeper as basic_sweeper_module
 from hydra._internal.utils import get_args_parser
+from hydra.core import utils as hydra_utils
 
-__all__ = ["apply_overrides", "basic_sweeper", "get_args_parser", "get_overrides_dirname", "share_config_store",
-           "structured_config_source"]
+__all__ = ["apply_overrides", "basic_sweeper", "get_args_parser", "get_overrides_dirname", "save_config_past_a_full_disk",
+           "share_config_store", "structured_config_source"]
 
 
 def basic_sweeper() -> type:
@@ -52,3 +57,24 @@ def share_config_store() -> None:
     source = structured_config_source()
     if "store" in getattr(source, "__annotations__", {}):  # 1.3: the source holds the store
         source.__deepcopy__ = lambda self, memo: copy.copy(self)  # provider, path and the one ConfigStore
+
+
+def save_config_past_a_full_disk() -> None:
+    """On a full disk, Hydra's `_save_config` raises OSError 28 inside its run_job, before the point's task runs and
+    outside any handler: the whole sweep ends in a traceback. Wrapped here, a full disk there is one warning, and the
+    point runs on to meet the full disk itself: train.py then writes its small `failed` record and stops the sweep
+    in one sentence with the resume command."""
+    save = hydra_utils._save_config
+    if getattr(save, "past_a_full_disk", False):
+        return
+
+    def save_or_warn(cfg: Any, filename: str, output_dir: Any) -> None:
+        try:
+            save(cfg, filename, output_dir)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            logging.getLogger("stemlab").warning("%s was not saved: %s.", output_dir / filename, e.strerror)
+
+    save_or_warn.past_a_full_disk = True
+    hydra_utils._save_config = save_or_warn

@@ -28,6 +28,7 @@ import torch
 from stems.base import atomic_write
 
 from .cpu_format import capabilities
+from .rundir import free_reserve
 
 RECORD_FORMAT = 1  # bump when result.json changes shape; readers accept older ones and name newer ones unreadable
 RESULT_FILE, LAYERS_FILE, HISTORY_FILE = "result.json", "layers.csv", "history.csv"
@@ -78,8 +79,8 @@ def write_record(out_dir: Path, result: Mapping[str, Any], layers: pd.DataFrame 
                  history: pd.DataFrame | None = None) -> Path:
     """layers.csv, history.csv, then result.json, each atomically; returns result.json's path.
 
-    On a full disk, a small result.json (ESSENTIAL fields, no tables, no traceback) that says so, if even that fits;
-    else the OSError."""
+    On a full disk, a small result.json (ESSENTIAL fields, no tables, no traceback) that says so, in the room kept for
+    it (experiments.rundir.free_reserve) or whatever is left; the OSError when even that does not fit."""
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         for name, table in ((LAYERS_FILE, layers), (HISTORY_FILE, history)):
@@ -91,6 +92,7 @@ def write_record(out_dir: Path, result: Mapping[str, Any], layers: pd.DataFrame 
             raise
         small = {k: result[k] for k in ESSENTIAL if k in result}
         small["incomplete"] = f"the disk was full ({e.strerror}): the tables and the other fields were not written"
+        free_reserve(out_dir)  # the room the run folder's guard kept for this moment
         return atomic_write(out_dir / RESULT_FILE, to_json({"format": RECORD_FORMAT, **small}))
 
 

@@ -12,7 +12,10 @@ measure again on a quiet one with ``peaks(device, dtype, refresh=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
 import platform
 import time
@@ -23,11 +26,18 @@ from typing import Any, Callable
 import platformdirs
 import torch
 
-from stems.base import atomic_write
+from stems.base import StemlabError, atomic_write, error_line
 
 from .runtime import sync
 
-__all__ = ["MEASURING", "Peaks", "peaks", "cache_path", "cached", "cpu_flags", "cpu_model", "device_name"]
+log = logging.getLogger("stemlab")
+
+__all__ = ["MEASURING", "Peaks", "peaks", "cache_path", "cached", "cpu_flags", "cpu_model", "damaged_fields", "device_name",
+           "MeasurementFailed", "positive_finite"]
+
+
+class MeasurementFailed(StemlabError):
+    """A peak or a probe measured a value no caller can use (not a positive finite number)."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +55,59 @@ def cache_path(name: str = "calibration.json") -> Path:
     return Path(root) / name
 
 
-def cached(name: str, key: str, compute: Callable[[], dict[str, Any]], refresh: bool = False) -> dict[str, Any]:
+def positive_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def cached(name: str, key: str, compute: Callable[[], dict[str, Any]], damaged: Callable[[Any], str | None],
+           refresh: bool = False) -> dict[str, Any]:
     """The entry `key` of the JSON cache file `name` (see cache_path), measured by `compute` and stored when it is
-    missing, unreadable or `refresh` is asked for."""
+    missing, damaged or `refresh` is asked for. `damaged(entry)` says what is wrong with an entry (None: usable): a
+    damaged entry, or a file that is not a JSON object (set aside as `<name>.damaged`), is named in one warning and
+    measured again; a measurement that is itself damaged raises MeasurementFailed."""
     path = cache_path(name)
-    cache: dict[str, dict] = {}
+    cache: dict[str, Any] = {}
     if path.exists():
         try:
             cache = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if not isinstance(cache, dict):
+                raise ValueError(f"a JSON {type(cache).__name__}, not an object")
+        except (OSError, ValueError) as e:
+            aside = path.with_name(path.name + ".damaged")
+            with contextlib.suppress(OSError):
+                path.replace(aside)
+            log.warning("%s is damaged (%s); it is set aside as %s and measured again.", path, error_line(e), aside)
             cache = {}
-    if isinstance(cache, dict) and isinstance(cache.get(key), dict) and not refresh:
-        return cache[key]
-    cache = cache if isinstance(cache, dict) else {}
-    cache[key] = compute()
+    if key in cache and not refresh:
+        why = damaged(cache[key])
+        if why is None:
+            return cache[key]
+        log.warning("%s: the entry %r is damaged (%s); it is measured again.", path, key, why)
+    entry = compute()
+    why = damaged(entry)
+    if why is not None:
+        raise MeasurementFailed(f"the measurement of {key} is not usable ({why}); run the command again.")
+    cache[key] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(cache, indent=1))  # concurrent runs never read half a file
     except OSError:
         pass  # a read-only home still gets the figures, just not cached
-    return cache[key]
+    return entry
+
+
+def damaged_fields(entry: Any, numbers: list[str], texts: tuple[str, ...] = ()) -> str | None:
+    """Why a cache entry is unusable: not an object, a missing key, a text that is not one, or a number that is not
+    positive and finite (a peak of 0 would divide by zero, a negative one give a negative utilisation)."""
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    for field in [*numbers, *texts]:
+        if field not in entry:
+            return f"{field} is missing"
+        ok = isinstance(entry[field], str) if field in texts else positive_finite(entry[field])
+        if not ok:
+            return f"{field} is {json.dumps(entry[field])}, not {'a text' if field in texts else 'a positive finite number'}"
+    return None
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -154,4 +197,6 @@ def peaks(dev: torch.device | str, dtype: torch.dtype | None = None, refresh: bo
             f"{cache_path()})")
         return asdict(Peaks(name, str(dtype), measure_flops(dev, dtype), measure_bandwidth(dev)))
 
-    return Peaks(**cached("calibration.json", key, measure, refresh))
+    entry = cached("calibration.json", key, measure,
+                   lambda entry: damaged_fields(entry, ["flops_per_s", "bytes_per_s"], ("device", "dtype")), refresh)
+    return Peaks(**{field: entry[field] for field in Peaks.__dataclass_fields__})

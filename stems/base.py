@@ -28,6 +28,18 @@ def error_line(error: BaseException, fallback: str = "") -> str:
     return f"{type(error).__name__}: {first_line(error, fallback)}"
 
 
+def output_folder(path: Path, flag: str = "--out") -> Path:
+    """`path` as a folder to write into, created with its parents when missing; one sentence when it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise StemlabError(f"{flag} {path} is a file; give a folder (it is created when missing).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StemlabError(f"{flag} {path}: the folder cannot be created ({e.strerror or type(e).__name__}: "
+                           f"{e.filename}); give a folder you can write to.") from None
+    return path
+
+
 def replace_between(text: str, start: str, end: str, new: str, path: str, what: str) -> str:
     """`text` with the part between the marker lines `start` and `end` replaced by `new` (a generated block of a
     file such as the README: `what` it holds names it in the one-sentence error when the markers are not there)."""

@@ -23,9 +23,26 @@ SCALARS = {int: "int", float: "float", str: "str", bool: "bool"}
 def load() -> dict[str, dict[str, Any]]:
     """{stem: {"out_channels": int, "params": {key: {"default": value, "type": type text}}}} as committed."""
     try:
-        return json.loads(PATH.read_text(encoding="utf-8"))
+        committed = json.loads(PATH.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise StemlabError(f"{PATH} cannot be read ({type(e).__name__}); regenerate it with `{REGENERATE}`.") from None
+    why = wrong_shape(committed)
+    if why:
+        raise StemlabError(f"{PATH} is not a stem manifest ({why}); regenerate it with `{REGENERATE}`.")
+    return committed
+
+
+def wrong_shape(committed: Any) -> str | None:
+    """What makes `committed` other than {stem: {"out_channels": int, "params": {key: {"default", "type"}}}}."""
+    if not isinstance(committed, dict):
+        return f"a JSON {type(committed).__name__}, not an object of stems"
+    for name, entry in committed.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("out_channels"), int) \
+                or not isinstance(entry.get("params"), dict):
+            return f"stem {name!r} lacks its out_channels or params"
+        if not all(isinstance(p, dict) and "default" in p and isinstance(p.get("type"), str) for p in entry["params"].values()):
+            return f"a parameter of stem {name!r} lacks its default or type"
+    return None
 
 
 def generate() -> dict[str, dict[str, Any]]:

@@ -1,5 +1,7 @@
 """Everyday tools on a finished run: evaluate its saved model (eval mode) and export it (checked by running it)."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +71,42 @@ def test_export_writes_a_program_that_runs_like_the_model(run_dir, tmp_path, cap
     x = torch.randn(3, 3, 16, 16)  # another batch size than the check's: the batch dimension is free
     with torch.no_grad():
         assert torch.allclose(program(x), load_trained_model(run_dir)(x), rtol=1e-4, atol=1e-5)
+
+
+class RunsCode:
+    """What a hostile model.pt holds: unpickling it would call Path.touch (any callable could be there)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_a_model_pt_that_would_run_code_is_refused_in_one_sentence(run_dir, tmp_path, capsys, command):
+    hostile, marker = tmp_path / "run", tmp_path / "ran"
+    hostile.mkdir()
+    shutil.copy(run_dir / "result.json", hostile)
+    torch.save({"stem.0.weight": RunsCode(marker)}, hostile / "model.pt")
+    assert main([command, str(hostile)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {hostile / 'model.pt'} is not a plain weights file, so it was not loaded and nothing "
+                          "in it ran (UnpicklingError: ") and err.count("\n") == 1
+    assert err.endswith(f"); re-run the command that wrote {hostile}.\n")
+    assert not marker.exists() and not (hostile / "model.pt2").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out,message", [
+    ("/", "--out / is a folder; give the program's file name, e.g. --out /model.pt2."),
+    ("{tmp}", "--out {tmp} is a folder; give the program's file name, e.g. --out {tmp}/model.pt2."),
+    ("{tmp}/a_file/x.pt2", "--out {tmp}/a_file/x.pt2: {tmp}/a_file is a file; give a file in an existing folder."),
+    ("{tmp}/missing/x.pt2", "--out {tmp}/missing/x.pt2: {tmp}/missing does not exist; give a file in an existing folder."),
+])
+def test_an_export_out_that_cannot_be_the_program_file_is_one_sentence(run_dir, tmp_path, capsys, out, message):
+    (tmp_path / "a_file").write_text("mine")
+    assert main(["export", str(run_dir), "--out", out.format(tmp=tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {message.format(tmp=tmp_path)}\n"
+    assert (tmp_path / "a_file").read_text() == "mine"

@@ -67,3 +67,27 @@ def test_a_copy_of_hydras_structured_config_source_shares_the_config_store():
     assert (clone.provider, clone.path) == ("stemlab", "experiments") and type(clone) is type(source)
     store = getattr(clone, "store", ConfigStore.instance())  # Hydra 1.4 has no attribute: it looks the singleton up
     assert store is ConfigStore.instance()
+
+
+
+def test_hydra_saves_a_points_config_through_the_function_the_full_disk_wrapper_replaces(monkeypatch, caplog):
+    import errno
+    from pathlib import Path
+
+    import pytest
+    from hydra.core import utils as hydra_utils
+
+    from experiments.hydra_private import save_config_past_a_full_disk
+
+    assert "_save_config(task_cfg, " in inspect.getsource(hydra_utils.run_job)  # looked up in the module at each call
+    failures = iter([OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EACCES, "Permission denied")])
+
+    def failing_save(cfg, filename, output_dir):
+        raise next(failures)
+
+    monkeypatch.setattr(hydra_utils, "_save_config", failing_save)
+    save_config_past_a_full_disk()
+    hydra_utils._save_config(OmegaConf.create({"a": 1}), "config.yaml", Path("point/.hydra"))  # a full disk: warned
+    assert caplog.messages == ["point/.hydra/config.yaml was not saved: No space left on device."]
+    with pytest.raises(PermissionError):  # anything else is Hydra's as before
+        hydra_utils._save_config(OmegaConf.create({"a": 1}), "config.yaml", Path("point/.hydra"))

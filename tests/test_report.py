@@ -631,3 +631,11 @@ def test_mfu_column_is_the_median_over_seeds_and_a_dash_without_it(tmp_path):
     for line in text[text.index("Details per stem:"):].splitlines():  # the details table first (other tables name stems too)
         rows.setdefault(line.split(" | ")[0], line)
     assert rows["| **`resnet_7x7`**"].endswith("| 20.0 % |") and rows["| `patchify_4x4`"].endswith("| – |")
+
+
+def test_an_out_that_is_a_file_is_one_sentence(study, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert cli.main(["report", str(study), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"error: --out {taken} is a file; give a folder (it is created when missing).\n"
+    assert taken.read_text() == "mine"

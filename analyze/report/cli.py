@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
-from stems.base import atomic_write
+from stems.base import atomic_write, output_folder
 
 
 def help_text(doc: str | None) -> str | None:
@@ -69,8 +69,7 @@ def run_report(args: argparse.Namespace) -> int:
     studies = split_studies(inputs.runs)
     for study in studies:  # before anything is written: a study of mixed formats is refused whole
         check_one_format(study)
-    out = Path(args.out) if args.out else root
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out)) if args.out else root
     sweeps = {r.sweep for r in inputs.runs if r.sweep}
     if len(sweeps) > 1:  # a folder of several sweeps: split, never pooled
         print(f"{root} holds {len(sweeps)} sweeps; each is reported as a study of its own.")

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from experiments.schema import STEM_KEYS
 from profiler.figure_files import label_points
 from stems import spec
-from stems.base import atomic_write
+from stems.base import atomic_write, output_folder
 from stems.space_labels import code, design
 
 from .data import ReportError, Run, read_records
@@ -248,8 +248,7 @@ def run_space(args: argparse.Namespace) -> int:
     if table.empty:
         raise ReportError(f"no completed run of a stems.space point under {root}; run a design-space sweep first "
                           "(python train.py -m +experiment=stem_space_mnist5k) or pass its directory.")
-    out = Path(args.out) if args.out else root
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(args.out)) if args.out else root
     plan_file = next(iter(sorted(root.rglob("space.json"))), None)
     plan = json.loads(plan_file.read_text()) if plan_file else None
     figures = {key: save(fig, out / f"space_{key}.png") for key, fig in

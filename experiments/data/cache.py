@@ -26,6 +26,7 @@ it and `data.cache_dir`; a complete cache in a read-only folder is read as is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -35,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -48,6 +50,7 @@ from tqdm.auto import tqdm
 
 from stems.base import error_line
 
+from .. import locks
 from . import DataError
 from .integrity import VERIFY_MODES, damage, describe
 
@@ -138,14 +141,33 @@ def _open_output(path: str, n: int, side: int) -> None:
     _worker_out = np.memmap(path, dtype=np.uint8, mode="r+", shape=(n, side, side, 3))
 
 
-def _start_worker(path: str, n: int, side: int) -> None:
+def _start_worker(path: str, n: int, side: int, parent: int) -> None:
     """A forked worker drops the run's stop-signal handlers (experiments.checkpoint.interruptible): with them, the
     pool's own SIGTERM at shutdown raised in a worker holding the task queue's lock, and the pool hung in join.
-    Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end a worker at once."""
+    Ctrl-C is the parent's to handle; SIGTERM and SIGUSR1 end a worker at once. A worker ends with its parent
+    `parent`, also when that one is killed outright (SIGKILL runs no clean-up)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for s in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(s, signal.SIG_DFL)
+    _end_with(parent)
     _open_output(path, n, side)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with(parent: int) -> None:
+    """Linux kills this process when its parent ends (prctl PR_SET_PDEATHSIG); elsewhere, and for a parent that
+    ended before the call, a watchdog thread ends it once it has been handed to another parent."""
+    with contextlib.suppress(AttributeError, OSError):  # no prctl outside Linux: the watchdog alone
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _decode_rows(jobs: list[tuple[int, str, int]]) -> list[tuple[int, str | None]]:
@@ -203,7 +225,7 @@ def _in_workers(jobs: list[tuple[int, str, int]], workers: int, output: tuple, d
     worker: either is a DataError naming the cause, and the workers are stopped."""
     # fork where available: workers only run PIL/numpy, and spawning would re-import torch in each
     ctx = _Tracked(mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None))
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=output)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(*output, os.getpid()))
     finished = False
     try:
         pending = {pool.submit(_decode_rows, jobs[k:k + CHUNK]) for k in range(0, len(jobs), CHUNK)}
@@ -320,18 +342,18 @@ def _writable(cache_dir: Path):
 
 @contextlib.contextmanager
 def _locked(lock_path: Path):
-    """Hold the build lock; yields the time it was taken, or None where there is no lock (no flock: Windows)."""
+    """Hold the build lock (experiments.locks: the decoding workers never hold it); yields the time it was taken. A
+    wait for another run's build says so in one line."""
+    fd = locks.open_lock(lock_path)
     try:
-        import fcntl
-    except ImportError:  # no flock (Windows): parallel builds then just race, and the rename keeps one
-        yield None
-        return
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield time.time()
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            locks.acquire(fd, lock_path)
+        except locks.Held as e:
+            log.info(f"waiting for the data cache build of process {e.holder} ({lock_path})")
+            locks.acquire(fd, lock_path, wait=True)
+        yield time.time() if locks.fcntl else None  # no lock (Windows): parallel builds race, the rename keeps one
+    finally:
+        locks.release(fd)
 
 
 def _alive(pid: int) -> bool:
