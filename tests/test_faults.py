@@ -257,8 +257,8 @@ def test_a_full_disk_at_the_start_is_one_sentence(tmp_path, monkeypatch, capsys)
 def test_a_zero_width_is_named_as_such():
     with pytest.raises(ConfigError) as refused:
         check_command_line([*TINY, "stem.widths=[0]"])
-    assert str(refused.value) == ("stem.widths=[0] is not valid for stem 'xresnet_3conv'; use integers ≥ 1 (its "
-                                  "default: stem.widths=[32, 32, 64]).")
+    assert str(refused.value) == ("stem 'xresnet_3conv' cannot be built with widths=[0], norm=bn, act=relu: widths "
+                                  "must be positive integers, got [0].")
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "imagenette"])

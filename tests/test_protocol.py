@@ -123,8 +123,9 @@ def test_tuned_study_preset():
     assert list(cfg.hydra.sweeper.lrs) == [0.001, 0.004, 0.016] and list(cfg.hydra.sweeper.tune_seeds) == [0, 1]
     assert list(cfg.hydra.sweeper.lr_bounds) == [0.0001, 0.1]
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == \
-        {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "range(5)"}
+        {"stem": "resnet_7x7,xresnet_3conv,patchify_4x4,dw_separable", "seed": "range(8)"}
     assert (cfg.compare.reference, cfg.compare.margin, cfg.compare.same_ranking_tau) == ("resnet_7x7", 1.0, 0.6)
+    assert cfg.data.split_by_seed is True  # a split per seed: the intervals include the data-sampling variance
 
 
 @pytest.mark.parametrize("preset", ["stem_study_mnist5k", "stem_study_mnist5k_tuned", "stem_study_imagenette_cpu",

@@ -50,7 +50,7 @@ def test_variance_only_re_estimation_keeps_the_type_i_error_near_nominal():
 def test_a_tuned_study_pilots_plans_extends_and_resumes_with_its_plan(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/sweeper=tuned", "hydra/launcher=basic", *TINY, "data.num_classes=2", "stem=resnet_7x7,patchify_4x4", "seed=range(4)",
-            "trunk.layers=[1,1,1,1]", "trunk.widths=[8,8,16,16]", "hydra.sweeper.lrs=[0.004]", "hydra.sweeper.tune_seeds=[0]",
+            "hydra.sweeper.lrs=[0.004]", "hydra.sweeper.tune_seeds=[0]",
             "compare.seeds=auto", "compare.pilot_seeds=2", "compare.max_seeds=4", f"hydra.sweep.dir={sweep}"]
     proc = run_cli(*args, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
