@@ -12,7 +12,12 @@ log2(lr) fitted to every run, among the plateau, and the plateau's middle:
 - stability: over all 19 tuning curves of both studies, how often the choice survives a resample of the seeds.
 
     python -m benchmarks.lr_replication [--a docs/studies/stem_study_mnist5k_tuned/records/tuning.json]
-                                        [--b docs/studies/stem_universality/records/tuning.json] [--context mnist28_xr18]
+                                        --b OTHER/tuning.json [--context mnist28_xr18]
+
+The figures in benchmarks/RESULTS.md compared the quick study's tuning with the universality study's mnist28_xr18
+(both at commit 03ccfdf), and the quick study's re-run (tuning seeds 0, 1) with the same tuning on seeds 2 and 3
+(`python train.py -m +experiment=stem_study_mnist5k_tuned 'hydra.sweeper.tune_seeds=[2,3]' hydra.sweep.dir=OTHER`,
+stopped once OTHER/tuning.json was written).
 
 A choice can only be checked against the other study's plateau at LRs that study tried: the committed grids were
 extended by the rule before, so an LR one study never tried is named as such."""
@@ -86,11 +91,12 @@ def agreement(a: float, plateau_a: LRChoice, lrs_a: list[float], b: float, plate
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", type=Path, default=DOCS / "stem_study_mnist5k_tuned" / "records" / "tuning.json")
-    parser.add_argument("--b", type=Path, default=DOCS / "stem_universality" / "records" / "tuning.json")
-    parser.add_argument("--context", default="mnist28_xr18", help="B's context that tuned A's")
+    parser.add_argument("--b", type=Path, required=True, help="the other tuning.json")
+    parser.add_argument("--context", default="", help="B's context that tuned A's (B swept contexts); none: B's arms are A's")
     args = parser.parse_args()
     a, b = (curves(json.loads(p.read_text())) for p in (args.a, args.b))
-    shared = [(name, a[name], b[f"context={args.context},{name}"]) for name in a if f"context={args.context},{name}" in b]
+    in_b = (lambda name: f"context={args.context},{name}") if args.context else (lambda name: name)
+    shared = [(name, a[name], b[in_b(name)]) for name in a if in_b(name) in b]
     print(f"A = {args.a}, B = {args.b} (context={args.context})\n")
     print("| stem | A's sweep chose | B's sweep chose | A now [plateau] stability | B now [plateau] stability | agreement now |")
     print("|---|---:|---:|---|---|---|")
@@ -101,8 +107,8 @@ def main() -> None:
         print(f"| {name.removeprefix('stem=')} | {swept_a:g} | {swept_b:g} | {cells[0]} | {cells[1]} | "
               f"{agreement(ca.lr, ca, lrs_a, cb.lr, cb, lrs_b)} |")
 
-    print("\n| rule | A vs B: same LR | A vs B: same or in each other's plateau | 12 seed-pair replicates: same LR | "
-          "same or in each other's plateau | mean stability over 19 curves (always kept) |")
+    print(f"\n| rule | A vs B: same LR | A vs B: same or in each other's plateau | {3 * len(shared)} seed-pair replicates: "
+          f"same LR | same or in each other's plateau | mean stability over {len(a) + len(b)} curves (always kept) |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, rule in RULES.items():
         full, pairs = [], []

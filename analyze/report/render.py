@@ -263,7 +263,7 @@ def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figu
             + (f" ({100 * tune_min / (tune_min + final_min):.0f} % of the study's {tune_min + final_min:.1f} min)."
                if tune_min + final_min > 0 else "."))
     out = ["### LR tuning", "",
-           f"Each stem was tuned on the tuning split (carved from the training set with a fixed seed, never the "
+           f"Each stem was tuned on the tuning split (carved from the training set, as the validation data line says, never the "
            f"validation set above) over the learning rates {_lr(grid)} (the sweeper extends a stem's grid one step "
            "while its plateau reaches an edge, until lr_bounds stop it, so stems may have tried different LRs). The "
            "chosen LR: " + RULE + ". Stability is how often the same LR is chosen when the tuning seeds are resampled "
