@@ -231,10 +231,10 @@ def test_a_finished_run_or_sweep_leaves_no_lock_file(tmp_path, key):
     folder = tmp_path / "out"
     config = OmegaConf.create({"hydra": {"run": {"dir": str(folder)}, "sweep": {"dir": str(folder)}}})
     guard = RunFolderGuard()
-    (guard.on_run_start if key == "hydra.run.dir" else guard.on_multirun_start)(config)
+    (guard.on_run_start if key == "hydra.run.dir" else guard.on_multirun_start)(config=config)  # as Hydra calls them
     (folder / "result.json").write_text("{}")  # what the run wrote
     assert (folder / ".stemlab.lock").exists()
-    (guard.on_run_end if key == "hydra.run.dir" else guard.on_multirun_end)(config)
+    (guard.on_run_end if key == "hydra.run.dir" else guard.on_multirun_end)(config=config)
     assert [p.name for p in folder.iterdir()] == ["result.json"]
     os.close(lock_folder(folder, key))  # and the folder is free for the next writer
 
@@ -352,8 +352,7 @@ def test_a_single_run_into_a_running_sweep_points_folder_is_refused(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == (f"error: {point} is being written by another run (process {os.getpid()}); wait for it to "
                            "end, or set hydra.run.dir= to another folder.\n")
-    assert [p.name for p in point.iterdir()] == [".stemlab.lock"]
-    assert (point / ".stemlab.lock").read_text() == ""  # released: the next run takes it without a warning
+    assert list(point.iterdir()) == []  # nothing of the refused run; the point's lock file went with its release
 
 
 # --- issue 35, 3: the checkpoint of this config is resumed wherever it was kept ------------------------------------------
@@ -516,7 +515,7 @@ def test_a_manifest_that_is_a_json_list_is_one_sentence(tmp_path, args):
     proc = train_py_with_manifest(tmp_path, "[1, 2]", *args)
     assert (proc.returncode, proc.stderr) == (2, f"error: {tmp_path / 'manifest.json'} is not a stem manifest (a JSON "
                                                  "list, not an object of stems); regenerate it with `python -m stems "
-                                                 "manifest --write`.\n")
+                                                 "generate`.\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -528,7 +527,7 @@ def test_a_stale_manifest_under_help_is_one_sentence(tmp_path):
     proc = train_py_with_manifest(tmp_path, manifest.render(entries), "--help")
     assert (proc.returncode, proc.stderr) == (2, "error: stem 'xresnet_3conv' is missing in manifest.json, the "
                                                  "registry's torch-free manifest; regenerate it with `python -m stems "
-                                                 "manifest --write`.\n")
+                                                 "generate`.\n")
 
 
 def test_a_run_refused_in_its_setup_leaves_no_run_folder(tmp_path):
