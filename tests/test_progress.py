@@ -27,7 +27,9 @@ def test_a_run_says_what_its_profile_timing_will_cost_before_it_times(make_cfg, 
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     start = next(i for i, m in enumerate(messages) if m.startswith("Profiling the model"))
     assert "a budget of 0 s, but at least 4 steps however long they take" in messages[start]
-    assert messages[start + 1].startswith("timing estimate: a step takes") and messages[start + 2].startswith("Profiled in")
+    # the count is said before it runs, then the timing's one estimate, then the end
+    assert messages[start + 1].startswith("counting FLOPs and bytes per layer")
+    assert messages[start + 2].startswith("timing estimate: a plain step takes") and messages[start + 3].startswith("Profiled in")
 
 
 def test_a_run_warns_of_near_chance_accuracy_and_a_loaded_machine(make_cfg, tmp_path, caplog, monkeypatch):
