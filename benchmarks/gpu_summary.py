@@ -76,8 +76,9 @@ def gpu_paths(work: Path) -> list[str]:
 def profiles(work: Path) -> list[str]:
     lines = []
     for totals_file in sorted((work / "profile").glob("*/totals.json")):
-        totals = json.loads(totals_file.read_text())["totals"]
-        lines += [f"**{totals_file.parent.name}**", ""] + [f"- {ln}" for ln in summary_lines(totals)]
+        saved = json.loads(totals_file.read_text())
+        batch = int(saved["meta"]["input_shape"][0])  # the profile's totals are per batch
+        lines += [f"**{totals_file.parent.name}**", ""] + [f"- {ln}" for ln in summary_lines(saved["totals"], batch)]
         groups = totals_file.parent / "groups.csv"
         if groups.is_file():
             import pandas as pd
