@@ -16,10 +16,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
+from experiments.seed_plan import ALPHA, POWER, seeds_needed
+
 from .data import ReportError
 
-ALPHA = 0.05
-POWER = 0.8
 MIN_PAIRED_SEEDS = 3  # below this a paired t-test has 1 degree of freedom or none: no p-value is given
 EXACT = 1e-12         # accuracy differences below this are float noise: accuracies are multiples of 1/N
 DEFAULT_REFERENCE = "resnet_7x7"
@@ -159,9 +159,7 @@ def seeds_to_detect(difference: float, sd: float, m: int) -> int:
     """Paired seeds that detect `difference` with POWER at the level ALPHA / m (0: no spread to compute from)."""
     if not sd > 0:
         return 0
-    needed = float(np.squeeze(TTestPower().solve_power(effect_size=difference / sd, nobs=None, alpha=ALPHA / m,
-                                                       power=POWER, alternative="two-sided")))
-    return math.ceil(needed) if math.isfinite(needed) else 0
+    return seeds_needed(sd, difference, m)  # a search, not statsmodels' root finder: that one fails on large effects
 
 
 def power(table: pd.DataFrame, margin: float = 0.01) -> Power | None:
