@@ -35,7 +35,7 @@ def check_one_format(study: Study) -> None:
                           f"(a sweep keeps one in its study_format.json) or report them as separate studies.")
 
 
-def pairing_line(study: Study, runs: list) -> str:
+def pairing_line(runs: list) -> str:
     """'Paired: …' when at every seed the stems' records carry the same trunk and data-order digests; else which
     runs differ (or that the records predate the digests)."""
     by_seed: dict = defaultdict(list)

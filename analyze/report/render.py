@@ -333,7 +333,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         reference, source, margin = reference_of(study, table)
         final = completed(study.runs)
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
-                f"{'s' * (margin != 1)}.", "", pairing_line(study, final), split_line(final), "",
+                f"{'s' * (margin != 1)}.", "", pairing_line(final), split_line(final), "",
                 markdown_table(table), "", *loaded_note(table), *next_step(study, table, margin, command),
                 power_line(table, margin), "", *plan_lines(study),
                 "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), ""]

@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from analyze.report.comparison import DEFAULT_REFERENCE
 from experiments.seed_plan import make_plan, save_plan, saved_plan
 
 from ._protocol import Arm, Grid, ProtocolError
 
 log = logging.getLogger("stemlab")
-REFERENCE_DEFAULT = "resnet_7x7"  # as the report's: without compare.reference, resnet_7x7 when the study has it
 
 
 def check_plan_settings(compare: Any, grid: Grid) -> None:
@@ -32,7 +32,7 @@ def stem_of(arm: Arm) -> str | None:
 
 def reference_arm(arms: Sequence[Arm], reference: str | None) -> Arm:
     by_stem = {stem_of(a): a for a in arms}
-    name = reference or (REFERENCE_DEFAULT if REFERENCE_DEFAULT in by_stem else min(filter(None, by_stem), default=None))
+    name = reference or (DEFAULT_REFERENCE if DEFAULT_REFERENCE in by_stem else min(filter(None, by_stem), default=None))
     if name not in by_stem:
         raise ProtocolError(f"seeds by power compare every stem with the reference {name}, which has no final runs in "
                             f"this sweep (not swept, or its tuning failed); set compare.reference to a stem that has.")
