@@ -6,6 +6,7 @@ stage, then averaged over the stem's completed runs; a stage's intensity is its 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +108,10 @@ def write_stage_roofline(study: Study, order: list[str], out: Path) -> dict[str,
         stem_points = timed[(timed["precision"] == precision) & (timed["stage"] == "stem")]
         label_points(ax, stem_points["intensity"].to_numpy(float), stem_points["gflops_s"].to_numpy(float),
                      list(stem_points["stem"]), [colors[s] for s in stem_points["stem"]])
-    fig.suptitle(f"{study.label}: per-stage roofline (lines join a stem's stages; each stem's stem stage named)\n"
-                 f"ceilings: the calibration recorded in these runs (profiler/calibrate.py), per precision; "
-                 f"{load_note(study.runs)}", fontsize=9)
+    title = (f"{study.label}: per-stage roofline (lines join a stem's stages; each stem's stem stage named). "
+             f"Ceilings: the calibration recorded in these runs (profiler/calibrate.py), per precision; "
+             f"{load_note(study.runs)}")
+    fig.suptitle(textwrap.fill(title, 78), fontsize=9)  # wrapped: one long line ran past the figure and the legend
     return {"stage_roofline": save(fig, out / f"{study.slug}_stage_roofline.png")}
 
 
