@@ -245,8 +245,9 @@ def test_an_underpowered_study_names_the_seeds_that_decide_its_margin(tmp_path, 
     sweep_with_multirun_yaml(tmp_path / "sweep", [0, 1, 2], [(0.80, 0.81), (0.82, 0.80), (0.84, 0.85)])
     (study,) = split_studies(read_records(tmp_path / "sweep").runs)
     table = statistics.stem_table(study)
-    need = comparison.power(table).seeds_for_margin  # checked against the noncentral t above
-    (line, _) = render_module.next_step(study, table, 1.0, "python -m analyze report sweep")
+    pw = comparison.power(table)
+    need = pw.seeds_for_margin  # checked against the noncentral t above
+    (line, _) = render_module.next_step(study, table, pw, 1.0, "python -m analyze report sweep")
     assert line.startswith(f"**Next step**: {need} paired seeds would detect a difference of ±1 point with 80 % power")
     assert f"seed={','.join(map(str, range(need)))} hydra.sweep.dir=sweep`" in line
 

@@ -55,6 +55,7 @@ def add_space_parser(sub: Any) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from .across import across_contexts
     from .checks import study_warnings
+    from .comparison import power
     from .data import read_records
     from .figures import write_figures
     from .pairing import check_one_format
@@ -85,7 +86,8 @@ def run_report(args: argparse.Namespace) -> int:
     for study, table in zip(studies, tables):
         if len(table):
             print(f"\n{study.label}\n\n{markdown_table(table)}")
-            for line in next_step(study, table, reference_of(study, table)[2], command)[:1]:
+            margin = reference_of(study, table)[2]
+            for line in next_step(study, table, power(table, margin / 100), margin, command)[:1]:
                 print(f"\n{line}")
         for warning in study_warnings(study):
             print(f"warning: {warning}")

@@ -3,7 +3,6 @@ stage of a tuned study, provenance and the shared config; then the missing, unfi
 from __future__ import annotations
 
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from experiments.seed_plan import saved_plan
 from .checks import warnings_section
 from .pairing import pairing_line, split_line
 from .data import Inputs, seeds_command
-from .comparison import EPOCH_SLACK, MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, power
+from .comparison import EPOCH_SLACK, MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, Power, power
+from .scope import distinct, scope_lines, wall_minutes
 from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
@@ -53,7 +53,9 @@ METHOD = (
     "columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times the training "
     "img/s over the peak FLOP/s measured on the run's device at its precision (– in older records). The main table "
     "gives each stem's answer; the details table under it the p-values, accuracy at the reference's time and the "
-    "costs.")
+    "costs. Each study opens with its **Scope**, read from its records: the budget it trained under, what every run "
+    "shared and what varied (a setting that differs between its runs is named there), the smallest difference it "
+    "could detect, and what its answers therefore cannot show.")
 
 CAPTIONS = {
     "pareto": "Accuracy (mean over seeds) against the time of a training step measured by the training itself (median "
@@ -163,9 +165,8 @@ def loaded_note(table: pd.DataFrame) -> list[str]:
             "speeds.", ""]
 
 
-def power_line(table: pd.DataFrame, margin_points: float = 1.0) -> str:
-    """What the study could detect: the smallest Δ at 80 % power, and the seeds 1 point would need."""
-    pw = power(table, margin_points / 100)
+def power_line(pw: Power | None) -> str:
+    """What the study could detect (its `power`): the smallest Δ at 80 % power, and the seeds 1 point would need."""
     if pw is None:
         return "Power: no stem was tested against the reference, so the study's power is unknown."
     need = f"{pw.seeds_for_1pt} paired seeds" if pw.seeds_for_1pt else "– (no spread)"
@@ -176,10 +177,9 @@ def power_line(table: pd.DataFrame, margin_points: float = 1.0) -> str:
             "paired t-test).")
 
 
-def next_step(study: Study, table: pd.DataFrame, margin_points: float, report_command: str) -> list[str]:
-    """What to do when the study cannot decide: the seeds that would (from its power, at least MIN_PAIRED_SEEDS) and
-    the command that adds them to the same sweep folder (completed points are skipped)."""
-    pw = power(table, margin_points / 100)
+def next_step(study: Study, table: pd.DataFrame, pw: Power | None, margin_points: float, report_command: str) -> list[str]:
+    """What to do when the study cannot decide: the seeds that would (from its power `pw`, at least MIN_PAIRED_SEEDS)
+    and the command that adds them to the same sweep folder (completed points are skipped)."""
     have = min((int(n) for n in table["n"] if n > 0), default=0)
     if pw is not None and pw.detectable <= pw.margin and have >= MIN_PAIRED_SEEDS:
         return []  # the study already detects a difference as large as its margin
@@ -238,10 +238,6 @@ def depth_table(study: Study, order: list[str]) -> str:
     return md_table(["stem", *STAGES], "l" + "r" * len(STAGES), rows)
 
 
-def wall_minutes(runs: list) -> float:
-    return sum(float(r.record["wall_s"]) for r in runs if isinstance(r.record.get("wall_s"), (int, float))) / 60
-
-
 def tuning_section(study: Study, tuning: pd.DataFrame, table: pd.DataFrame, figure: str | None) -> list[str]:
     """The tuning stage: per stem the LR the sweeper's rule chooses, the LR its final runs used (they agree unless
     an earlier rule tuned the records), the plateau, the choice's stability and a choice at a grid edge, the curve
@@ -293,13 +289,6 @@ def plateau_text(plateau: tuple[float, ...], lrs: list[float]) -> str:
     return text + (f" (reaches the grid's {' and '.join(ends)})" if ends else "")
 
 
-def distinct(values: list[Any]) -> str:
-    counts = Counter(str(v) for v in values if v is not None)
-    if not counts:
-        return "–"
-    return next(iter(counts)) if len(counts) == 1 else "; ".join(f"{v} ({n} run{'s' * (n != 1)})" for v, n in counts.most_common())
-
-
 def provenance(runs: list) -> list[str]:
     envs = [r.record.get("environment") or {} for r in runs]
     hws = [r.record.get("hardware") or {} for r in runs]
@@ -332,10 +321,11 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
     if len(table):
         reference, source, margin = reference_of(study, table)
         final = completed(study.runs)
+        pw = power(table, margin / 100)  # one computation for the scope, the next step and the power line
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
-                f"{'s' * (margin != 1)}.", "", pairing_line(final), split_line(final), "",
-                markdown_table(table), "", *loaded_note(table), *next_step(study, table, margin, command),
-                power_line(table, margin), "", *plan_lines(study),
+                f"{'s' * (margin != 1)}.", "", *scope_lines(study, pw), pairing_line(final), split_line(final), "",
+                markdown_table(table), "", *loaded_note(table), *next_step(study, table, pw, margin, command),
+                power_line(pw), "", *plan_lines(study),
                 "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), ""]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
