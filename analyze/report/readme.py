@@ -2,7 +2,8 @@
 reports (docs/studies/*/report.md), so that the README never says what no report shows.
 
 The block between <!-- studies:summary:start --> and <!-- studies:summary:end --> holds, per committed stem study,
-its stem table's main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
+its scope (budget, what was held fixed, the smallest detectable difference, what it cannot show), its stem table's
+main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
 and time (from its compute-by-depth table), and what the report cannot claim (the older protocol, no records
 beside it); for a study across contexts, its answer instead (across.readme_lines: what held in every context, what
 flipped, Kendall's τ with its interval). --check exits 1 when FILE's block differs from the reports (a test runs it
@@ -69,6 +70,7 @@ def study_summary(report: Path) -> list[str]:
 
     from .across import HEADING, readme_lines  # pandas, matplotlib: loaded when the command runs, so --help answers at once
     from .render import md_table
+    from .scope import HEADING as SCOPE
 
     text = report.read_text(encoding="utf-8")
     folder = report.parent
@@ -91,6 +93,7 @@ def study_summary(report: Path) -> list[str]:
         new_protocol = "Δ vs reference (pp, adjusted CI)" in head
         reference = next((ln for ln in lines if ln.startswith("Reference: ")), "")
         power = next((ln for ln in lines if ln.startswith("Power: ")), "")
+        scope = lines[lines.index(SCOPE):lines.index("", lines.index(SCOPE))] if SCOPE in lines else []  # to its blank line
         caveats = []
         if not new_protocol:
             caveats.append("the protocol before a named reference: each stem against the best of the same data, Holm-adjusted "
@@ -101,6 +104,8 @@ def study_summary(report: Path) -> list[str]:
         out += [f"**{lines[0]}** (`{report.as_posix()}`" + (f"; {'; '.join(caveats)}" if caveats else "") + "):", ""]
         if reference:
             out += [reference, ""]
+        if scope:
+            out += [*scope, ""]
         out += [md_table(head, "".join("l" if h in ("stem", "verdict") else "r" for h in head), [[r[k] for k in keep] for r in rows[1:]]), ""]
         if power:
             out += [power, ""]
