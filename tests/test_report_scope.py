@@ -8,7 +8,7 @@ from analyze.report import comparison, statistics
 from analyze.report.data import read_records
 from analyze.report.readme import study_summary
 from analyze.report.render import power_line
-from analyze.report.scope import HEADING, scope_lines
+from analyze.report.scope import HEADING, detect_text, scope_lines
 from analyze.report.studies import split_studies
 from tests.test_report import ACC, write_point
 
@@ -32,7 +32,7 @@ def complete(folder, wall_s, environment=CPU, hardware=FORMAT, image_size=28, **
 def the_scope(root):
     (study,) = split_studies(read_records(root).runs)
     pw = comparison.power(statistics.stem_table(study))
-    return study, pw, "\n".join(scope_lines(study, pw))
+    return study, pw, "\n".join(scope_lines(study, detect_text(pw)))
 
 
 def three_stems(root, walls, **kw):
@@ -131,3 +131,21 @@ def test_runs_without_a_wall_time_are_counted_apart(tmp_path):
     path.write_text(json.dumps(record))
     _, _, text = the_scope(tmp_path)
     assert "8.0 min of wall time summed over the 8 of 9 runs that recorded it" in text
+
+
+def test_the_design_space_study_states_its_scope_and_its_dkw_band():
+    from analyze.report.data import Run
+    from analyze.report.space import space_scope
+    from stems.space import point_of
+
+    runs = []
+    for i, (name, wall) in enumerate((("xresnet_3conv", 60), ("space_to_depth", 120), ("patchify_4x4", 180))):
+        config = {"stem": {"name": "space", "out_channels": 64, "match": None, **point_of(name)}, "seed": 0,
+                  "trunk": {"name": "xresnet18"}, "data": {"name": "mnist5k"}, "train": {"epochs": 1, "bs": 32, "lr": 0.004}}
+        runs.append(Run(f"run{i}", {"status": "completed", "config": config, "wall_s": wall, "environment": CPU,
+                                    "hardware": FORMAT, "model": {"image_size": 28}}))
+    text = "\n".join(space_scope(runs, 3))
+    # 60 + 120 + 180 s = 6.0 min; the DKW band at n = 3: sqrt(ln(2 / 0.05) / 6) = 0.784
+    assert "1 epoch at batch 32" in text and "(after 1 epoch a ranking" in text and "3 runs (3 stems, 1 seed); 6.0 min of wall time summed over its 3 runs" in text
+    assert "; seed: 0." in text and "- varies: the stem (3).\n" in text
+    assert "none between two stems (each trained once" in text and "closer than ±0.78 of the share of stems" in text

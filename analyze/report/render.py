@@ -17,7 +17,7 @@ from .checks import warnings_section
 from .pairing import pairing_line, split_line
 from .data import Inputs, seeds_command
 from .comparison import EPOCH_SLACK, MIN_PAIRED_SEEDS, POSTERIOR_DRAWS, POWER, Power, power
-from .scope import distinct, scope_lines, wall_minutes
+from .scope import detect_text, distinct, scope_lines, wall_minutes
 from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
@@ -323,7 +323,7 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         final = completed(study.runs)
         pw = power(table, margin / 100)  # one computation for the scope, the next step and the power line
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
-                f"{'s' * (margin != 1)}.", "", *scope_lines(study, pw), pairing_line(final), split_line(final), "",
+                f"{'s' * (margin != 1)}.", "", *scope_lines(study, detect_text(pw)), pairing_line(final), split_line(final), "",
                 markdown_table(table), "", *loaded_note(table), *next_step(study, table, pw, margin, command),
                 power_line(pw), "", *plan_lines(study),
                 "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), ""]

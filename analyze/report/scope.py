@@ -137,6 +137,7 @@ def seeds_text(seeds: list[Any]) -> str:
 
 
 def detect_text(pw: Power | None) -> str:
+    """A stem study's smallest detectable difference: its Power's (comparison.power, computed once per study)."""
     if pw is None:
         return (f"unknown, as no stem was tested against the reference (a test needs {MIN_PAIRED_SEEDS} paired seeds "
                 "whose differences spread)")
@@ -144,8 +145,9 @@ def detect_text(pw: Power | None) -> str:
             "difference may go undetected")
 
 
-def scope_lines(study: Study, pw: Power | None) -> list[str]:
-    """The Scope paragraph: budget, held fixed, varies, the smallest detectable difference, what it cannot show."""
+def scope_lines(study: Study, detect: str) -> list[str]:
+    """The Scope paragraph: budget, held fixed, varies, the smallest detectable difference (`detect`: a stem study's
+    detect_text, the design-space study's band), what it cannot show."""
     values = settings_of(study)
     varying = {label: distinct(v) for label, v in values.items() if len(set(v)) > 1}
     shown = {s.label for s in SETTINGS if s.named_when_fixed} | {PEAK_LR.label}
@@ -155,6 +157,7 @@ def scope_lines(study: Study, pw: Power | None) -> list[str]:
         """The setting's value, or its values joined by "or" where they vary (named under varies)."""
         return " or ".join(Counter(values[label])) if values.get(label) else NOT_RECORDED
 
+    epochs = one("epochs") + " epoch" + "s" * (one("epochs") != "1")
     stems = len(set(stem_labels(study.runs).values()))
     seeds = sorted({r.seed for r in study.runs}, key=str)
     done = sum(r.status == "completed" for r in study.runs)
@@ -164,7 +167,7 @@ def scope_lines(study: Study, pw: Power | None) -> list[str]:
             f"{plural(len(seeds), 'seed')}"
             + (f", {done} completed" if done != len(study.runs) else "") + ")"
             + (f" and {len(study.tuning)} tuning runs" if study.tuning else ""))
-    budget = (f"{one('dataset')} at {one('image size')}, {one('epochs')} epochs at batch {one('batch size')}, trunk "
+    budget = (f"{one('dataset')} at {one('image size')}, {epochs} at batch {one('batch size')}, trunk "
               f"{one('trunk')}; {runs}; {wall_minutes(timed):.1f} min of wall time summed over "
               + (f"its {len(every)} runs" if len(timed) == len(every) else f"the {len(timed)} of {len(every)} runs that recorded it")
               + f", on {one('device')}")
@@ -175,12 +178,12 @@ def scope_lines(study: Study, pw: Power | None) -> list[str]:
     if study.tuning:
         varies.append("the LR, tuned per stem (the details table)")
     varies += [f"**{label}**: {text}" for label, text in varying.items()]
-    cannot = [f"rankings at convergence (after {one('epochs')} epochs a ranking may measure early training speed)",
+    cannot = [f"rankings at convergence (after {epochs} a ranking may measure early training speed)",
               f"at image sizes other than {one('image size').split(' (')[0]}", f"with trunks other than {one('trunk')}",
               f"on datasets other than {one('dataset')}"]
     if not study.tuning:
         cannot.append(f"at learning rates other than {one('peak LR')} (every stem trained at it, not at its own best)")
     return [HEADING, f"- budget: {budget}.", f"- held fixed: {held}.", "- varies: " + "; ".join(varies) + ".",
-            f"- smallest difference it could detect: {detect_text(pw)}.",
+            f"- smallest difference it could detect: {detect}.",
             "- cannot show: " + "; ".join(cannot) + ".", ""]
 

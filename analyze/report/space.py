@@ -32,8 +32,10 @@ from stems.base import atomic_write, output_folder
 from stems.space_labels import code, design
 
 from .data import ReportError, Run, read_records
+from .studies import split_studies
 from .figures import load_note, log_axis_if_spread, new_figure, save
 from .render import md_table
+from .scope import scope_lines
 from .statistics import completed, pareto_front, step_ms, t_interval
 
 ALPHA = 0.05  # the EDF band's and the CIs' level
@@ -195,8 +197,16 @@ def export_points(table: pd.DataFrame, n: int, study: str) -> tuple[str, list[st
     return header + yaml.safe_dump(entries, sort_keys=False, default_flow_style=None), names
 
 
+def space_scope(runs: list[Run], n: int) -> list[str]:
+    """Each study's Scope paragraph (scope.py); what it could detect: no difference between two stems (one seed
+    each), and over the space, EDFs apart by more than their DKW band."""
+    detect = (f"none between two stems (each trained once: no seed spread to test a difference); over the space, error "
+              f"EDFs closer than ±{dkw(n):.2f} of the share of stems (the 95 % DKW band) are not told apart")
+    return [line for study in split_studies(runs) for line in scope_lines(study, detect)]
+
+
 def render(table: pd.DataFrame, plan: dict[str, Any] | None, figures: dict[str, str], names: list[str],
-           command: str, skipped: int) -> str:
+           command: str, skipped: int, scope: list[str] = ()) -> str:
     n = len(table)
     errors = table["error"]
     eps = dkw(n)
@@ -213,7 +223,7 @@ def render(table: pd.DataFrame, plan: dict[str, Any] | None, figures: dict[str, 
               "everywhere): "
               "split by a design choice, each curve rests on fewer stems and its band widens (e.g. "
               f"±{dkw(max(1, n // 3)):.2f} for a choice a third of the stems made); curves closer than their "
-              "bands are not told apart.", ""]
+              "bands are not told apart.", "", *scope]
     if "edf" in figures:
         lines += [f"![error EDF]({figures['edf']})", ""]
     lines += ["## Error by design choice", "",
@@ -260,7 +270,7 @@ def run_space(args: argparse.Namespace) -> int:
     command = shlex.join(["python", "-m", "analyze", "space", *sys.argv[2:]]) if sys.argv[1:2] == ["space"] else \
         shlex.join(["python", "-m", "analyze", "space", args.dir, *(["--out", args.out] if args.out else [])])
     skipped = len(inputs.runs) - len(completed(inputs.runs))
-    atomic_write(out / "space.md", render(table, plan, figures, names, command, skipped))
+    atomic_write(out / "space.md", render(table, plan, figures, names, command, skipped, space_scope(inputs.runs, len(table))))
     print(f"{len(table)} stems: median error {table['error'].median():.2f} %, best {table['error'].min():.2f} % "
           f"({table.sort_values('error')['code'].iloc[0]}); wrote {out / 'space.md'}, {len(figures)} figures"
           + (" and stems.yaml" if names else ""))
