@@ -236,6 +236,9 @@ class CompareConf:
     # across contexts, "the same ranking" only when every pair of contexts' Kendall τ has its bootstrap lower
     # bound at or above this; "depends on the context" when some τ's upper bound is below it
     same_ranking_tau: float = setting(0.6, "a number in (-1, 1]", lambda v: -1 < v <= 1)
+    # across contexts, the context each factor is measured from (a conf/context name); null: the context from which
+    # the most others differ in one setting
+    base_context: Optional[str] = setting(None, **name_rule())
 
 
 @dataclass

@@ -28,10 +28,10 @@ ACC = {"resnet_7x7": [0.80, 0.82, 0.84], "patchify_4x4": [0.81, 0.80, 0.84], "dw
 
 
 def write_point(root, stem, seed, acc, trunk="xresnet18", status="completed", fmt=1, epochs=2, lr=1e-3, tune=None,
-                timed=True, ms_step=None, compare=None):
+                timed=True, ms_step=None, compare=None, data=None):
     d = root / (f"{trunk}_{stem}_s{seed}_lr{lr}" + ("_tune" if tune else ""))
     d.mkdir(parents=True)
-    data = {"name": "mnist5k", "valid_pct": 0.2, **({} if tune is None else {"tune_split": tune})}
+    data = {"name": "mnist5k", "valid_pct": 0.2, **(data or {}), **({} if tune is None else {"tune_split": tune})}
     config = {"stem": {"name": stem, "out_channels": 64, "match": None}, "trunk": {"name": trunk}, "data": data,
               "train": {"epochs": epochs, "bs": 64, "lr": lr}, "seed": seed, "logger": {"name": "none"},
               **({"compare": compare} if compare else {})}

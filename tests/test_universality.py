@@ -2,19 +2,23 @@
 contexts and the reversed ranking in a third (τ = +1 and −1, the ranking depends on the context), the same ranking
 everywhere (it is the same when the seeds agree, and these seeds cannot tell when they are noisy), Kendall's τ and its
 bootstrap against hand values, the interaction test's degrees of freedom and its error rate in simulated contexts of
-different accuracy and noise, context labels, and the README block that states the answer."""
+different accuracy and noise, context labels, the answer per factor from a base context (the preset's contexts each
+one factor from its base), and the README block that states the answer."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from scipy import special
 
 from analyze import __main__ as cli
 from analyze.report import readme
 from analyze.report.contexts import find_contexts
 from analyze.report.data import read_records
+from analyze.report.factors import factors_between
 from analyze.report.statistics import stem_table
-from analyze.report.studies import split_studies
+from analyze.report.studies import flatten, split_studies
+from experiments.same_run import same_run_config
 from analyze.report.universality import Interaction, Ranking, Tau, interaction, interaction_test, same_ranking_share, taus
 from tests.test_report import write_point
 
@@ -24,13 +28,14 @@ STEMS = {"resnet_7x7": 0.0, "xresnet_3conv": 2.0, "patchify_4x4": -3.0, "dw_sepa
 COMPARE = {"reference": "resnet_7x7", "margin": 1.0}
 
 
-def write_context(root, name, trunk, epochs, effects, shift=0.0, overrides=True, wobbles=WOBBLE):
+def write_context(root, name, trunk, epochs, effects, shift=0.0, overrides=True, wobbles=WOBBLE, data=None,
+                  compare=COMPARE):
     """5 seeds of every stem at 90 + shift + effect + the seed's shift + a wobble; Hydra's overrides.yaml names the
     context as a preset launch does (conf/context/NAME)."""
     for k, (stem, effect) in enumerate(effects.items()):
         for seed, (noise, wobble) in enumerate(zip(NOISE, wobbles)):
             acc = 90 + shift + effect + noise + (k + 1) * wobble
-            d = write_point(root / name, stem, seed, acc / 100, trunk=trunk, epochs=epochs, compare=COMPARE)
+            d = write_point(root / name, stem, seed, acc / 100, trunk=trunk, epochs=epochs, compare=compare, data=data)
             if overrides:
                 (d / ".hydra").mkdir()
                 (d / ".hydra" / "overrides.yaml").write_text(f"- context={name}\n- stem={stem}\n- seed={seed}\n")
@@ -187,6 +192,7 @@ def test_readme_states_what_held_what_flipped_and_tau(tmp_path, monkeypatch):
     assert "- Flipped (better than the reference in one context, worse in another): `dw_separable`" in block
     assert "| a_xr18 | c_xr18_long | 4 | -1.00 | [-1.00, -1.00] |" in block
     assert "| `patchify_4x4` | -3.00 [-3.28, -2.72] worse |" in block
+    assert "| budget | c_xr18_long | 2 → 3 epochs | 4 | -1.00 [-1.00, -1.00] |" in block
     assert "Place of each stem" not in block and "| stem | accuracy (mean ± 95 % CI)" not in block
     stale = tmp_path / "README.md"
     stale.write_text(f"{readme.START}\nold\n{readme.END}\n")
@@ -225,6 +231,80 @@ def test_a_tuned_study_across_contexts_keeps_each_contexts_tuning_and_names_a_st
     # a stem one context lacks is named and left out of the places, τ and the interaction test
     assert ("Places, τ and the interaction test compare the 2 stems every context has; left out: `dw_separable` "
             "(not in b).") in text and "| a | b | 2 | +1.00 |" in text
+
+
+def test_factors_name_the_one_setting_two_contexts_differ_in():
+    base = {"data.name": "imagenette", "data.image_size": 32, "trunk.name": "xresnet18", "trunk.layers": "[2, 2, 2, 2]",
+            "train.epochs": 2, "train.bs": 64}
+    assert factors_between(base, {**base, "data.image_size": 64}) == ["resolution"]
+    assert factors_between(base, {**base, "train.epochs": 6}) == ["budget"]
+    # a trunk's settings are one factor, its name changed or not
+    assert factors_between(base, {**base, "trunk.name": "xresnet34", "trunk.layers": "[3, 4, 6, 3]"}) == ["trunk"]
+    assert factors_between(base, {**base, "trunk.layers": "[1, 1, 1, 1]"}) == ["trunk"]
+    # a dataset at its own size: the size follows from the dataset's choice
+    assert factors_between(base, {**base, "data.name": "mnist5k", "data.image_size": None}) == ["dataset"]
+    assert factors_between(base, {**base, "data.image_size": 64, "train.bs": 32}) == ["resolution", "train.bs"]
+
+
+@pytest.mark.parametrize("context, factor", [("imagenette64_xr18", "resolution"), ("imagenette32_xr18_6ep", "budget"),
+                                             ("imagenette32_xr34", "trunk"), ("mnist28_xr18", "dataset")])
+def test_each_context_of_the_universality_preset_differs_from_its_base_in_one_factor(make_cfg, context, factor):
+    def config(name):
+        cfg = same_run_config(OmegaConf.to_container(make_cfg("+experiment=stem_universality", f"context={name}",
+                                                              tiny=False), resolve=True))
+        return {k: v for k, v in flatten(cfg).items() if k not in ("stem", "seed", "train.lr", "data.tune_split")
+                and not k.startswith("stem.")}
+    assert make_cfg("+experiment=stem_universality", tiny=False).compare.base_context == "imagenette32_xr18"
+    assert factors_between(config("imagenette32_xr18"), config(context)) == [factor]
+
+
+def one_factor_study(root, compare=COMPARE):
+    """A base at 32 px on xresnet18 for 2 epochs and one context per factor: at 64 px the ranking reverses; 6 epochs
+    keep it (1 point higher); xresnet34 swaps the middle two stems (τ 0.67, the same ranking by the rule's 0.6); MNIST keeps it; a context at 64 px on xresnet34
+    differs in two factors."""
+    imagenette = {"name": "imagenette", "image_size": 32}
+    swapped = {**STEMS, "patchify_4x4": -1.0, "resnet_7x7": -2.0}
+    write_context(root, "im32", "xresnet18", 2, STEMS, data=imagenette, compare=compare)
+    write_context(root, "im64", "xresnet18", 2, {s: -e for s, e in STEMS.items()}, data={**imagenette, "image_size": 64},
+                  compare=compare)
+    write_context(root, "im32_6ep", "xresnet18", 6, STEMS, shift=1.0, data=imagenette, compare=compare)
+    write_context(root, "im32_xr34", "xresnet34", 2, swapped, data=imagenette, compare=compare)
+    write_context(root, "mnist28", "xresnet18", 2, STEMS, data={"name": "mnist5k", "image_size": 28}, compare=compare)
+    write_context(root, "im64_xr34", "xresnet34", 2, STEMS, data={**imagenette, "image_size": 64}, compare=compare)
+
+
+def test_the_report_answers_per_factor_from_the_base(tmp_path, capsys):
+    one_factor_study(tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    # im32 is the only context 4 others differ from in one factor (im64 has 2: im32 and im64_xr34)
+    assert "from the base context **im32** (the context from which 4 of the other 5 differ in one factor)" in text
+    assert ("| resolution | im64 | 32 px → 64 px | 4 | -1.00 [-1.00, -1.00] |" in text
+            and "| **the ranking changes** | places: `dw_separable` 4th → 1st, `patchify_4x4` 3rd → 2nd, `resnet_7x7` "
+                "2nd → 3rd, `xresnet_3conv` 1st → 4th; verdicts: `dw_separable` worse → better, `patchify_4x4` worse → "
+                "better, `xresnet_3conv` better → worse |" in text)
+    assert "| budget | im32_6ep | 2 → 6 epochs | 4 | +1.00 [+1.00, +1.00] |" in text
+    assert "| the same ranking | none |" in text
+    # 6 pairs of 4 stems, one discordant: τ = (5 − 1) / 6, at or above the rule's 0.6 (the same ranking by the
+    # rule, the swap still named); the swap turns patchify_4x4 from worse to better
+    assert ("| trunk | im32_xr34 | xresnet18 → xresnet34 | 4 | +0.67 [+0.67, +0.67] |" in text
+            and "| the same ranking | places: `patchify_4x4` 3rd → 2nd, `resnet_7x7` 2nd → 3rd; verdicts: "
+                "`patchify_4x4` worse → better |" in text)
+    assert "| dataset | mnist28 | imagenette at 32 px → mnist5k at 28 px | 4 | +1.00 [+1.00, +1.00] |" in text
+    assert ("Not one factor from the base, so in no row: im64_xr34 (differs in resolution and trunk: 32 px → 64 px; "
+            "xresnet18 → xresnet34).") in text
+    printed = capsys.readouterr().out
+    assert "resolution (im32 → im64): τ = -1.00 [-1.00, -1.00], the ranking changes" in printed
+
+
+def test_the_base_context_named_before_the_study_is_the_base(tmp_path):
+    named = {**COMPARE, "base_context": "b64"}
+    write_context(tmp_path, "a32", "xresnet18", 2, THREE, data={"name": "imagenette", "image_size": 32}, compare=named)
+    write_context(tmp_path, "b64", "xresnet18", 2, THREE, data={"name": "imagenette", "image_size": 64}, compare=named)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "from the base context **b64** (named by `compare.base_context`)" in text
+    assert "| resolution | a32 | 64 px → 32 px | 3 |" in text
 
 
 def test_the_answer_follows_the_threshold_on_taus_bootstrap_bounds():

@@ -13,17 +13,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .contexts import Context, find_contexts
+from .factors import Base, Factor, by_factor
 from .figures import new_figure, save
 from .render import md_table
 from .statistics import reference_of
 from .studies import Study
-from .universality import (ALPHA, LOGIT_CLIP, RESAMPLE_SEED, RESAMPLES, Agreement, Interaction, Tau, agreements,
-                           interaction, movers, rankings, same_ranking_share, same_ranking_threshold, taus)
+from .universality import (ALPHA, LOGIT_CLIP, RESAMPLE_SEED, RESAMPLES, Agreement, Interaction, Tau,
+                           agreements, interaction, movers, rankings, rule_outcome, same_ranking_share,
+                           same_ranking_threshold, taus)
 
 HEADING = "Across contexts: is the best stem universal?"
 FIGURE = "across_contexts_forest.png"
 MARKERS = "osD^v<>pPX*h"
-ROUNDING = 1e-9  # τ is a ratio of pair counts: a bound within float rounding of the threshold meets it
 
 
 @dataclass
@@ -62,10 +63,14 @@ def across_contexts(studies: list[Study], tables: list[pd.DataFrame], out: Path)
                               for s in partial) + ".", ""]
     if len({r for r, _, _ in refs}) > 1:
         lines += ["The contexts name different reference stems; each verdict below is against its context's own.", ""]
+    base, factors = by_factor(contexts)
+    lines += factor_lines(contexts, base, factors)
     lines += place_table(contexts, rank, common, places) + verdict_table(contexts, agree) + tau_table(contexts, pairs)
     lines += [interaction_line(contexts, test), "", f"![forest]({figure})", "", forest_caption(refs), "", METHOD]
     summary = [f"{HEADING} {' '.join(s for s in answer if s)}"] + [
-        f"tau {contexts[t.a].label} vs {contexts[t.b].label}: {tau_text(t)}" for t in pairs]
+        f"tau {contexts[t.a].label} vs {contexts[t.b].label}: {tau_text(t)}" for t in pairs] + [
+        f"{f.names[0]} ({contexts[base.index].label} → {f.context.label}): {tau_text(f.tau)}, "
+        f"{ANSWERS[f.outcome].replace('*', '')}" for f in factors if len(f.names) == 1]
     return Across(lines, summary)
 
 
@@ -116,9 +121,10 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
     pair's τ has its bootstrap lower bound at or above the threshold; it depends on the context when the data show
     it (some τ's upper bound below the threshold, or the interaction test rejects); else these seeds cannot tell,
     with the bootstrap probability that every context ranks the stems alike (`same_share`)."""
-    finite = [t for t in pairs if math.isfinite(t.tau)]
-    if not finite:
+    outcome = rule_outcome(pairs, test, threshold)
+    if outcome == "none":
         return "No two contexts share 2 stems with completed seeds, so their rankings cannot be compared."
+    finite = [t for t in pairs if math.isfinite(t.tau)]
     low, high = min(t.tau for t in finite), max(t.tau for t in finite)
     spread = f"τ = {low:+.2f}" if low == high else f"τ from {low:+.2f} to {high:+.2f}"
     tested = math.isfinite(test.p)
@@ -127,19 +133,18 @@ def answer_sentence(contexts: list[Context], pairs: list[Tau], test: Interaction
     rule = f"compare.same_ranking_tau = {threshold:+.2f}"
     alike = ("" if not math.isfinite(same_share) else
              f"; {100 * same_share:.0f} % of bootstrap resamples rank the stems alike in every context")
-    if len(finite) == len(pairs) and all(t.lo >= threshold - ROUNDING for t in finite):
+    if outcome == "same":
         size = (", and the size of the differences changes with the context" if changes else
                 ", and the data show no change of the differences with the context") if tested else ""
         both = "both" if len(contexts) == 2 else f"all {len(contexts)}"
         return (f"**The ranking is the same in {both} contexts**: every pair's τ ({spread}) has its 95 % bootstrap "
                 f"lower bound at or above {rule}{size} ({p}{alike}).")
-    below = [t for t in finite if t.hi < threshold - ROUNDING]
-    if below:
-        worst = min(below, key=lambda t: t.hi)
+    if outcome == "order":
+        worst = min(finite, key=lambda t: t.hi)
         return (f"**The ranking depends on the context**: the order of the stems changes beyond seed noise ({spread}; "
                 f"between {contexts[worst.a].label} and {contexts[worst.b].label} {tau_text(worst)}, an interval below "
                 f"{rule}){', and the differences change with the context' if changes else ''} ({p}{alike}).")
-    if changes:
+    if outcome == "differences":
         return (f"**The stems' differences depend on the context** ({p}); whether their order changes, these seeds "
                 f"cannot tell: {spread}, not every τ's bootstrap lower bound is at or above {rule}, and no upper "
                 f"bound is below it{alike}.")
@@ -171,6 +176,40 @@ def movers_sentence(contexts: list[Context], stems: list[str], places: list[np.n
     verb = "moves" if len(most) == 1 else "move"
     return (f"{' and '.join(where)} {verb} most: {int(change.max())} place{'s' * bool(change.max() != 1)} "
             f"of the {len(stems)} every context ranks.")
+
+
+BY_FACTOR = "One factor at a time"
+ANSWERS = {"same": "the same ranking", "order": "**the ranking changes**",
+           "differences": "the differences change (the order: cannot tell)", "undecided": "cannot tell",
+           "none": "no 2 stems in common"}
+
+
+def factor_lines(contexts: list[Context], base: Base, factors: list[Factor]) -> list[str]:
+    """The table of factors: per context that differs from the base in one factor, τ of the two rankings with its
+    interval, the two contexts' interaction test, the answer by the comparison's rule, and the stems that changed
+    place or verdict; the contexts that differ in several factors named under it."""
+    rows = []
+    for f in (f for f in factors if len(f.names) == 1):
+        tau = "–" if not math.isfinite(f.tau.tau) else (
+            f"{f.tau.tau:+.2f}" + ("" if not math.isfinite(f.tau.lo) else f" [{f.tau.lo:+.2f}, {f.tau.hi:+.2f}]"))
+        moves = "; ".join(part for part in (
+            ("places: " + ", ".join(f"`{s}` {ordinal(a)} → {ordinal(b)}" for s, a, b in f.moved)) if f.moved else "",
+            ("verdicts: " + ", ".join(f"`{s}` {a or '–'} → {b or '–'}" for s, a, b in f.flipped)) if f.flipped else "")
+            if part) or "none"
+        rows.append([f.names[0], f.context.label, f.change, str(len(f.tau.stems)), tau, p_text(f.test.p),
+                     ANSWERS[f.outcome], moves])
+    lines = [f"{BY_FACTOR}, from the base context **{contexts[base.index].label}** ({base.why}): each row compares "
+             "the base with a context that differs from it in that factor alone, by the rule above applied to the two "
+             "(Kendall's τ of their rankings with its 95 % bootstrap interval, and their stem × context interaction "
+             "test); a place is among the stems both contexts ranked, a verdict is against the reference:", ""]
+    if rows:
+        lines += [md_table(["factor", "context", "base → context", "stems", "Kendall's τ [95 % interval]",
+                            "interaction p", "answer", "stems that move"], "lllrrrll", rows), ""]
+    several = [f for f in factors if len(f.names) != 1]
+    if several:
+        lines += ["Not one factor from the base, so in no row: " + "; ".join(
+            f"{f.context.label} (differs in {' and '.join(f.names)}: {f.change})" for f in several) + ".", ""]
+    return lines
 
 
 def place_table(contexts: list[Context], rank, stems: list[str], places: list[np.ndarray]) -> list[str]:

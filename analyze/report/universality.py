@@ -24,6 +24,7 @@ RESAMPLES = 5_000     # bootstrap resamples for τ's interval (scipy's kendallta
 RESAMPLE_SEED = 0     # a fixed generator: the report regenerates byte for byte from its records
 ALPHA = 0.05
 LOGIT_CLIP = 1e-3     # an accuracy within 0.1 point of 0 or 100 % is held there, so that its logit is finite
+ROUNDING = 1e-9       # τ is a ratio of pair counts: a bound within float rounding of the threshold meets it
 
 
 @dataclass
@@ -125,6 +126,21 @@ def same_ranking_threshold(contexts: list[Context]) -> float:
     as statistics.reference_of reads `compare`), else the schema's default."""
     value = newest_compare([r for c in contexts for r in c.study.runs]).get("same_ranking_tau")
     return float(CompareConf().same_ranking_tau if value is None else value)
+
+
+def rule_outcome(pairs: list[Tau], test: Interaction, threshold: float) -> str:
+    """The rule fixed before the data (`compare.same_ranking_tau`, the threshold): 'same' when every pair's τ has its
+    bootstrap lower bound at or above the threshold; 'order' (the ranking depends on the context) when some τ's upper
+    bound is below it; else 'differences' when the interaction test rejects at ALPHA (the stems' differences change,
+    their order undecided); else 'undecided'; 'none' when no pair has a τ."""
+    finite = [t for t in pairs if math.isfinite(t.tau)]
+    if not finite:
+        return "none"
+    if len(finite) == len(pairs) and all(t.lo >= threshold - ROUNDING for t in finite):
+        return "same"
+    if any(t.hi < threshold - ROUNDING for t in finite):
+        return "order"
+    return "differences" if math.isfinite(test.p) and test.p < ALPHA else "undecided"
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
