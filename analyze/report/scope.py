@@ -91,6 +91,10 @@ def _environment(key: str) -> Callable[[Run], Any]:
     return lambda run: (run.record.get("environment") or {}).get(key, NOT_RECORDED)
 
 
+def commit_text(commit: Any) -> str:
+    return commit[:12] if isinstance(commit, str) and commit != NOT_RECORDED else NOT_RECORDED
+
+
 @dataclass(frozen=True)
 class Setting:
     label: str
@@ -113,7 +117,7 @@ SETTINGS = (
     Setting("device", device_text),
     Setting("torch", _environment("torch"), named_when_fixed=False),
     Setting("fastai", _environment("fastai"), named_when_fixed=False),
-    Setting("code commit", lambda run: str(_environment("git_commit")(run))[:12], named_when_fixed=False),
+    Setting("code commit", lambda run: commit_text(_environment("git_commit")(run)), named_when_fixed=False),
 )
 PEAK_LR = Setting("peak LR", _train("lr"))  # a setting only where the study was not tuned per stem
 BUDGET = ("dataset", "image size", "epochs", "batch size", "trunk", "device")  # the budget line names these
@@ -171,7 +175,8 @@ def scope_lines(study: Study, detect: str) -> list[str]:
               f"{one('trunk')}; {runs}; {wall_minutes(timed):.1f} min of wall time summed over "
               + (f"its {len(every)} runs" if len(timed) == len(every) else f"the {len(timed)} of {len(every)} runs that recorded it")
               + f", on {one('device')}")
-    held = "; ".join([", ".join(label for label in BUDGET if label in fixed) + " (as above)"]
+    in_budget = [label for label in BUDGET if label in fixed]
+    held = "; ".join(([", ".join(in_budget) + " (as above)"] if in_budget else [])
                      + [f"{label}: {value}" for label, value in fixed.items() if label not in BUDGET]
                      + ([f"seed: {seeds[0]}"] if len(seeds) == 1 else []))
     varies = [f"the stem ({stems})"] + ([f"the seed ({seeds_text(seeds)})"] if len(seeds) > 1 else [])
