@@ -30,6 +30,7 @@ from profiler.stem_cost import cost
 
 from .hydra_private import apply_overrides, basic_sweeper, get_overrides_dirname
 from .match import check_match
+from .rundir import overlong_name
 from .schema import STEM_KEYS, StemConf, register_configs, stem_node
 
 __all__ = ["CONF_DIR", "ConfigError", "check_command_line", "compose", "register_configs", "stem_node", "to_dict"]
@@ -54,7 +55,9 @@ def check_command_line(overrides: list[str], multirun: bool = False, config_name
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         check_choices(overrides)
         if not multirun:
-            check_config(compose_job(config_name, overrides), overrides)
+            cfg = compose_job(config_name, overrides, with_hydra=True)
+            check_config(cfg, overrides)
+            check_run_dir(cfg)
             return 1
         checked = 0
         for point, cfg in sweep_points(config_name, overrides):
@@ -82,9 +85,9 @@ def check_manifest() -> None:
         raise ConfigError(problem)
 
 
-def compose_job(config_name: str, overrides: list[str]) -> DictConfig:
+def compose_job(config_name: str, overrides: list[str], with_hydra: bool = False) -> DictConfig:
     try:
-        return hydra_compose(config_name, overrides=overrides)
+        return hydra_compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(explain(e, overrides)) from None
 
@@ -126,7 +129,7 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
     basic = basic_sweeper()
     if sweeper._target_ != f"{basic.__module__}.{basic.__name__}":
         fixed = [o for o in overrides if not is_sweep(o)]
-        check_point_dir(sweep_cfg, OverridesParser.create().parse_overrides(fixed), 0)
+        check_point_dir(sweep_cfg, OverridesParser.create().parse_overrides(fixed), 0, named_by_sweeper=True)
         yield overrides, compose_job(config_name, fixed)
         return
     # what BasicSweeper.sweep does: the preset's hydra.sweeper.params, then the command line's task overrides
@@ -152,9 +155,11 @@ def sweep_points(config_name: str, overrides: list[str]) -> Iterator[tuple[list[
         yield point, cfg
 
 
-def check_point_dir(sweep_cfg: DictConfig, overrides: list, num: int) -> None:
+def check_point_dir(sweep_cfg: DictConfig, overrides: list, num: int, named_by_sweeper: bool = False) -> None:
     """A sweep point's folder (hydra.sweep.subdir: by default the point's overrides) stays inside hydra.sweep.dir: a
-    value holding `/..` would put the point's record outside the sweep. Computed as Hydra's config loader does."""
+    value holding `/..` would put the point's record outside the sweep; and its names fit the filesystem. Computed as
+    Hydra's config loader does. `named_by_sweeper`: a sweeper other than Hydra's basic one may set hydra.sweep.subdir
+    itself (stemlab's do), so the fix offered is shorter overrides."""
     names = sweep_cfg.hydra.job.config.override_dirname
     task = [o for o in overrides if not o.is_hydra_override()]
     with open_dict(sweep_cfg):
@@ -166,6 +171,31 @@ def check_point_dir(sweep_cfg: DictConfig, overrides: list, num: int) -> None:
         culprit = next((o.input_line for o in task if "/" in o.input_line), f"hydra.sweep.subdir={subdir}")
         raise ConfigError(f"{culprit} would put a sweep point's folder ({subdir}) outside hydra.sweep.dir; "
                           "use a value without '/' in it.")
+    sweep_dir = Path(str(sweep_cfg.hydra.sweep.dir))
+    overlong = overlong_name(sweep_dir / subdir)
+    if overlong and overlong[0] in sweep_dir.parts:
+        raise ConfigError(too_long("hydra.sweep.dir's folder name", *overlong, "use a shorter hydra.sweep.dir."))
+    if overlong:
+        by_number = "" if named_by_sweeper else ", or name the points by number: 'hydra.sweep.subdir=${hydra.job.num}'"
+        raise ConfigError(too_long("a sweep point's folder name", *overlong,
+                                   f"shorten the overrides or move them into a preset in conf/experiment/{by_number}."))
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A single run's folder names fit the filesystem (the default folder names the stem's non-default parameters)."""
+    try:
+        run_dir = Path(str(cfg.hydra.run.dir))
+    except OmegaConfBaseException:  # a pattern only Hydra's run resolves (e.g. ${hydra.job.num}): Hydra says why
+        return
+    overlong = overlong_name(run_dir)
+    if overlong:
+        raise ConfigError(too_long("the run's folder name", *overlong, "set a shorter one with hydra.run.dir=FOLDER."))
+
+
+def too_long(what: str, name: str, limit: int, fix: str) -> str:
+    shown_name = name if len(name) <= 60 else f"{name[:57]}..."
+    return (f"{what} ({shown_name}) is {len(os.fsencode(name))} bytes long, over the filesystem's limit of {limit} bytes "
+            f"per name; {fix}")
 
 
 def is_sweep(override: str) -> bool:

@@ -35,9 +35,19 @@ class FolderRefused(Exception):
 
 
 def existing_parent(folder: Path) -> Path:
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.exists(folder) and folder != folder.parent:  # os.path: False for a name too long, no error
         folder = folder.parent
     return folder
+
+
+def overlong_name(folder: Path) -> tuple[str, int] | None:
+    """The first name in `folder` longer than the filesystem that would hold it takes (in bytes, mostly 255), with
+    that limit; None when every name fits. Creating such a folder fails with "File name too long"."""
+    try:
+        limit = os.pathconf(existing_parent(folder.absolute()), "PC_NAME_MAX")
+    except (OSError, ValueError):  # no limit reported: the common one
+        limit = 255
+    return next(((name, limit) for name in folder.parts if len(os.fsencode(name)) > limit), None)
 
 
 def check_room(folder: Path, key: str) -> None:

@@ -55,7 +55,8 @@ def run(cfg: DictConfig, out_dir: Path, sweep_dir: Path | None = None) -> float:
     record: dict[str, Any] = {"name": name, "config": config, "data": data.info, "environment": environment(),
                               "hardware": {"device": str(hw.device), "precision": hw.precision, "channels_last": hw.channels_last,
                                            # a sweep's parallel launcher gives each point cores // n_jobs threads
-                                           "threads": torch.get_num_threads(), "allocator": setup.allocator, "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s},
+                                           "threads": torch.get_num_threads(), "allocator": setup.allocator, "decided": hw.decided, "peak_flops_per_s": peak.flops_per_s,
+                                           "peak_load": peak.load},  # the machine while the peak was measured
                               "stem_match": setup.stem_match, "pairing": setup.pairing, "started": started.isoformat(),
                               "resumed_from_epoch": resume["epoch"] if resume else None,
                               "resumed_epochs": [row["epoch"] for row in resume["history"]] if resume else []}
@@ -147,14 +148,22 @@ def summarize(history: pd.DataFrame, profile, per_image: dict[str, float], peak:
     """The record's metrics: the last epoch's (its training img/s and ms per step are what the report's speed columns
     show), the best accuracy, the profile's totals (ms_train_step: the profile's few timed steps), and the model FLOPs
     utilisation (MFU): training FLOP/s achieved (the profile's FLOPs per image x training img/s) over the peak
-    FLOP/s measured on this device at the run's precision (profiler.calibrate)."""
+    FLOP/s measured on this device at the run's precision and thread count (profiler.calibrate); none where the
+    training beat that peak, which was then measured too low."""
     final = history.iloc[-1].to_dict() if len(history) else {}
     img_s = final.get("train_img_s", math.nan)
+    mfu = per_image["flops_train_per_image"] * img_s / peak.flops_per_s
+    if mfu > 1:
+        when = (f"measured at load {peak.load['load_avg']:.1f} on {peak.load['cpus']} cores" if peak.load
+                else "its load while measured unknown")
+        log.warning("Training reached %.1f GFLOP/s, above this device's peak of %.1f GFLOP/s (%s): that peak is too "
+                    "low, so the record has no MFU.", mfu * peak.flops_per_s / 1e9, peak.flops_per_s / 1e9, when)
+        mfu = None
     return {
         "valid_acc": final.get("accuracy", math.nan), "valid_loss": final.get("valid_loss", math.nan),
         "train_loss": final.get("train_loss", math.nan),
         "best_valid_acc": history["accuracy"].max() if len(history) else math.nan,
-        "train_img_s": img_s, "train_ms_step": final.get("train_ms_step", math.nan), "mfu": per_image["flops_train_per_image"] * img_s / peak.flops_per_s,
+        "train_img_s": img_s, "train_ms_step": final.get("train_ms_step", math.nan), "mfu": mfu,
         "params": int(profile.totals["params"]), **per_image,
         "stem_share_flops": profile.totals["stem_share_flops"], "stem_share_time": profile.totals["stem_share_time"],
         "ms_fwd": profile.totals["ms_fwd"], "ms_train_step": profile.totals["ms_train_step_e2e"],

@@ -141,7 +141,7 @@ def test_a_cpu_learner_in_bf16_computes_in_bf16(make_cfg):
     assert set(seen.dtypes) == {torch.bfloat16}  # fastai's own MixedPrecision would have left the CPU in fp32
 
 
-def test_mfu_is_training_flops_per_second_over_the_peak():
+def test_mfu_is_training_flops_per_second_over_the_peak(caplog):
     history = pd.DataFrame([{"epoch": 0, "train_loss": 1.0, "valid_loss": 1.0, "accuracy": 0.5, "train_img_s": 250.0}])
 
     class Profile:
@@ -150,6 +150,12 @@ def test_mfu_is_training_flops_per_second_over_the_peak():
     per_image = {"flops_fwd_per_image": 1e9, "flops_train_per_image": 3e9}
     metrics = summarize(history, Profile(), per_image, Peaks("cpu", "torch.bfloat16", 2.5e12, 1e11))
     assert metrics["mfu"] == pytest.approx(0.3)  # 3 GFLOP x 250 img/s = 750 GFLOP/s of 2,500
+    # a peak below what the training reached was measured too low: no MFU rather than one above 100 %
+    slow_peak = Peaks("cpu", "torch.bfloat16", 5e11, 1e11, {"load_avg": 17.8, "cpus": 2})
+    with caplog.at_level(logging.WARNING, logger="stemlab"):
+        assert summarize(history, Profile(), per_image, slow_peak)["mfu"] is None
+    assert caplog.messages == ["Training reached 750.0 GFLOP/s, above this device's peak of 500.0 GFLOP/s (measured at "
+                               "load 17.8 on 2 cores): that peak is too low, so the record has no MFU."]
 
 
 def test_the_record_names_the_cpu_and_its_bf16():

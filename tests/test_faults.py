@@ -169,6 +169,41 @@ def test_the_cli_refuses_a_path_in_a_value_and_writes_nothing(tmp_path, args, ke
     assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")] == ["a", "a/b", "a/b/c"]
 
 
+LONG_LAYERS, LONG_WIDTHS = "[" + ",".join(["1"] * 60) + "]", "[" + ",".join(["8"] * 60) + "]"
+LONG_STEM = {"widths": [16] * 29 + [64], "kernel_sizes": [1] * 30, "strides": [2, 2] + [1] * 28}
+
+
+@pytest.mark.parametrize("mode", ["sweep", "run"])
+def test_a_folder_name_too_long_for_the_filesystem_is_refused_and_writes_nothing(tmp_path, mode):
+    """A sweep point's folder is named by its overrides, a single run's by its stem's non-default parameters: past the
+    filesystem's 255 bytes per name Hydra would end in a traceback, leaving the sweep's folder half-written."""
+    if mode == "sweep":
+        overrides = ["data=synthetic", "stem=resnet_7x7", f"trunk.layers={LONG_LAYERS}", f"trunk.widths={LONG_WIDTHS}"]
+        name = ",".join(overrides)  # Hydra's override_dirname: sorted, logger= left out
+        what, fix = "a sweep point's folder name", ("shorten the overrides or move them into a preset in conf/experiment/, "
+                                                    "or name the points by number: 'hydra.sweep.subdir=${hydra.job.num}'.")
+        proc = run_cli("-m", *overrides, "logger=none", cwd=tmp_path)
+    else:
+        overrides = ["data=synthetic", "stem=conv_stack", *(f"stem.{k}={v}".replace(" ", "") for k, v in LONG_STEM.items())]
+        label = "conv_stack" + "".join(f".{k}={','.join(map(str, LONG_STEM[k]))}" for k in sorted(LONG_STEM))
+        name = f"HH-MM-SS_{label}_xresnet18_synthetic"  # hydra.run.dir's default: time, stem label, trunk, data
+        what, fix = "the run's folder name", "set a shorter one with hydra.run.dir=FOLDER."
+        proc = run_cli(*overrides, "logger=none", cwd=tmp_path)
+    assert len(name) > 255
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {what} ("), proc.stderr
+    assert proc.stderr.endswith(f"...) is {len(name)} bytes long, over the filesystem's limit of 255 bytes per name; "
+                                f"{fix}\n"), proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no multirun/ nor outputs/ folder
+
+
+def test_a_sweep_folder_too_long_for_the_filesystem_is_refused():
+    with pytest.raises(ConfigError) as refused:
+        check_command_line([*TINY, "seed=0,1", f"hydra.sweep.dir=multirun/{'s' * 256}"], multirun=True)
+    assert str(refused.value) == (f"hydra.sweep.dir's folder name ({'s' * 57}...) is 256 bytes long, over the "
+                                  "filesystem's limit of 255 bytes per name; use a shorter hydra.sweep.dir.")
+
+
 # --- 5. non-finite settings --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override,message", [

@@ -615,25 +615,6 @@ def test_records_that_counted_epochs_from_0_read_as_counted_from_1():
     assert from_one(None) is None  # a run that wrote no history.csv
 
 
-def test_mfu_column_is_the_median_over_seeds_and_a_dash_without_it(tmp_path):
-    root = tmp_path / "sweep"
-    for seed, mfu in enumerate([0.10, 0.30, 0.20]):
-        path = write_point(root, "resnet_7x7", seed, 0.8) / "result.json"
-        record = json.loads(path.read_text())
-        record["metrics"]["mfu"] = mfu
-        path.write_text(json.dumps(record))
-    write_point(root, "patchify_4x4", 0, 0.7)  # an older record: no MFU
-    table = the_table(root)
-    assert table.loc["resnet_7x7", "mfu"] == pytest.approx(0.20) and math.isnan(table.loc["patchify_4x4", "mfu"])
-    out = tmp_path / "report"
-    assert cli.main(["report", str(root), "--out", str(out)]) == 0
-    rows: dict[str, str] = {}
-    text = (out / "report.md").read_text()
-    for line in text[text.index("Details per stem:"):].splitlines():  # the details table first (other tables name stems too)
-        rows.setdefault(line.split(" | ")[0], line)
-    assert rows["| **`resnet_7x7`**"].endswith("| 20.0 % |") and rows["| `patchify_4x4`"].endswith("| – |")
-
-
 def test_an_out_that_is_a_file_is_one_sentence(study, tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")

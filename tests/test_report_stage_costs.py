@@ -16,7 +16,7 @@ LAYERS = [("stem", 40e6, 4e6, 2.0), ("stem", 20e6, 2e6, 1.0), ("stage1", 300e6, 
           ("head", 1e6, 2e6, 0.5)]
 
 
-def write_run(root, stem, seed, scale, precision="fp32", peaks=(0.1, 20.0)):
+def write_run(root, stem, seed, scale, precision="fp32", peaks=(0.1, 20.0), peak_flops_per_s=None):
     d = root / f"{stem}_s{seed}"
     d.mkdir(parents=True)
     config = {"stem": {"name": stem}, "trunk": {"name": "xresnet18"}, "data": {"name": "mnist5k"},
@@ -26,7 +26,8 @@ def write_run(root, stem, seed, scale, precision="fp32", peaks=(0.1, 20.0)):
     record = {"format": 1, "config": config, "status": "completed", "metrics": metrics, "wall_s": 1.0,
               "profile_totals": {"peak_tflops": peaks[0], "peak_gbps": peaks[1]},
               "environment": {"torch": "2.x", "python": "3.11"},
-              "hardware": {"device": "cpu", "precision": precision, "load": {"load_avg": 1.5 + seed, "cpus": 2}}}
+              "hardware": {"device": "cpu", "precision": precision, "load": {"load_avg": 1.5 + seed, "cpus": 2},
+                           **({} if peak_flops_per_s is None else {"peak_flops_per_s": peak_flops_per_s})}}
     (d / "result.json").write_text(json.dumps(record))
     pd.DataFrame({"epoch": [0], "accuracy": [0.9]}).to_csv(d / "history.csv", index=False)
     pd.DataFrame([{"group": g, "flops_fwd": f, "flops_bwd": 2 * f, "bytes_moved": b * scale, "ms_fwd": ms, "ms_bwd": 2 * ms}
@@ -70,3 +71,21 @@ def test_the_stage_roofline_draws_each_precision_under_its_own_ceilings_and_says
     title = " ".join(fig.get_suptitle().split())  # the title is wrapped to the figure's width
     assert "the calibration recorded in these runs" in title
     assert "timed at load average 1.5–3.5 on 2 CPUs: CPUs fully loaded" in title
+
+
+def test_a_peak_a_run_beat_is_drawn_as_no_ceiling(tmp_path, monkeypatch):
+    # training reached 3e7 FLOPs × 100 img/s = 3 GFLOP/s, above the 1 GFLOP/s peak the fp32 runs recorded: the MFU
+    # note withholds it, and the roofline draws it dashed, named as no ceiling; the bf16 runs recorded no such peak
+    root = tmp_path / "sweep"
+    for seed in range(3):
+        write_run(root, "resnet_7x7", seed, scale=1.0, peak_flops_per_s=1e9)
+        write_run(root, "patchify_4x4", seed, scale=1.0, precision="bf16", peaks=(0.7, 10.0))
+    (study,) = split_studies(read_records(root).runs)
+    drawn = {}
+    monkeypatch.setattr("analyze.report.stage_costs.save", lambda fig, path: drawn.setdefault("fig", fig) and path.name)
+    write_stage_roofline(study, ["patchify_4x4", "resnet_7x7"], tmp_path)
+    panels = {ax.get_title().split(":")[0]: ax for ax in drawn["fig"].axes if ax.get_title()}
+    assert (panels["fp32"].get_legend().get_texts()[0].get_text()
+            == "calibrated peaks (§ not trusted as ceilings, see the MFU note): 100 GFLOP/s, 20 GB/s")
+    assert panels["fp32"].lines[0].get_linestyle() == "--"
+    assert panels["bf16"].get_legend().get_texts()[0].get_text() == "ceilings: 700 GFLOP/s, 10 GB/s"

@@ -1,12 +1,11 @@
-"""``python -m analyze report DIR [--out DIR] [--wandb PROJECT [--group G]]``: the stem study's answer.
+"""``python -m analyze report DIR [--with DIR ...] [--out DIR] [--wandb PROJECT [--group G]]``: the stem study's answer.
 
-Reads every result record under DIR (recursively; or W&B runs with ``--wandb``), splits them into studies
-(records whose config differs only in the stem and the seed; mixed trunks, datasets or settings are never
-averaged together), and writes ``report.md`` with PNG figures beside it: per stem the accuracy over seeds
-with its 95 % CI, the paired comparison with the reference stem (Bonferroni-adjusted p and interval, equivalence,
-P(best), accuracy within the reference's time, the study's power), the
-costs, accuracy vs cost with the Pareto front, compute by depth, training curves, the LR tuning of a tuned
-study, provenance, and the missing, failed and skipped points.
+Reads every result record under DIR and each ``--with`` folder (recursively; or W&B runs with ``--wandb``), splits
+them into studies (records whose config differs only in the stem and the seed; mixed trunks, datasets or settings are
+never averaged together), and writes ``report.md`` with PNG figures beside it: per stem the accuracy over seeds with
+its 95 % CI, the paired comparison with the reference stem (Bonferroni-adjusted p and interval, equivalence, P(best),
+accuracy within the reference's time, the study's power), the costs, accuracy vs cost with the Pareto front, compute
+by depth, training curves, the LR tuning of a tuned study, provenance, and the missing, failed and skipped points.
 """
 from __future__ import annotations
 
@@ -28,6 +27,9 @@ def help_text(doc: str | None) -> str | None:
 def add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="compare the stems of a sweep: report.md with figures", description=help_text(__doc__))
     p.add_argument("dir", help="the sweep directory (its result records are read recursively); with --wandb, where to write")
+    p.add_argument("--with", dest="also", metavar="DIR", action="append", default=[],
+                   help="also read the records under this folder (another sweep, e.g. one that ran a context of this "
+                   "study's comparison across contexts); repeatable")
     p.add_argument("--out", default=None, help="where report.md and the figures go (default: DIR)")
     p.add_argument("--wandb", metavar="PROJECT", default=None, help="read the runs of this W&B project (entity/project) instead")
     p.add_argument("--group", default=None, help="with --wandb: only this W&B group (a sweep)")
@@ -67,6 +69,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     inputs = read_wandb(args.wandb, args.group) if args.wandb else read_records(root)
+    for folder in args.also:
+        inputs.add(read_records(Path(folder)))
     studies = split_studies(inputs.runs)
     for study in studies:  # before anything is written: a study of mixed formats is refused whole
         check_one_format(study)
@@ -80,7 +84,8 @@ def run_report(args: argparse.Namespace) -> int:
     for figs, s, t in zip(figures, studies, tables):  # the per-stage roofline (analyze/report/stage_costs.py)
         figs.update(write_stage_roofline(s, list(t.loc[t["n"] > 0, "stem"]), out))
     command = shlex.join(["python", "-m", "analyze", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else \
-        shlex.join(["python", "-m", "analyze", "report", args.dir, *(["--out", args.out] if args.out else [])])
+        shlex.join(["python", "-m", "analyze", "report", args.dir, *(x for d in args.also for x in ("--with", d)),
+                    *(["--out", args.out] if args.out else [])])
     across = across_contexts(studies, tables, out)  # records that span 2+ contexts (issue 20)
     atomic_write(out / "report.md", render(inputs, studies, tables, tunings, figures, command, across.lines if across else []))
     for study, table in zip(studies, tables):

@@ -17,7 +17,10 @@ from .studies import Study, flatten
 
 OVERRIDE = "context"                                  # the config group of the study presets' contexts
 NAMED = ("data.name", "data.image_size", "trunk.name", "train.epochs")  # always in a made label
-NOT_CONTEXT = ("train.lr",)  # chosen per stem (the keys that make no different run, data.root among them: out already)
+# not a context: the LR, chosen per stem; the study's name and what the profile measures, which change no training
+# (so a context one study ran, e.g. the 64-px Imagenette study, stands in another's comparison: `report --with`);
+# the keys that make no different run (data.root among them) are out already
+NOT_CONTEXT = ("train.lr", "study", "profile.")
 
 
 @dataclass
@@ -28,9 +31,10 @@ class Context:
 
 
 def context_config(study: Study) -> dict[str, object]:
-    """The study's flattened config without what is not a context: the LR (a study's config is already without
+    """The study's flattened config without what is not a context (NOT_CONTEXT; a study's config is already without
     what makes no different run, experiments.same_run: the dataset's folder, W&B, ...)."""
-    return {k: v for k, v in flatten(study.config).items() if k not in NOT_CONTEXT}
+    return {k: v for k, v in flatten(study.config).items()
+            if not any(k == n or (n.endswith(".") and k.startswith(n)) for n in NOT_CONTEXT)}
 
 
 def override_name(study: Study) -> str | None:

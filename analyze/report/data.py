@@ -80,6 +80,11 @@ class Inputs:
     missing: list[tuple[str, str, Any]] = field(default_factory=list)  # (sweep dir, stem, seed) never run
     sweep_commands: list[str] = field(default_factory=list)
 
+    def add(self, other: "Inputs") -> None:
+        """Another folder's records and what its sweeps left undone, beside these."""
+        for name in ("runs", "skipped", "incomplete", "unfinished", "missing", "sweep_commands"):
+            getattr(self, name).extend(getattr(other, name))
+
 
 def from_one(history: pd.DataFrame | None) -> pd.DataFrame | None:
     """history.csv with its epochs counted from 1, as records since 2026-12-01 count them (older ones from 0); None

@@ -22,6 +22,7 @@ from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
 from .tuning import lr_choices
+from .utilisation import WITHHELD, utilisation
 
 METHOD = (
     "Accuracy is the validation accuracy after the last epoch; ± is the half-width of the 95 % confidence interval of "
@@ -51,7 +52,8 @@ METHOD = (
     "machine (more runnable processes than cores), whose times are inflated. Times, time shares "
     "and img/s are medians over seeds (one busy moment on a shared machine slows one run, not the stem); the other "
     "columns are means. MFU (model FLOPs utilisation, a median too) is the training FLOPs per image times the training "
-    "img/s over the peak FLOP/s measured on the run's device at its precision (– in older records). The main table "
+    "img/s over the peak FLOP/s measured on the run's device at its precision and thread count (– in older records; "
+    "§: withheld where that peak cannot be trusted, as the note under the table says). The main table "
     "gives each stem's answer; the details table under it the p-values, accuracy at the reference's time and the "
     "costs. Each study opens with its **Scope**, read from its records: the budget it trained under, what every run "
     "shared and what varied (a setting that differs between its runs is named there), the smallest difference it "
@@ -151,7 +153,8 @@ def details_table(table: pd.DataFrame, show_lr: bool = False) -> str:
         _, p, p_equiv, _ = comparison_cells(r)
         rows.append([_name(r), *([_lr(r["lr"])] if tuned else []), p, p_equiv, _at_ref_time(r),
                      _num(r["params"], 2, 1e6), _num(r["gflops_train"], 3), _pct(r["stem_share_flops"]),
-                     _pct(r["stem_share_time"]), _timed(_num(r["img_s"], 0), r), _pct(r["mfu"])])
+                     _pct(r["stem_share_time"]), _timed(_num(r["img_s"], 0), r),
+                     _pct(r["mfu"]) + (WITHHELD if r["mfu_withheld"] else "")])
     return md_table(head, "l" + "r" * (len(head) - 1), rows)
 
 
@@ -326,7 +329,8 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
                 f"{'s' * (margin != 1)}.", "", *scope_lines(study, detect_text(pw)), pairing_line(final), split_line(final), "",
                 markdown_table(table), "", *loaded_note(table), *next_step(study, table, pw, margin, command),
                 power_line(pw), "", *plan_lines(study),
-                "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), ""]
+                "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), "",
+                *[line for note in utilisation(final, stem_labels(study.runs)).notes for line in (note, "")]]
     else:
         out += ["No records of the final stage yet (only its LR tuning).", ""]
     notes = [f"`{r['stem']}`: {r['not_completed']}" for _, r in table.iterrows() if r["not_completed"]]

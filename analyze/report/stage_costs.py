@@ -16,6 +16,7 @@ from profiler.figure_files import label_points
 from .figures import load_note, new_figure, save, stem_colors
 from .statistics import STAGES, completed
 from .studies import Study, stem_labels
+from .utilisation import WITHHELD, utilisation
 
 __all__ = ["stage_costs", "stage_cost_lines", "write_stage_roofline"]
 
@@ -24,7 +25,8 @@ CAPTION = ("Per stage, forward: bytes moved (a lower bound: each layer's input, 
            "arithmetic intensity (FLOPs per byte), means over seeds.")
 ROOFLINE_CAPTION = ("The roofline places each stage by its intensity and achieved FLOP/s, one panel per precision, under "
                     "the ceilings its runs recorded: the device's calibrated peaks in that precision "
-                    "(`profiler/calibrate.py`: a best of a few runs, cached per device, precision and torch version). A "
+                    "(`profiler/calibrate.py`: a best of a few runs, cached per device, precision and torch version; "
+                    "dashed and not called ceilings where the MFU note withholds them). A "
                     "calibration is one measurement on a possibly busy machine, so another study's calibration of the "
                     "same CPU (the layer-shape study's, say) can differ: compare stages under one calibration, not "
                     "across studies.")
@@ -82,12 +84,15 @@ def write_stage_roofline(study: Study, order: list[str], out: Path) -> dict[str,
     if not len(timed):
         return {}
     precisions = list(dict.fromkeys(timed["precision"]))
+    runs = completed(study.runs)
+    untrusted = utilisation(runs, {id(r): r.stem for r in runs}).withheld  # peaks the MFU note shows too low
+    too_low = {str((r.record.get("hardware") or {}).get("precision", "?")) for r in runs if id(r) in untrusted}
     fig, axes = new_figure(1, len(precisions), (6.2 * len(precisions) + 1.6, 5.2), sharey=True)
     colors = stem_colors([s for s in order if s in set(timed["stem"])])
     markers = dict(zip(_stage_order(timed["stage"]), "osD^vP*X"))
     for ax, precision in zip(axes[0], precisions):
         d = timed[timed["precision"] == precision]
-        _ceilings(ax, d)
+        _ceilings(ax, d, precision in too_low)
         for stem in [s for s in order if s in set(d["stem"])]:
             ds = d[d["stem"] == stem]
             ax.plot(ds["intensity"], ds["gflops_s"], color=colors[stem], lw=0.6, alpha=0.5)
@@ -115,13 +120,16 @@ def write_stage_roofline(study: Study, order: list[str], out: Path) -> dict[str,
     return {"stage_roofline": save(fig, out / f"{study.slug}_stage_roofline.png")}
 
 
-def _ceilings(ax, d: pd.DataFrame) -> None:
-    """The precision's two ceilings, named with their numbers (and how many calibrations, when runs differ)."""
+def _ceilings(ax, d: pd.DataFrame, too_low: bool) -> None:
+    """The precision's two ceilings, named with their numbers (and how many calibrations, when runs differ); dashed
+    and named as no ceiling where the report withholds MFU against these runs' peak (utilisation.py: measured too
+    low, under load, or at an unrecorded load)."""
     peak_f, peak_b = d["peak_gflops_s"].mean(), d["peak_gbytes_s"].mean()
     n = len(d[["peak_gflops_s", "peak_gbytes_s"]].drop_duplicates())
     xs = np.logspace(math.log10(d["intensity"].min() / 2), math.log10(max(d["intensity"].max(), peak_f / peak_b) * 2), 200)
-    ax.plot(xs, np.minimum(peak_f, xs * peak_b), color="black", lw=1.2,
-            label=f"ceilings: {peak_f:.0f} GFLOP/s, {peak_b:.0f} GB/s" + (f" (mean of {n} calibrations)" if n > 1 else ""))
+    what = f"calibrated peaks ({WITHHELD.strip()} not trusted as ceilings, see the MFU note)" if too_low else "ceilings"
+    ax.plot(xs, np.minimum(peak_f, xs * peak_b), color="0.5" if too_low else "black", lw=1.2, ls="--" if too_low else "-",
+            label=f"{what}: {peak_f:.0f} GFLOP/s, {peak_b:.0f} GB/s" + (f" (mean of {n} calibrations)" if n > 1 else ""))
 
 
 def stage_cost_lines(study: Study, order: list[str], figure: str | None) -> list[str]:

@@ -17,9 +17,10 @@ from .comparison import DEFAULT_MARGIN, choose_reference, compare_with_reference
 from .data import Run
 from .studies import Study, stem_labels
 from .tuning import lr_choices
+from .utilisation import utilisation
 
 STAGES = list(GROUPS)  # the model's top-level children: what the per-layer tables are grouped by
-TIMED = ("stem_share_time", "train_img_s", "train_ms_step", "ms_fwd", "mfu")  # reported as medians over seeds
+TIMED = ("stem_share_time", "train_img_s", "train_ms_step", "ms_fwd")  # reported as medians over seeds
 
 
 def finite(values) -> np.ndarray:
@@ -72,12 +73,14 @@ def stem_table(study: Study) -> pd.DataFrame:
     reference's training time, and cost metrics."""
     labels = stem_labels(study.runs)
     rows, acc_by_stem = [], accuracy_by_stem(study)
+    mfu = utilisation(completed(study.runs), labels)
     for label in sorted(set(labels.values())):
         rs = [r for r in study.runs if labels[id(r)] == label]
         done = completed(rs)
         accs = acc_by_stem[label]
         mean, half = t_interval(accs.values())
         steps = finite(step_ms(r) for r in done)
+        mfus = finite(mfu.mfu[id(r)] for r in done)  # a median, as the timings it is made of
         accs_seen = finite(accs.values())
 
         def avg(key: str) -> float:
@@ -96,11 +99,13 @@ def stem_table(study: Study) -> pd.DataFrame:
                      "loaded": sum(timed_under_load(r) for r in done),  # runs whose timings shared the machine
                      "epochs_trained": max((len(r.history) for r in done if r.history is not None), default=0),
                      "img_s": avg("train_img_s"), "best_acc": avg("best_valid_acc"),
-                     "mfu": avg("mfu")})  # model FLOPs utilisation (experiments.runner.summarize); older records: NaN
+                     # model FLOPs utilisation where it is one (utilisation.py); older records: NaN
+                     "mfu": float(np.median(mfus)) if len(mfus) else math.nan,
+                     "mfu_withheld": sum(id(r) in mfu.withheld for r in done)})
     table = pd.DataFrame(rows, columns=["stem", "acc_mean", "acc_ci95", "acc_lo", "acc_hi", "n", "points", "not_completed",
                                         "seeds", "lr", "params", "gflops_fwd", "gflops_train", "stem_share_flops",
                                         "stem_share_time", "ms_step", "ms_lo", "ms_hi", "loaded", "epochs_trained",
-                                        "img_s", "best_acc", "mfu"])
+                                        "img_s", "best_acc", "mfu", "mfu_withheld"])
     if not len(table):  # a tuned study whose final stage has not run yet
         return table.assign(verdict="", p_best=math.nan)
     reference, _, margin = reference_of(study, table)
