@@ -1,5 +1,6 @@
 """`python -m analyze report`: statistics against hand-computed values, studies and stages kept apart, partial
 sweeps and unreadable files named, figures written."""
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from analyze.report.data import read_records
 from analyze.report import render as render_module
 from analyze.report.render import plateau_text, render
 from analyze.report.studies import split_studies
+from experiments.seed_plan import SeedPlan
 
 T_975_DF2 = 4.302652729749464   # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
 T_975_DF1 = 12.706204736174707  # ... 1 degree of freedom
@@ -621,3 +623,20 @@ def test_an_out_that_is_a_file_is_one_sentence(study, tmp_path, capsys):
     assert cli.main(["report", str(study), "--out", str(taken)]) == 2
     assert capsys.readouterr().err == f"error: --out {taken} is a file; give a folder (it is created when missing).\n"
     assert taken.read_text() == "mine"
+
+
+def test_the_report_counts_the_comparisons_it_decided_and_says_why_the_rest_stayed_open_at_the_cap():
+    table = pd.DataFrame({"stem": ["resnet_7x7", "a", "b", "c", "d"],
+                          "verdict": ["**reference**", "worse", "equivalent (±1 pt)", "inconclusive", "too few seeds"],
+                          "diff": [math.nan, -0.03, 0.002, 0.0081, math.nan]})
+    pw = comparison.Power(sd=0.01, df=36, seeds=10, comparisons=4, detectable=0.0131, seeds_for_1pt=16, margin=0.01, seeds_for_margin=16)
+    capped = SeedPlan(pilot=3, sd=1.0, df=8, comparisons=4, margin=1.0, needed=16, cap=10, seeds=10, power=0.55)
+    line = render_module.decided_line(table, pw, capped, 1.0)[0]
+    assert line == ("Decided: **2 of 4** comparisons with the reference at ±1 point (worse 1, equivalent 1); not "
+                    "decided: `c` (inconclusive, Δ +0.81), `d` (untested). The study trained the most seeds its plan "
+                    "allows (10, `compare.max_seeds`), where the smallest difference detected with 80 % power is 1.31 "
+                    "points: a smaller difference can stay undecided at this cap.")
+    # a plan below its cap gives no such reason (the next step adds seeds); nothing tested, no line
+    within = dataclasses.replace(capped, needed=8, seeds=8)
+    assert render_module.decided_line(table, pw, within, 1.0)[0].endswith("`d` (untested).")
+    assert render_module.decided_line(table.iloc[:1], pw, None, 1.0) == []

@@ -3,7 +3,7 @@ reports (docs/studies/*/report.md), so that the README never says what no report
 
 The block between <!-- studies:summary:start --> and <!-- studies:summary:end --> holds, per committed stem study,
 its scope (budget, what was held fixed, the smallest detectable difference, what it cannot show), its stem table's
-main columns copied cell for cell, its power line, the stem's share of a training step's FLOPs
+main columns copied cell for cell, how many comparisons it decided, its power line, the stem's share of a training step's FLOPs
 and time (from its compute-by-depth table), and what the report cannot claim (the older protocol, no records
 beside it); for a study across contexts, its answer instead (across.readme_lines: what held in every context, what
 flipped, Kendall's τ with its interval). --check exits 1 when FILE's block differs from the reports (a test runs it
@@ -93,6 +93,7 @@ def study_summary(report: Path) -> list[str]:
         new_protocol = "Δ vs reference (pp, adjusted CI)" in head
         reference = next((ln for ln in lines if ln.startswith("Reference: ")), "")
         power = next((ln for ln in lines if ln.startswith("Power: ")), "")
+        decided = next((ln for ln in lines if ln.startswith("Decided: ")), "")
         scope = lines[lines.index(SCOPE):lines.index("", lines.index(SCOPE))] if SCOPE in lines else []  # to its blank line
         caveats = []
         if not new_protocol:
@@ -107,8 +108,7 @@ def study_summary(report: Path) -> list[str]:
         if scope:
             out += [*scope, ""]
         out += [md_table(head, "".join("l" if h in ("stem", "verdict") else "r" for h in head), [[r[k] for k in keep] for r in rows[1:]]), ""]
-        if power:
-            out += [power, ""]
+        out += [text for line in (decided, power) if line for text in (line, "")]
         if depth:
             out += [f"The stem's share of a training step: {share_range(depth, 0)} of the FLOPs, {share_range(depth, 1)} of "
                     f"the measured time; stage 4's: {share_range(depth, 0, 'stage4')} of the FLOPs, "

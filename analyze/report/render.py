@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from experiments.lr_choice import RULE
-from experiments.seed_plan import saved_plan
+from experiments.seed_plan import SeedPlan, saved_plan
 
 from .checks import warnings_section
 from .pairing import pairing_line, split_line
@@ -22,6 +22,7 @@ from .stage_costs import stage_cost_lines
 from .statistics import STAGES, completed, depth_shares, reference_of
 from .studies import Study, stem_labels
 from .tuning import lr_choices
+from .universality import CONCLUSIVE, verdict_kind
 from .utilisation import WITHHELD, utilisation
 
 METHOD = (
@@ -311,11 +312,32 @@ def provenance(runs: list) -> list[str]:
     return lines
 
 
-def plan_lines(study: Study) -> list[str]:
-    """The seed plan of a study whose seeds were chosen by power (its sweep's seed_plan.json), else nothing."""
+def study_plan(study: Study) -> SeedPlan | None:
+    """The seed plan of a study whose seeds were chosen by power (its sweep's seed_plan.json), else None."""
     sweeps = {r.sweep for r in study.runs if r.sweep}
-    plan = saved_plan(Path(sweeps.pop())) if len(sweeps) == 1 else None
-    return [plan.text(), ""] if plan else []
+    return saved_plan(Path(sweeps.pop())) if len(sweeps) == 1 else None
+
+
+def decided_line(table: pd.DataFrame, pw: Power | None, plan: SeedPlan | None, margin: float) -> list[str]:
+    """How many comparisons with the reference the study decided (better, worse or equivalent), which it did not
+    with their Δ, and why not where the seeds are at the plan's cap (compare.max_seeds)."""
+    kinds = {r["stem"]: verdict_kind(r["verdict"]) for _, r in table.iterrows() if r["verdict"] != "**reference**"}
+    if not kinds:
+        return []
+    decided = [k for k in kinds.values() if k in CONCLUSIVE]
+    counts = ", ".join(f"{k} {decided.count(k)}" for k in CONCLUSIVE if k in decided)
+    line = (f"Decided: **{len(decided)} of {len(kinds)}** comparisons with the reference at ±{margin:g} point"
+            f"{'s' * (margin != 1)}" + (f" ({counts})" if counts else ""))
+    open_ = table[table["stem"].isin([s for s, k in kinds.items() if k not in CONCLUSIVE])]
+    if len(open_):
+        line += "; not decided: " + ", ".join(
+            f"`{r['stem']}` ({kinds[r['stem']]}" + (f", Δ {100 * r['diff']:+.2f}" if math.isfinite(r["diff"]) else "") + ")"
+            for _, r in open_.iterrows())
+        if plan is not None and plan.needed is not None and plan.needed > plan.cap and pw is not None:
+            line += (f". The study trained the most seeds its plan allows ({plan.cap}, `compare.max_seeds`), where the "
+                     f"smallest difference detected with {100 * POWER:.0f} % power is {100 * pw.detectable:.2f} points: "
+                     "a smaller difference can stay undecided at this cap")
+    return [line + ".", ""]
 
 
 def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None, figs: dict[str, str],
@@ -325,10 +347,11 @@ def study_section(study: Study, table: pd.DataFrame, tuning: pd.DataFrame | None
         reference, source, margin = reference_of(study, table)
         final = completed(study.runs)
         pw = power(table, margin / 100)  # one computation for the scope, the next step and the power line
+        plan = study_plan(study)
         out += [f"Reference: **`{reference}`** ({source}); equivalence margin ±{margin:g} accuracy point"
                 f"{'s' * (margin != 1)}.", "", *scope_lines(study, detect_text(pw)), pairing_line(final), split_line(final), "",
-                markdown_table(table), "", *loaded_note(table), *next_step(study, table, pw, margin, command),
-                power_line(pw), "", *plan_lines(study),
+                markdown_table(table), "", *loaded_note(table), *decided_line(table, pw, plan, margin),
+                *next_step(study, table, pw, margin, command), power_line(pw), "", *([plan.text(), ""] if plan else []),
                 "Details per stem:", "", details_table(table, show_lr=bool(study.tuning)), "",
                 *[line for note in utilisation(final, stem_labels(study.runs)).notes for line in (note, "")]]
     else:

@@ -114,8 +114,8 @@ def write_stage_roofline(study: Study, order: list[str], out: Path) -> dict[str,
         label_points(ax, stem_points["intensity"].to_numpy(float), stem_points["gflops_s"].to_numpy(float),
                      list(stem_points["stem"]), [colors[s] for s in stem_points["stem"]])
     title = (f"{study.label}: per-stage roofline (lines join a stem's stages; each stem's stem stage named). "
-             f"Ceilings: the calibration recorded in these runs (profiler/calibrate.py), per precision; "
-             f"{load_note(study.runs)}")
+             "Ceilings: the calibration recorded in these runs (profiler/calibrate.py), per precision"
+             + ("; dashed where too low to be one (§, the MFU note)" if too_low else "") + f"; {load_note(study.runs)}")
     fig.suptitle(textwrap.fill(title, 78), fontsize=9)  # wrapped: one long line ran past the figure and the legend
     return {"stage_roofline": save(fig, out / f"{study.slug}_stage_roofline.png")}
 
