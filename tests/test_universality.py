@@ -21,7 +21,8 @@ from analyze.report.factors import factors_between
 from analyze.report.statistics import stem_table
 from analyze.report.studies import flatten, split_studies
 from experiments.same_run import same_run_config
-from analyze.report.universality import Interaction, Ranking, Tau, interaction, interaction_test, same_ranking_share, taus
+from analyze.report.universality import (Interaction, Ranking, Tau, interaction, interaction_test, kendall, kendall_columns,
+                                         same_ranking_share, taus)
 from tests.test_report import write_point
 
 NOISE = [0.3, -0.2, 0.1, -0.4, 0.2]  # a seed's shift, the same for every stem of a context (points)
@@ -135,6 +136,16 @@ def test_kendall_tau_against_hand_counts():
     assert third.tau == pytest.approx((4 - 2) / 6)  # swap vs rotated: s1 last in one, 2nd in the other: 2 discordant
     # every seed orders the stems alike, so every resample keeps the order: the interval is the point
     assert (first.lo, first.hi) == (pytest.approx(4 / 6), pytest.approx(4 / 6)) and first.undefined == 0
+
+
+def test_kendall_over_resamples_is_scipys_tau_b_column_by_column():
+    # small integers: many ties within a column, as resampled means of few seeds have; the last column ties every stem
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 4, size=(5, 300)).astype(float), rng.integers(0, 4, size=(5, 300)).astype(float)
+    x[:, -1] = 1.0
+    expected = [kendall(x[:, k], y[:, k]) for k in range(x.shape[1])]  # scipy.stats.kendalltau, NaN where undefined
+    assert np.allclose(kendall_columns(x, y), expected, equal_nan=True, rtol=0, atol=1e-12)
+    assert np.isnan(kendall_columns(x, y)[-1])
 
 
 def test_the_bootstrap_resamples_seeds_and_regenerates_exactly():
