@@ -640,3 +640,6 @@ def test_the_report_counts_the_comparisons_it_decided_and_says_why_the_rest_stay
     within = dataclasses.replace(capped, needed=8, seeds=8)
     assert render_module.decided_line(table, pw, within, 1.0)[0].endswith("`d` (untested).")
     assert render_module.decided_line(table.iloc[:1], pw, None, 1.0) == []
+    # every comparison decided: no next step, though 1 point would need more seeds than the study has
+    decided = table.iloc[:3].assign(n=10)
+    assert render_module.next_step(None, decided, pw, 1.0, "python -m analyze report X") == []

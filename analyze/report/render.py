@@ -187,6 +187,9 @@ def next_step(study: Study, table: pd.DataFrame, pw: Power | None, margin_points
     have = min((int(n) for n in table["n"] if n > 0), default=0)
     if pw is not None and pw.detectable <= pw.margin and have >= MIN_PAIRED_SEEDS:
         return []  # the study already detects a difference as large as its margin
+    kinds = [verdict_kind(v) for v in table["verdict"] if v != "**reference**"]
+    if kinds and all(k in CONCLUSIVE for k in kinds):
+        return []  # every comparison decided: more seeds would answer nothing the study asks
     if pw is not None and pw.seeds_for_margin:
         need = max(MIN_PAIRED_SEEDS, pw.seeds_for_margin, have + 1)
         why = (f"{need} paired seeds would detect a difference of ±{margin_points:g} point{'s' * (margin_points != 1)} "
