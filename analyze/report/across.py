@@ -16,6 +16,7 @@ from .contexts import Context, find_contexts
 from .factors import Base, Factor, by_factor
 from .figures import new_figure, save
 from .render import md_table
+from .scope import plural
 from .statistics import reference_of
 from .studies import Study
 from .universality import (ALPHA, LOGIT_CLIP, RESAMPLE_SEED, RESAMPLES, Agreement, Interaction, Tau,
@@ -94,10 +95,6 @@ def readme_lines(section: str) -> list[str]:
 def seeds_cell(c: Context) -> str:
     n = c.table.loc[c.table["n"] > 0, "n"]
     return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def ordinal(rank: float) -> str:

@@ -181,14 +181,19 @@ def power_line(pw: Power | None) -> str:
             "paired t-test).")
 
 
+def verdict_kinds(table: pd.DataFrame) -> dict[str, str]:
+    """Each tested stem's verdict kind against the reference (universality.verdict_kind), the reference left out."""
+    return {r["stem"]: verdict_kind(r["verdict"]) for _, r in table.iterrows() if r["verdict"] != "**reference**"}
+
+
 def next_step(study: Study, table: pd.DataFrame, pw: Power | None, margin_points: float, report_command: str) -> list[str]:
     """What to do when the study cannot decide: the seeds that would (from its power `pw`, at least MIN_PAIRED_SEEDS)
     and the command that adds them to the same sweep folder (completed points are skipped)."""
     have = min((int(n) for n in table["n"] if n > 0), default=0)
     if pw is not None and pw.detectable <= pw.margin and have >= MIN_PAIRED_SEEDS:
         return []  # the study already detects a difference as large as its margin
-    kinds = [verdict_kind(v) for v in table["verdict"] if v != "**reference**"]
-    if kinds and all(k in CONCLUSIVE for k in kinds):
+    kinds = verdict_kinds(table)
+    if kinds and all(k in CONCLUSIVE for k in kinds.values()):
         return []  # every comparison decided: more seeds would answer nothing the study asks
     if pw is not None and pw.seeds_for_margin:
         need = max(MIN_PAIRED_SEEDS, pw.seeds_for_margin, have + 1)
@@ -324,7 +329,7 @@ def study_plan(study: Study) -> SeedPlan | None:
 def decided_line(table: pd.DataFrame, pw: Power | None, plan: SeedPlan | None, margin: float) -> list[str]:
     """How many comparisons with the reference the study decided (better, worse or equivalent), which it did not
     with their Δ, and why not where the seeds are at the plan's cap (compare.max_seeds)."""
-    kinds = {r["stem"]: verdict_kind(r["verdict"]) for _, r in table.iterrows() if r["verdict"] != "**reference**"}
+    kinds = verdict_kinds(table)
     if not kinds:
         return []
     decided = [k for k in kinds.values() if k in CONCLUSIVE]
