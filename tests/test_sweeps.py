@@ -149,6 +149,8 @@ def test_submitit_local_sweep(tmp_path):
     recs = records(sweep)
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # the points really ran as submitit jobs
+    # its 4 points run at once, each with the launcher's cpus_per_task (1) threads, not the machine's every core
+    assert {r["hardware"]["threads"] for r in recs.values()} == {1}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,4 +82,10 @@ class SlurmLauncher(KeepFailuresLocal, submitit_launcher.SlurmLauncher):
 
 
 class LocalLauncher(KeepFailuresLocal, submitit_launcher.LocalLauncher):
-    pass
+    """Submitit's local executor starts every point at once, each with as many threads as the machine has cores
+    (SLURM confines a job to its cpus_per_task; a local job is confined by nothing). Its jobs inherit this process's
+    environment, so OMP_NUM_THREADS = cpus_per_task gives each point the threads it asked for."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": str(self.params["cpus_per_task"])}):
+            return super().launch(job_overrides, initial_job_idx)
