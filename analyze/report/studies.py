@@ -80,7 +80,9 @@ def split_studies(runs: list[Run]) -> list[Study]:
         base = f"{c.get('trunk.name')} · {c.get('data.name')}" + (f" @ {c['data.image_size']} px" if c.get("data.image_size") else "")
         same_base = [configs[k] for k in keys if k != key and (configs[k].get("trunk.name"), configs[k].get("data.name"))
                      == (c.get("trunk.name"), c.get("data.name"))]
-        differing = sorted({f for o in same_base for f in set(c) | set(o) if f in c and c.get(f) != o.get(f)})
+        shown = {"data.image_size"} if c.get("data.image_size") else set()  # already in `base`
+        differing = sorted({f for o in same_base for f in set(c) | set(o)
+                            if f in c and f not in shown and c.get(f) != o.get(f)})
         label = base + (" · tuned LR per stem" if key in tuning else "") \
             + ("".join(f" · {f}={c.get(f)}" for f in differing[:4]) + (" …" if len(differing) > 4 else "")) \
             + (f" · sweep {sweeps[key]}" if sweeps[key] and len(set(sweeps.values())) > 1 else "")
